@@ -1,0 +1,1 @@
+"""asyncjobs: Kubernetes-native asynchronous LLM inference jobs."""

@@ -1,0 +1,1 @@
+"""The aiohttp service that answers the Bifrost-compatible async API."""

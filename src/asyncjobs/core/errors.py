@@ -1,0 +1,71 @@
+"""BifrostError: the one error shape of the API, for gateway and provider errors alike.
+
+Key order and omission rules follow the contract (spec §4): optional keys are left out
+when empty, never sent as null, and `extra_fields` is always present.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ExtraFields:
+    provider: str | None = None
+    model_requested: str | None = None
+    request_type: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _without_empty(
+            {
+                "provider": self.provider,
+                "model_requested": self.model_requested,
+                "request_type": self.request_type,
+            }
+        )
+
+
+@dataclass(frozen=True)
+class BifrostError:
+    message: str
+    status_code: int | None = None
+    is_bifrost_error: bool = False
+    type: str | None = None
+    code: str | None = None
+    param: str | None = None
+    event_id: str | None = None
+    extra_fields: ExtraFields = ExtraFields()
+
+    def to_dict(self) -> dict[str, Any]:
+        error = _without_empty(
+            {
+                "type": self.type,
+                "code": self.code,
+                "message": self.message,
+                "param": self.param,
+            }
+        )
+        error["message"] = self.message  # required even when empty
+        outer: dict[str, Any] = {}
+        if self.event_id:
+            outer["event_id"] = self.event_id
+        outer["is_bifrost_error"] = self.is_bifrost_error
+        if self.status_code is not None:
+            outer["status_code"] = self.status_code
+        outer["error"] = _in_order(error, ("type", "code", "message", "param"))
+        outer["extra_fields"] = self.extra_fields.to_dict()
+        return outer
+
+
+def gateway_error(status_code: int, message: str) -> dict[str, Any]:
+    """An error the gateway answers itself (validation, auth, not found)."""
+    return BifrostError(message=message, status_code=status_code).to_dict()
+
+
+def _without_empty(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value not in (None, "")}
+
+
+def _in_order(values: dict[str, Any], order: tuple[str, ...]) -> dict[str, Any]:
+    return {key: values[key] for key in order if key in values}

@@ -1,0 +1,129 @@
+"""The AsyncJob resource as the rest of the code sees it: how one is built on submit
+and the few fields a poll needs, read from the object the apiserver returns.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from asyncjobs.core import resources
+from asyncjobs.core.kube import KubeObject
+from asyncjobs.core.payloads import PayloadRef
+from asyncjobs.core.request_types import RequestType
+
+
+class Phase(enum.StrEnum):
+    PENDING = "Pending"
+    PROCESSING = "Processing"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (Phase.COMPLETED, Phase.FAILED)
+
+    @property
+    def api_status(self) -> str:
+        """The job status as the Bifrost API spells it."""
+        return self.value.lower()
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 in UTC with milliseconds, as Bifrost prints created_at."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + (
+        f"{moment.microsecond // 1000:03d}Z"
+    )
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What the API decided on submit."""
+
+    job_id: str
+    request_type: RequestType
+    model: str
+    fallbacks: tuple[str, ...]
+    result_ttl_seconds: int
+    request_ref: PayloadRef
+    submitted_at: datetime
+    virtual_key_id: str | None = None
+
+
+def build_asyncjob(spec: JobSpec) -> KubeObject:
+    body: dict[str, Any] = {
+        "requestType": spec.request_type.value,
+        "model": spec.model,
+        "resultTTLSeconds": spec.result_ttl_seconds,
+        "submittedAt": format_time(spec.submitted_at),
+        "requestRef": spec.request_ref.to_dict(),
+    }
+    if spec.fallbacks:
+        body["fallbacks"] = list(spec.fallbacks)
+    if spec.virtual_key_id:
+        body["virtualKeyId"] = spec.virtual_key_id
+    return {
+        "apiVersion": resources.API_VERSION,
+        "kind": resources.KIND,
+        "metadata": {
+            "name": spec.job_id,
+            "labels": {resources.LABEL_MANAGED_BY: resources.MANAGED_BY},
+        },
+        "spec": body,
+    }
+
+
+@dataclass(frozen=True)
+class JobView:
+    """The facts a poll answers from; small enough to cache for every job."""
+
+    job_id: str
+    uid: str
+    request_type: str
+    phase: Phase
+    created_at: str
+    virtual_key_id: str | None
+    completed_at: str | None = None
+    expires_at: datetime | None = None
+    status_code: int | None = None
+    error: dict[str, Any] | None = None
+    result_ref: PayloadRef | None = None
+    resource_version: str = ""
+
+    @classmethod
+    def from_object(cls, obj: KubeObject) -> JobView:
+        metadata = obj["metadata"]
+        spec = obj.get("spec", {})
+        status = obj.get("status") or {}
+        expires = status.get("expiresAt")
+        result_ref = status.get("resultRef")
+        completed = status.get("completionTime")
+        return cls(
+            job_id=metadata["name"],
+            uid=metadata.get("uid", ""),
+            request_type=spec.get("requestType", ""),
+            phase=Phase(status.get("phase", Phase.PENDING.value)),
+            created_at=spec.get("submittedAt")
+            or _seconds_to_millis(metadata.get("creationTimestamp", "")),
+            virtual_key_id=spec.get("virtualKeyId"),
+            completed_at=_seconds_to_millis(completed) if completed else None,
+            expires_at=parse_time(expires) if expires else None,
+            status_code=status.get("statusCode"),
+            error=status.get("error"),
+            result_ref=PayloadRef.from_dict(result_ref) if result_ref else None,
+            resource_version=metadata.get("resourceVersion", ""),
+        )
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+
+def _seconds_to_millis(text: str) -> str:
+    """Re-prints a Kubernetes timestamp in the API's millisecond form."""
+    return format_time(parse_time(text)) if text else ""

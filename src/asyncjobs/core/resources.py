@@ -1,0 +1,54 @@
+"""Names of the Kubernetes resources asyncjobs owns, and the paths to reach them.
+
+One place for the group, version, labels and annotation prefixes, so the API, the
+operator, the chart and the tests cannot drift apart.
+"""
+
+from __future__ import annotations
+
+GROUP = "asyncjobs.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "AsyncJob"
+PLURAL = "asyncjobs"
+CRD_NAME = f"{PLURAL}.{GROUP}"
+
+# Labels put on every Secret that belongs to a job, so one selector finds them all.
+LABEL_JOB_ID = f"{GROUP}/job-id"
+LABEL_PAYLOAD = f"{GROUP}/payload"  # "request" or "result"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "asyncjobs"
+
+# Secrets labelled with this are virtual keys the API recognises.
+LABEL_VIRTUAL_KEY = f"{GROUP}/virtual-key"
+
+
+def asyncjobs_path(namespace: str, name: str | None = None, *, status: bool = False) -> str:
+    path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
+    if name is not None:
+        path += f"/{name}"
+        if status:
+            path += "/status"
+    return path
+
+
+def secrets_path(namespace: str, name: str | None = None) -> str:
+    path = f"/api/v1/namespaces/{namespace}/secrets"
+    return path if name is None else f"{path}/{name}"
+
+
+def namespaces_path(name: str | None = None) -> str:
+    return "/api/v1/namespaces" if name is None else f"/api/v1/namespaces/{name}"
+
+
+def owner_reference(job: dict[str, object]) -> dict[str, object]:
+    """An ownerReference to the job, so garbage collection deletes what the job owns."""
+    metadata = job["metadata"]
+    assert isinstance(metadata, dict)
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": metadata["name"],
+        "uid": metadata["uid"],
+        "blockOwnerDeletion": False,
+    }
