@@ -1,0 +1,1 @@
+"""LLM providers behind one small interface (base.Provider), one module per wire format."""

@@ -1,0 +1,70 @@
+"""The provider interface: one call that turns a stored request into a unified result.
+
+Bifrost's provider interface has some fifty methods; ours has one, because every request
+type is "send this body, get a JSON body back" once the request type is data. A provider
+raises ProviderError for anything that is not a success, carrying what the failure policy
+needs (status code, whether to retry, Retry-After) and what the client will see (the
+provider's error type, code, message and param).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from asyncjobs.core.request_types import RequestType
+
+
+@dataclass(frozen=True)
+class ProviderRequest:
+    request_type: RequestType
+    model: str  # the model name without the "provider/" prefix
+    body: bytes  # exactly as the client sent it (JSON, or multipart/form-data)
+    content_type: str
+
+
+@dataclass(frozen=True)
+class ProviderResult:
+    body: dict[str, Any]  # the synchronous endpoint's JSON body (speech: base64 audio)
+    status_code: int = 200
+
+
+class ProviderError(Exception):
+    """A call that did not succeed.
+
+    status_code is the provider's HTTP status, or None when no answer came (timeout,
+    connection refused). retryable follows the failure policy: 429, 5xx, timeouts and
+    connection errors may pass; other 4xx will not.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None,
+        retryable: bool,
+        retry_after: float | None = None,
+        error_type: str | None = None,
+        code: str | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.error_type = error_type
+        self.code = code
+        self.param = param
+
+
+class Provider(Protocol):
+    name: str
+
+    async def call(self, request: ProviderRequest) -> ProviderResult:
+        """Runs one request; raises ProviderError on anything but success."""
+        ...
+
+    async def close(self) -> None:
+        """Releases pooled connections."""
+        ...
