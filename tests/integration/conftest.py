@@ -1,0 +1,70 @@
+"""Fixtures for tests against a real control plane.
+
+One plane serves the whole session: the one KUBECONFIG names, or the project's own
+(tools/plane.py), started here if it is not up yet and stopped at the end only if this
+session started it. Each test gets a fresh namespace, deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from asyncjobs.core import resources
+from asyncjobs.core.kube import KubeClient, KubeError, load_config
+
+REPO = Path(__file__).resolve().parents[2]
+PLANE = REPO / "tools" / "plane.py"
+
+
+@pytest.fixture(scope="session")
+def kubeconfig_path() -> Iterator[str]:
+    if os.environ.get("KUBECONFIG"):
+        subprocess.run([sys.executable, str(PLANE), "up"], check=True)
+        yield os.environ["KUBECONFIG"]
+        return
+    already_up = (
+        subprocess.run([sys.executable, str(PLANE), "status"], capture_output=True).returncode == 0
+    )
+    path = subprocess.run(
+        [sys.executable, str(PLANE), "up"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    yield path
+    if not already_up and not os.environ.get("ASYNCJOBS_KEEP_PLANE"):
+        subprocess.run([sys.executable, str(PLANE), "down"], check=False)
+
+
+@pytest.fixture
+async def kube(kubeconfig_path: str) -> AsyncIterator[KubeClient]:
+    """A kopf-free client with the plane's admin credentials."""
+    async with KubeClient(load_config(kubeconfig_path)) as client:
+        yield client
+
+
+@pytest.fixture
+async def namespace(kube: KubeClient) -> AsyncIterator[str]:
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    await kube.create(
+        resources.namespaces_path(),
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+    )
+    yield name
+    try:
+        await kube.delete(resources.namespaces_path(name))
+    except KubeError as exc:
+        if exc.status != 404:
+            raise
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path) -> Path:
+    """Where processes started by a test write their logs."""
+    path = tmp_path / "logs"
+    path.mkdir()
+    return path
