@@ -1,0 +1,37 @@
+# Shared set-up for the scripts: everything a fresh machine needs, installed by the
+# project itself and skipped when already there.
+# shellcheck shell=bash
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+UV_VERSION=0.13.9
+export UV_PYTHON_DOWNLOADS=never
+export PATH="$REPO/.venv/bin:$HOME/.local/bin:$PATH"
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+ensure_system_tools() {
+  if ! command -v openssl >/dev/null; then
+    step "installing openssl from Debian's packages"
+    apt-get update -qq && apt-get install -y -qq openssl >/dev/null
+  fi
+  if ! command -v go >/dev/null; then
+    echo "Go 1.26 or newer is needed to build the control plane binaries" >&2
+    exit 1
+  fi
+}
+
+ensure_python_env() {
+  if ! command -v uv >/dev/null || [ "$(uv --version | cut -d' ' -f2)" != "$UV_VERSION" ]; then
+    step "installing uv $UV_VERSION"
+    python3 -m pip install --quiet --root-user-action=ignore "uv==$UV_VERSION"
+  fi
+  step "syncing the Python environment from uv.lock"
+  (cd "$REPO" && uv sync --frozen --quiet)
+}
+
+ensure_binaries() {
+  step "building the control plane binaries (cached after the first build)"
+  bash "$REPO/tools/build-binaries.sh"
+  local bin_dir=${ASYNCJOBS_BIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/asyncjobs/bin}
+  export PATH="$bin_dir:$PATH"
+}
