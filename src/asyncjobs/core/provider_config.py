@@ -7,7 +7,7 @@ call them. Keys are never in this file, only references to Secrets.
 
 ```yaml
 providers:
-  local: {type: local}
+  local: {type: local, latencyMs: 0}
   openai:
     type: openai
     baseURL: https://api.openai.com/v1
@@ -58,6 +58,9 @@ class ProviderConfig(BaseModel):
     max_concurrency: int = Field(default=64, ge=1, alias="maxConcurrency")
     requests_per_minute: int | None = Field(default=None, ge=1, alias="requestsPerMinute")
     keys: tuple[KeyConfig, ...] = ()
+    # Simulated time per call; the local provider honours it so benchmarks can model a
+    # slow provider without a network. Remote providers ignore it.
+    latency_ms: float = Field(default=0.0, ge=0, alias="latencyMs")
 
 
 class Limits(BaseModel):

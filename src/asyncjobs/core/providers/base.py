@@ -9,6 +9,7 @@ provider's error type, code, message and param).
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -68,3 +69,12 @@ class Provider(Protocol):
     async def close(self) -> None:
         """Releases pooled connections."""
         ...
+
+
+def speech_result(audio: bytes, content_type: str) -> dict[str, Any]:
+    """The JSON a speech job stores: the audio base64-encoded, and its media type.
+
+    Bifrost's speech response carries the audio as base64 under `audio`; `content_type`
+    is ours, so a client knows how to decode it (mp3, wav, opus...) without sniffing.
+    """
+    return {"audio": base64.b64encode(audio).decode("ascii"), "content_type": content_type}
