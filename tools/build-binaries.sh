@@ -14,6 +14,14 @@ source "$here/versions.sh"
 bin_dir=${ASYNCJOBS_BIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/asyncjobs/bin}
 mkdir -p "$bin_dir"
 export CGO_ENABLED=0
+
+# One build at a time per cache folder: a second caller (another test session, `up` in
+# another shell) waits for the first and then finds the binaries cached.
+exec 9>"$bin_dir/.build.lock"
+if ! flock -n 9; then
+  echo "[build] another build is running; waiting for it" >&2
+  flock 9
+fi
 started=$SECONDS
 
 say() { printf '[build %4ds] %s\n' "$((SECONDS - started))" "$*" >&2; }

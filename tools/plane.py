@@ -19,6 +19,7 @@ installs the CRD.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import secrets
@@ -460,6 +461,14 @@ def up(layout: Layout) -> str:
         install_crd(existing)
         return existing
     ensure_binaries()
+    layout.state.mkdir(parents=True, exist_ok=True)
+    # Concurrent `up`s (two test sessions, say) start one plane and share it.
+    with (layout.state / "up.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return start_plane(layout, started)
+
+
+def start_plane(layout: Layout, started: float) -> str:
     token = ensure_credentials(layout)
     write_kubeconfig(layout, token)
     start_etcd(layout)

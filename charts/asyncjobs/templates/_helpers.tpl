@@ -1,0 +1,41 @@
+{{/* Names and labels shared by every template. */}}
+
+{{- define "asyncjobs.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "asyncjobs.jobsNamespace" -}}
+{{- default (printf "%s-jobs" .Release.Namespace) .Values.jobs.namespace -}}
+{{- end -}}
+
+{{- define "asyncjobs.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "asyncjobs.labels" -}}
+app.kubernetes.io/name: asyncjobs
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "asyncjobs.selector" -}}
+app.kubernetes.io/name: asyncjobs
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* Provider-key Secret names referenced by the providers configuration. */}}
+{{- define "asyncjobs.providerKeySecrets" -}}
+{{- $names := list -}}
+{{- range $name, $provider := .Values.providers.providers -}}
+{{- range $key := ($provider.keys | default list) -}}
+{{- $names = append $names $key.secretRef.name -}}
+{{- end -}}
+{{- end -}}
+{{- $names | uniq | toJson -}}
+{{- end -}}
