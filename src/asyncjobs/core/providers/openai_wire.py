@@ -1,0 +1,106 @@
+"""OpenAI's wire format for requests and successful answers, as pure functions.
+
+The stored request is the client's Bifrost body: `model` carries the `provider/` prefix,
+`fallbacks` is Bifrost's own, chat's `max_tokens` is OpenAI's deprecated name. This
+module turns it into the body OpenAI expects for the request type's path, and turns the
+provider's successful answer into the JSON the job stores (speech's binary audio becomes
+base64, a plain-text transcription becomes `{"text": ...}`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from asyncjobs.core import multipart
+from asyncjobs.core.providers.base import ProviderRequest, speech_result
+from asyncjobs.core.request_types import REQUEST_TYPES, BodyKind, RequestType
+
+OPENAI_PATHS: dict[RequestType, str] = {
+    RequestType.TEXT_COMPLETION: "/completions",
+    RequestType.CHAT_COMPLETION: "/chat/completions",
+    RequestType.RESPONSES: "/responses",
+    RequestType.EMBEDDING: "/embeddings",
+    RequestType.SPEECH: "/audio/speech",
+    RequestType.TRANSCRIPTION: "/audio/transcriptions",
+    RequestType.IMAGE_GENERATION: "/images/generations",
+    RequestType.IMAGE_EDIT: "/images/edits",
+    RequestType.IMAGE_VARIATION: "/images/variations",
+    RequestType.RERANK: "/rerank",
+    RequestType.OCR: "/ocr",
+}
+
+# Fields only the gateway understands; a provider would reject or ignore them.
+GATEWAY_ONLY_FIELDS = ("fallbacks",)
+
+
+class BadRequestBody(ValueError):
+    """The stored body cannot be turned into a provider request."""
+
+
+@dataclass(frozen=True)
+class WireRequest:
+    path: str
+    body: bytes
+    content_type: str
+
+
+def prepare(request: ProviderRequest) -> WireRequest:
+    """The path, body and content type to send for a stored request."""
+    path = OPENAI_PATHS[request.request_type]
+    if REQUEST_TYPES[request.request_type].body is BodyKind.MULTIPART:
+        body, content_type = _prepare_form(request)
+        return WireRequest(path, body, content_type)
+    return WireRequest(path, _prepare_json(request), "application/json")
+
+
+def _prepare_json(request: ProviderRequest) -> bytes:
+    try:
+        body = json.loads(request.body)
+    except ValueError as error:
+        raise BadRequestBody(f"invalid request format: {error}") from error
+    if not isinstance(body, dict):
+        raise BadRequestBody("invalid request format: the body must be a JSON object")
+    for name in GATEWAY_ONLY_FIELDS:
+        body.pop(name, None)
+    body["model"] = request.model
+    if request.request_type is RequestType.CHAT_COMPLETION and "max_tokens" in body:
+        # The spec maps max_tokens to max_completion_tokens; an explicit
+        # max_completion_tokens wins when a client sent both.
+        max_tokens = body.pop("max_tokens")
+        body.setdefault("max_completion_tokens", max_tokens)
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _prepare_form(request: ProviderRequest) -> tuple[bytes, str]:
+    try:
+        form = multipart.parse(request.body, request.content_type)
+    except multipart.MultipartError as error:
+        raise BadRequestBody(f"failed to parse multipart form: {error}") from error
+    fields = [(k, v) for k, v in form.fields if k != "model" and k not in GATEWAY_ONLY_FIELDS]
+    files = list(form.files)
+    if request.request_type is RequestType.IMAGE_VARIATION:
+        # Bifrost accepts `image[]` for variations, but OpenAI's endpoint takes exactly one
+        # file named `image`.
+        images = form.files_named("image", "image[]")[:1]
+        others = [part for part in files if part.field not in ("image", "image[]")]
+        files = [
+            multipart.FilePart("image", part.filename, part.content_type, part.data)
+            for part in images
+        ] + others
+    return multipart.encode(multipart.Form([("model", request.model), *fields], files))
+
+
+def success_body(request_type: RequestType, content_type: str, body: bytes) -> dict[str, Any]:
+    """The JSON a job stores for a 2xx answer; raises ValueError if it is unreadable."""
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if request_type is RequestType.SPEECH:
+        return speech_result(body, media_type or "application/octet-stream")
+    if request_type is RequestType.TRANSCRIPTION and media_type != "application/json":
+        # response_format text, srt or vtt answers plain text.
+        return {"text": body.decode("utf-8", errors="replace")}
+    parsed = json.loads(body)
+    if not isinstance(parsed, dict):
+        raise ValueError("the answer is JSON but not an object")
+    return parsed

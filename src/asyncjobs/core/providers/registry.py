@@ -1,0 +1,110 @@
+"""Providers built from the configuration file, and the limits the operator enforces.
+
+The operator calls `build_providers` once at start with a function that reads one key
+of one Kubernetes Secret; keys go straight from that function into the providers and
+are never logged or put into messages. The per-provider numbers (concurrency, requests
+per minute, timeout) are exposed as data: the operator owns the limiters, because only
+it sees every call in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass
+
+from asyncjobs.core.provider_config import KeyConfig, ProviderConfig, ProvidersFile
+from asyncjobs.core.providers.base import Provider
+from asyncjobs.core.providers.keys import ApiKey
+from asyncjobs.core.providers.local import LocalProvider
+from asyncjobs.core.providers.openai_compat import OpenAICompatProvider
+
+# read_secret(secret_name, key_in_secret) -> the key's value.
+SecretReader = Callable[[str, str], Awaitable[str]]
+
+
+class ProviderConfigError(Exception):
+    """A provider cannot be built: a key Secret is missing, unreadable or empty."""
+
+
+@dataclass(frozen=True)
+class ProviderLimits:
+    max_concurrency: int
+    requests_per_minute: int | None  # None: no rate limit
+    timeout_seconds: float
+
+
+def provider_limits(config: ProvidersFile) -> dict[str, ProviderLimits]:
+    """The per-provider limits of a configuration, by provider name."""
+    return {
+        name: ProviderLimits(
+            max_concurrency=provider.max_concurrency,
+            requests_per_minute=provider.requests_per_minute,
+            timeout_seconds=provider.timeout_seconds,
+        )
+        for name, provider in config.providers.items()
+    }
+
+
+class ProviderSet(Mapping[str, Provider]):
+    """The built providers by name, their limits, and the global in-flight limit."""
+
+    def __init__(self, providers: dict[str, Provider], config: ProvidersFile) -> None:
+        self._providers = providers
+        self.limits = provider_limits(config)
+        self.max_in_flight = config.limits.max_in_flight
+
+    def __getitem__(self, name: str) -> Provider:
+        return self._providers[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._providers)
+
+    def __len__(self) -> int:
+        return len(self._providers)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(provider.close() for provider in self._providers.values()))
+
+
+async def build_providers(
+    config: ProvidersFile,
+    read_secret: SecretReader,
+    *,
+    rng: random.Random | None = None,
+) -> ProviderSet:
+    """Builds every configured provider, reading its keys through `read_secret`."""
+    providers: dict[str, Provider] = {}
+    for name, provider_config in config.providers.items():
+        providers[name] = await _build(name, provider_config, read_secret, rng)
+    return ProviderSet(providers, config)
+
+
+async def _build(
+    name: str, config: ProviderConfig, read_secret: SecretReader, rng: random.Random | None
+) -> Provider:
+    if config.type == "local":
+        return LocalProvider(name, latency_ms=config.latency_ms)
+    keys = [await _read_key(name, key, read_secret) for key in config.keys]
+    return OpenAICompatProvider(
+        name,
+        base_url=config.base_url,
+        keys=keys,
+        timeout_seconds=config.timeout_seconds,
+        max_connections=config.max_concurrency,
+        rng=rng,
+    )
+
+
+async def _read_key(name: str, key: KeyConfig, read_secret: SecretReader) -> ApiKey:
+    ref = key.secret_ref
+    where = f"provider {name}: key {ref.key!r} of Secret {ref.name!r}"
+    try:
+        value = (await read_secret(ref.name, ref.key)).strip()
+    except Exception as error:
+        # The cause is kept for operators, but the message never contains secret data.
+        raise ProviderConfigError(f"{where} cannot be read ({type(error).__name__})") from error
+    if not value:
+        raise ProviderConfigError(f"{where} is empty")
+    return ApiKey(value=value, weight=key.weight, models=key.models)
