@@ -1,0 +1,341 @@
+"""The AsyncJob state machine, by tables, with a fixed clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from asyncjobs.core import lifecycle
+from asyncjobs.core.conditions import Reason
+from asyncjobs.core.jobs import Phase, format_time
+from asyncjobs.core.lifecycle import (
+    AttemptStarting,
+    DeadlinePassed,
+    Delete,
+    ExpireAt,
+    Job,
+    Observed,
+    Policy,
+    ProviderFailed,
+    RequestMissing,
+    Retry,
+    Run,
+    Succeeded,
+    Unrunnable,
+    WaitForRequest,
+    WriteStatus,
+    decide,
+)
+from asyncjobs.core.providers.base import ProviderError
+
+SUBMITTED = datetime(2026, 2, 19, 8, 0, 0, tzinfo=UTC)
+POLICY = Policy(default_deadline_seconds=600, default_backoff_limit=2, default_ttl_seconds=3600)
+REF = {"secretName": "j-result", "chunks": 1, "size": 2, "sha256": "0" * 64, "contentType": "x"}
+
+
+def at(seconds: float) -> datetime:
+    return SUBMITTED + timedelta(seconds=seconds)
+
+
+def job(status: dict[str, Any] | None = None, **spec: Any) -> Job:
+    body: dict[str, Any] = {
+        "requestType": "chat_completion",
+        "model": "openai/gpt-4o-mini",
+        "submittedAt": format_time(SUBMITTED),
+        "resultTTLSeconds": 0,
+        **spec,
+    }
+    obj = {
+        "metadata": {"name": "j1", "uid": "u1", "generation": 1, "creationTimestamp": "x"},
+        "spec": body,
+        "status": status or {},
+    }
+    return Job.from_object(obj, POLICY)
+
+
+def processing(attempts: int, model: str = "openai/gpt-4o-mini") -> dict[str, Any]:
+    return {"phase": "Processing", "attempts": attempts, "modelUsed": model}
+
+
+def terminal(phase: str, expires: datetime) -> dict[str, Any]:
+    return {"phase": phase, "expiresAt": format_time(expires), "completionTime": "x"}
+
+
+def failure(status: int | None, retryable: bool, retry_after: float | None = None) -> ProviderError:
+    return ProviderError("boom", status_code=status, retryable=retryable, retry_after=retry_after)
+
+
+@pytest.mark.parametrize(
+    ("case", "the_job", "now", "expected"),
+    [
+        ("pending job is claimed", job(), at(1), Run(0, 0, Reason.CLAIMED)),
+        (
+            "interrupted attempt is resumed as a retry of the same model",
+            job(processing(1)),
+            at(5),
+            Run(0, 1, Reason.RESUMED),
+        ),
+        (
+            "interrupted attempt on a fallback resumes on that fallback",
+            job(processing(3, "local/m"), fallbacks=["local/m"], backoffLimit=1),
+            at(5),
+            Run(1, 1, Reason.RESUMED),
+        ),
+        (
+            "interrupted last try moves on to the next fallback",
+            job(processing(1), fallbacks=["local/m"], backoffLimit=0),
+            at(5),
+            Run(1, 0, Reason.RESUMED),
+        ),
+        (
+            "completed job before expiry waits for it",
+            job(terminal("Completed", at(3600))),
+            at(10),
+            ExpireAt(at(3600)),
+        ),
+        (
+            "completed job past expiry is deleted",
+            job(terminal("Completed", at(60))),
+            at(60),
+            Delete(),
+        ),
+        ("failed job past expiry is deleted", job(terminal("Failed", at(60))), at(61), Delete()),
+    ],
+)
+def test_observed(case: str, the_job: Job, now: datetime, expected: object) -> None:
+    assert decide(the_job, Observed(), now, POLICY) == expected, case
+
+
+@pytest.mark.parametrize(
+    ("case", "the_job", "reason"),
+    [
+        ("backoff limit spent by crashes", job(processing(3)), Reason.BACKOFF_LIMIT_EXCEEDED),
+        (
+            "no tries left on the last target",
+            job(processing(1), backoffLimit=0),
+            Reason.BACKOFF_LIMIT_EXCEEDED,
+        ),
+        ("pending past its deadline", job(activeDeadlineSeconds=30), Reason.DEADLINE_EXCEEDED),
+        ("processing past the default deadline", job(processing(1)), Reason.DEADLINE_EXCEEDED),
+    ],
+)
+def test_observed_job_that_cannot_go_on_fails(case: str, the_job: Job, reason: Reason) -> None:
+    now = at(30) if reason is Reason.BACKOFF_LIMIT_EXCEEDED else at(600)
+    step = decide(the_job, Observed(), now, POLICY)
+    assert isinstance(step, WriteStatus), case
+    assert step.phase is Phase.FAILED
+    assert step.reason is reason
+    assert step.status["conditions"][-1]["reason"] == reason.value
+    assert step.status["error"]["is_bifrost_error"] is True
+    assert step.status["error"]["extra_fields"] == {
+        "provider": "openai",
+        "model_requested": "gpt-4o-mini",
+        "request_type": "chat_completion",
+    }
+
+
+def test_claim_counts_the_attempt_and_marks_processing() -> None:
+    step = decide(job(), AttemptStarting(0, Reason.CLAIMED), at(2), POLICY)
+    assert isinstance(step, WriteStatus)
+    assert step.status == {
+        "phase": "Processing",
+        "attempts": 1,
+        "startTime": format_time(at(2)),
+        "provider": "openai",
+        "modelUsed": "openai/gpt-4o-mini",
+        "observedGeneration": 1,
+        "conditions": [
+            {
+                "type": "Processing",
+                "status": "True",
+                "reason": "Claimed",
+                "message": "attempt 1 on openai/gpt-4o-mini",
+                "lastTransitionTime": format_time(at(2)),
+                "observedGeneration": 1,
+            }
+        ],
+    }
+
+
+def test_retry_keeps_the_processing_transition_time() -> None:
+    claimed = decide(job(), AttemptStarting(0, Reason.CLAIMED), at(2), POLICY)
+    assert isinstance(claimed, WriteStatus)
+    retried = decide(job(claimed.status), AttemptStarting(0, Reason.RETRYING), at(9), POLICY)
+    assert isinstance(retried, WriteStatus)
+    condition = retried.status["conditions"][0]
+    assert retried.status["attempts"] == 2
+    assert condition["reason"] == "Retrying"
+    assert condition["lastTransitionTime"] == format_time(at(2))
+
+
+def test_success_completes_with_200_ttl_and_flipped_conditions() -> None:
+    claimed = decide(job(), AttemptStarting(0, Reason.CLAIMED), at(2), POLICY)
+    assert isinstance(claimed, WriteStatus)
+    usage = {"promptTokens": 3, "completionTokens": 4, "totalTokens": 7}
+    done = decide(
+        job(claimed.status, resultTTLSeconds=120), Succeeded(0, REF, usage), at(3.5), POLICY
+    )
+    assert isinstance(done, WriteStatus)
+    status = done.status
+    assert done.phase is Phase.COMPLETED
+    assert status["statusCode"] == 200
+    assert status["completionTime"] == format_time(at(3.5))
+    assert status["expiresAt"] == format_time(at(123.5))
+    assert status["duration"] == "3.5s"
+    assert status["resultRef"] == REF
+    assert status["usage"] == usage
+    assert "error" not in status
+    by_type = {c["type"]: c for c in status["conditions"]}
+    assert by_type["Processing"]["status"] == "False"
+    assert by_type["Processing"]["lastTransitionTime"] == format_time(at(3.5))
+    assert by_type["Complete"] == {
+        "type": "Complete",
+        "status": "True",
+        "reason": "Succeeded",
+        "message": "completed by openai/gpt-4o-mini",
+        "lastTransitionTime": format_time(at(3.5)),
+        "observedGeneration": 1,
+    }
+
+
+def test_zero_ttl_means_the_default_hour() -> None:
+    done = decide(job(), Succeeded(0, REF), at(1), POLICY)
+    assert isinstance(done, WriteStatus)
+    assert done.status["expiresAt"] == format_time(at(3601))
+
+
+@pytest.mark.parametrize(
+    ("case", "error", "tries", "spec", "expected"),
+    [
+        ("429 is retried", failure(429, True), 1, {}, Retry(1.0, 0, 1, Reason.RETRYING)),
+        ("Retry-After is honoured", failure(429, True, 7), 1, {}, Retry(7, 0, 1, Reason.RETRYING)),
+        ("503 is retried", failure(503, True, 0.5), 2, {}, Retry(0.5, 0, 2, Reason.RETRYING)),
+        ("timeout is retried", failure(None, True, 3), 1, {}, Retry(3, 0, 1, Reason.RETRYING)),
+        (
+            "400 moves to the fallback at once",
+            failure(400, False),
+            1,
+            {"fallbacks": ["local/m"]},
+            Retry(0.0, 1, 0, Reason.FALLING_BACK),
+        ),
+        (
+            "spent retries move to the fallback",
+            failure(500, True),
+            3,
+            {"fallbacks": ["local/m"]},
+            Retry(0.0, 1, 0, Reason.FALLING_BACK),
+        ),
+    ],
+)
+def test_retry_and_fallback(
+    case: str, error: ProviderError, tries: int, spec: dict[str, Any], expected: Retry
+) -> None:
+    step = decide(job(processing(tries), **spec), ProviderFailed(0, tries, error), at(5), POLICY)
+    assert isinstance(step, Retry), case
+    if error.retry_after is None:
+        # Exponential from the 1 s base, with at most 10% stable jitter.
+        assert expected.delay <= step.delay <= expected.delay * 1.1
+        step = Retry(expected.delay, step.target, step.tries_on_target, step.reason)
+    assert step == expected
+
+
+@pytest.mark.parametrize(
+    ("case", "error", "tries", "status_code", "reason"),
+    [
+        ("400 fails at once", failure(400, False), 1, 400, Reason.PROVIDER_ERROR),
+        ("401 fails at once", failure(401, False), 1, 401, Reason.PROVIDER_ERROR),
+        ("429 after the limit", failure(429, True), 3, 429, Reason.BACKOFF_LIMIT_EXCEEDED),
+        ("timeout after the limit", failure(None, True), 3, 500, Reason.BACKOFF_LIMIT_EXCEEDED),
+    ],
+)
+def test_final_failure_carries_the_provider_error(
+    case: str, error: ProviderError, tries: int, status_code: int, reason: Reason
+) -> None:
+    error.error_type = "invalid_request_error"
+    step = decide(job(processing(tries)), ProviderFailed(0, tries, error), at(5), POLICY)
+    assert isinstance(step, WriteStatus), case
+    assert step.phase is Phase.FAILED
+    assert step.reason is reason
+    assert step.status["statusCode"] == status_code
+    assert step.status["error"] == {
+        "is_bifrost_error": False,
+        "status_code": status_code,
+        "error": {"type": "invalid_request_error", "message": "boom"},
+        "extra_fields": {
+            "provider": "openai",
+            "model_requested": "gpt-4o-mini",
+            "request_type": "chat_completion",
+        },
+    }
+    assert step.status["expiresAt"] == format_time(at(3605))
+
+
+def test_failure_of_the_last_fallback_names_that_fallback() -> None:
+    the_job = job(processing(2, "local/m"), fallbacks=["local/m"])
+    step = decide(the_job, ProviderFailed(1, 1, failure(404, False)), at(5), POLICY)
+    assert isinstance(step, WriteStatus)
+    assert step.status["provider"] == "local"
+    assert step.status["error"]["extra_fields"]["model_requested"] == "m"
+
+
+def test_provider_failure_past_the_deadline_is_a_deadline() -> None:
+    step = decide(job(processing(1)), ProviderFailed(0, 1, failure(429, True)), at(601), POLICY)
+    assert isinstance(step, WriteStatus)
+    assert step.reason is Reason.DEADLINE_EXCEEDED
+
+
+def test_exponential_backoff_doubles_and_caps() -> None:
+    policy = Policy(backoff_base_seconds=1, backoff_max_seconds=10)
+    delays = [lifecycle.backoff_delay("j", tries, None, policy) for tries in (1, 2, 3, 4, 5)]
+    for delay, floor in zip(delays, (1, 2, 4, 8, 10), strict=True):
+        assert floor <= delay <= floor * 1.1
+
+
+@pytest.mark.parametrize(
+    ("case", "now", "expected"),
+    [
+        ("shortly after submit it waits", at(1), WaitForRequest(0.5)),
+        ("near the end of the grace it waits the rest", at(29.8), "wait-rest"),
+        ("after the grace it fails", at(30), Reason.REQUEST_NOT_FOUND),
+    ],
+)
+def test_missing_request_is_awaited_then_fails(case: str, now: datetime, expected: object) -> None:
+    step = decide(job(), RequestMissing(), now, POLICY)
+    if expected == "wait-rest":
+        assert isinstance(step, WaitForRequest), case
+        assert step.delay == pytest.approx(0.2)
+    elif isinstance(expected, Reason):
+        assert isinstance(step, WriteStatus), case
+        assert step.reason is expected
+        assert step.status["statusCode"] == 500
+    else:
+        assert step == expected, case
+
+
+def test_deadline_fails_with_deadline_exceeded_and_504() -> None:
+    step = decide(job(processing(1), activeDeadlineSeconds=45), DeadlinePassed(), at(45), POLICY)
+    assert isinstance(step, WriteStatus)
+    assert step.reason is Reason.DEADLINE_EXCEEDED
+    assert step.status["statusCode"] == 504
+    assert step.status["error"]["error"]["message"] == (
+        "the job did not finish within its deadline of 45s"
+    )
+    assert "attempts" not in step.status  # a merge patch leaves the count as it was
+
+
+def test_unrunnable_job_fails_with_its_reason() -> None:
+    event = Unrunnable(Reason.PROVIDER_NOT_CONFIGURED, "no provider named openai", 400)
+    step = decide(job(), event, at(1), POLICY)
+    assert isinstance(step, WriteStatus)
+    assert step.reason is Reason.PROVIDER_NOT_CONFIGURED
+    assert step.status["statusCode"] == 400
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.04, "0.0s"), (3.46, "3.5s"), (12.9, "12s"), (75, "1m15s"), (7322, "2h2m")],
+)
+def test_duration_reads_like_kubectl(seconds: float, text: str) -> None:
+    assert lifecycle.format_duration(seconds) == text
