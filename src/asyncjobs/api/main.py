@@ -1,0 +1,84 @@
+"""The `asyncjobs-api` console script: settings from the command line, then serve.
+
+The gateway token, when used, comes from a file (a mounted Secret) or an environment
+variable filled from a Secret, never from the command line where `ps` would show it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from asyncjobs.api.app import create_app
+from asyncjobs.api.settings import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_RESULT_TTL, Settings
+from asyncjobs.core import provider_config
+from asyncjobs.core.kube import load_config
+
+TOKEN_FILE_ENV = "ASYNCJOBS_GATEWAY_TOKEN_FILE"  # noqa: S105 - a variable name
+TOKEN_ENV = "ASYNCJOBS_GATEWAY_TOKEN"  # noqa: S105 - a variable name
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="asyncjobs-api", description="Bifrost-compatible async inference API"
+    )
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or in-cluster)")
+    parser.add_argument("--namespace", help="namespace of the jobs (default: the config's)")
+    parser.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a server in a pod
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--providers-config", help="providers YAML (default: just `local`)")
+    parser.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=DEFAULT_MAX_REQUEST_BYTES,
+        help="largest accepted request body; larger submits answer 413",
+    )
+    parser.add_argument(
+        "--default-result-ttl",
+        type=int,
+        default=DEFAULT_RESULT_TTL,
+        help="seconds a result is kept when the submit does not say",
+    )
+    parser.add_argument(
+        "--gateway-token-file",
+        default=os.environ.get(TOKEN_FILE_ENV),
+        help=f"file holding the gateway API token (or ${TOKEN_FILE_ENV} / ${TOKEN_ENV})",
+    )
+    parser.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+def gateway_token(token_file: str | None) -> str | None:
+    if token_file:
+        return Path(token_file).read_text().strip() or None
+    return os.environ.get(TOKEN_ENV) or None
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stdout,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    config = load_config(args.kubeconfig)
+    settings = Settings(
+        namespace=args.namespace or config.namespace,
+        providers=provider_config.load(args.providers_config).names,
+        max_request_bytes=args.max_request_bytes,
+        default_result_ttl=args.default_result_ttl,
+        gateway_token=gateway_token(args.gateway_token_file),
+    )
+    app = create_app(settings, kube_config=config)
+    # Our middleware writes the access log; aiohttp's own would duplicate it.
+    web.run_app(app, host=args.host, port=args.port, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Operational endpoints: liveness, readiness, metrics and the OpenAPI document.
+
+/readyz stays 503 until the job cache and the virtual-key ring have applied their
+first list, so a Service sends no polls to a replica that would answer 404 for jobs
+it simply has not loaded yet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import yaml
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from asyncjobs.api import state
+from asyncjobs.api.responses import error_response, json_response
+
+# The contract lives at api/openapi.yaml in the repository (next to the README that
+# explains it); ASYNCJOBS_OPENAPI points elsewhere when the package is installed alone.
+_OPENAPI_DEFAULT = Path(__file__).resolve().parents[3] / "api" / "openapi.yaml"
+OPENAPI = web.AppKey("openapi", bytes)
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    jobs_ready = request.app[state.STORE].ready()
+    keys_ready = request.app[state.KEYS].synced
+    body = {"jobs_synced": jobs_ready, "virtual_keys_synced": keys_ready}
+    return json_response(body, status=200 if jobs_ready and keys_ready else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    registry = request.app[state.METRICS].registry
+    return web.Response(
+        body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
+async def openapi(request: web.Request) -> web.Response:
+    document = request.app.get(OPENAPI)
+    if document is None:
+        return error_response(404, "openapi document not available")
+    return web.Response(body=document, content_type="application/json")
+
+
+def load_openapi() -> bytes | None:
+    """The OpenAPI document as JSON bytes, converted once at start."""
+    path = Path(os.environ.get("ASYNCJOBS_OPENAPI", _OPENAPI_DEFAULT))
+    if not path.is_file():
+        return None
+    return json.dumps(yaml.safe_load(path.read_text()), separators=(",", ":")).encode()
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.json", openapi)

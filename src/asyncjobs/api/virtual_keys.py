@@ -1,0 +1,112 @@
+"""Virtual keys (spec §5): which header carries one, and which id a key belongs to.
+
+Keys are Kubernetes Secrets in the jobs' namespace labelled `asyncjobs.dev/virtual-key`:
+
+    data.key  the key itself, e.g. sk-bf-… (required)
+    data.id   the id jobs record (optional; the Secret's name when absent)
+
+The API keeps only SHA-256 digests of keys in memory, so a heap dump or a debug print
+cannot leak one, and an AsyncJob records only the id.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from asyncjobs.core.kube import KubeObject
+
+log = logging.getLogger(__name__)
+
+PREFIX = "sk-bf-"
+# The CRD caps spec.virtualKeyId at 128 characters.
+MAX_ID_LENGTH = 128
+# Headers that count as a virtual key only when their value has the sk-bf- prefix.
+_PREFIXED_HEADERS = ("x-api-key", "x-goog-api-key")
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def from_headers(headers: Mapping[str, str]) -> str | None:
+    """The virtual key a request carries, or None (spec §2)."""
+    explicit = headers.get("x-bf-vk", "").strip()
+    if explicit:
+        return explicit
+    authorization = headers.get("authorization", "")
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() == "bearer" and value.strip().lower().startswith(PREFIX):
+        return value.strip()
+    for name in _PREFIXED_HEADERS:
+        value = headers.get(name, "").strip()
+        if value.lower().startswith(PREFIX):
+            return value
+    return None
+
+
+@dataclass(frozen=True)
+class KeyEntry:
+    secret_name: str
+    key_id: str
+    digest: str
+
+
+def entry_from_secret(secret: KubeObject) -> KeyEntry | None:
+    """Reads a virtual-key Secret; None (with a warning naming the Secret) if unusable."""
+    name = secret.get("metadata", {}).get("name", "")
+    data = secret.get("data") or {}
+    try:
+        key = base64.b64decode(data.get("key", ""), validate=True).decode().strip()
+        key_id = base64.b64decode(data.get("id", ""), validate=True).decode().strip() or name
+    except (binascii.Error, UnicodeDecodeError):
+        log.warning("virtual-key secret %s is not valid base64/utf-8; ignored", name)
+        return None
+    if not key or len(key_id) > MAX_ID_LENGTH:
+        log.warning("virtual-key secret %s has no key or an id over 128 chars; ignored", name)
+        return None
+    return KeyEntry(name, key_id, digest(key))
+
+
+class KeyRing:
+    """Digest → id for every known virtual key; filled by a watch or directly in tests."""
+
+    def __init__(self, entries: Iterable[KeyEntry] = (), *, synced: bool = True) -> None:
+        self._by_secret: dict[str, KeyEntry] = {}
+        self._by_digest: dict[str, str] = {}
+        # False until a watch has applied its first list; /readyz waits for it.
+        self.synced = synced
+        self.replace(entries)
+
+    def replace(self, entries: Iterable[KeyEntry]) -> None:
+        self._by_secret = {entry.secret_name: entry for entry in entries}
+        self._reindex()
+
+    def put(self, entry: KeyEntry) -> None:
+        self._by_secret[entry.secret_name] = entry
+        self._reindex()
+
+    def remove(self, secret_name: str) -> None:
+        if self._by_secret.pop(secret_name, None) is not None:
+            self._reindex()
+
+    def _reindex(self) -> None:
+        # Keys change rarely; rebuilding the small index keeps lookups a single dict hit.
+        self._by_digest = {entry.digest: entry.key_id for entry in self._by_secret.values()}
+
+    def resolve(self, key: str) -> str | None:
+        """The id of a key, or None when no Secret defines it."""
+        return self._by_digest.get(digest(key))
+
+    def __len__(self) -> int:
+        return len(self._by_digest)
+
+
+def token_matches(presented: str | None, expected: str) -> bool:
+    """Constant-time comparison for the gateway token."""
+    return presented is not None and hmac.compare_digest(presented.encode(), expected.encode())

@@ -1,0 +1,107 @@
+"""An in-memory JobStore: the test double for the store boundary of the API.
+
+It keeps real AsyncJob objects (built by the same core function the Kubernetes store
+uses) and JobViews read from them, so a test that completes a job edits the object's
+status exactly as the operator would patch it.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from asyncjobs.api.store import StoreUnavailable
+from asyncjobs.core import payloads
+from asyncjobs.core.jobs import JobSpec, JobView, build_asyncjob, format_time
+from asyncjobs.core.kube import KubeObject
+
+
+class FakeJobStore:
+    def __init__(self) -> None:
+        self.objects: dict[str, KubeObject] = {}
+        self.bodies: dict[str, bytes] = {}
+        self.results: dict[str, bytes] = {}
+        self.specs: dict[str, JobSpec] = {}
+        self.fail_create: StoreUnavailable | None = None
+        self.is_ready = True
+
+    async def create(self, spec: JobSpec, body: bytes) -> None:
+        if self.fail_create is not None:
+            raise self.fail_create
+        obj = build_asyncjob(spec)
+        obj["metadata"]["uid"] = f"uid-{spec.job_id}"
+        self.objects[spec.job_id] = obj
+        self.bodies[spec.job_id] = body
+        self.specs[spec.job_id] = spec
+
+    async def find(self, job_id: str) -> JobView | None:
+        obj = self.objects.get(job_id)
+        return None if obj is None else JobView.from_object(obj)
+
+    async def result(self, view: JobView) -> bytes | None:
+        return self.results.get(view.job_id)
+
+    def ready(self) -> bool:
+        return self.is_ready
+
+    # --- helpers that play the operator's part -------------------------------------------
+
+    def put_job(
+        self,
+        job_id: str,
+        request_type: str = "chat_completion",
+        *,
+        virtual_key_id: str | None = None,
+        submitted_at: str = "2026-02-19T08:10:17.831Z",
+    ) -> None:
+        spec: dict[str, Any] = {
+            "requestType": request_type,
+            "model": "local/echo",
+            "submittedAt": submitted_at,
+            "requestRef": payloads.describe(job_id, "request", b"{}", "application/json").to_dict(),
+        }
+        if virtual_key_id:
+            spec["virtualKeyId"] = virtual_key_id
+        self.objects[job_id] = {
+            "metadata": {"name": job_id, "uid": f"uid-{job_id}"},
+            "spec": spec,
+        }
+
+    def set_status(self, job_id: str, **status: Any) -> None:
+        self.objects[job_id]["status"] = copy.deepcopy(status)
+
+    def complete(self, job_id: str, result: bytes, *, completed: datetime, ttl: timedelta) -> None:
+        ref = payloads.describe(job_id, "result", result, "application/json")
+        self.results[job_id] = result
+        self.set_status(
+            job_id,
+            phase="Completed",
+            statusCode=200,
+            completionTime=format_time(completed),
+            expiresAt=format_time(completed + ttl),
+            resultRef=ref.to_dict(),
+        )
+
+    def fail(
+        self,
+        job_id: str,
+        error: dict[str, Any],
+        *,
+        completed: datetime,
+        ttl: timedelta,
+        status_code: int | None,
+    ) -> None:
+        status: dict[str, Any] = {
+            "phase": "Failed",
+            "completionTime": format_time(completed),
+            "expiresAt": format_time(completed + ttl),
+            "error": error,
+        }
+        if status_code is not None:
+            status["statusCode"] = status_code
+        self.set_status(job_id, **status)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
