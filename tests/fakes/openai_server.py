@@ -235,7 +235,10 @@ class FakeOpenAIServer:
                 form.fields.setdefault(name, []).append(str(value))
         record["form"] = {
             "fields": form.fields,
-            "files": {k: [(name, len(data)) for name, data in v] for k, v in form.files.items()},
+            "files": {
+                name: [{"filename": filename, "size": len(data)} for filename, data in parts]
+                for name, parts in form.files.items()
+            },
         }
         model = (form.fields.get("model") or [None])[0]
         record["model"] = model
