@@ -172,6 +172,7 @@ async def test_every_answer_is_deterministic_and_depends_on_the_request(
     request = sample_request(request_type)
     first, second = await answer(request), await answer(request)
     assert first == second
+    assert json.loads(json.dumps(first)) == first  # storable as the job's JSON result
     other = await answer(sample_request(request_type, model="other-model"))
     assert other != first
 
