@@ -73,7 +73,7 @@ build_etcd() {
     return
   fi
   say "etcd $ETCD_VERSION: building"
-  (cd "$here/etcd" && with_heartbeat etcd go build -trimpath -ldflags "-s -w" -o "$bin_dir/etcd" .)
+  (cd "$here/etcd" && with_heartbeat etcd go build -trimpath -buildvcs=false -ldflags "-s -w" -o "$bin_dir/etcd" .)
   say "etcd: done"
 }
 

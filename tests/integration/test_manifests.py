@@ -11,7 +11,9 @@ REPO = Path(__file__).resolve().parents[2]
 def test_committed_manifests_match_the_chart(tmp_path: Path) -> None:
     subprocess.run(
         ["bash", str(REPO / "scripts" / "render-manifests"), str(tmp_path)],
-        check=True, capture_output=True, timeout=600,
+        check=True,
+        capture_output=True,
+        timeout=600,
     )
     rendered = sorted(p.name for p in tmp_path.iterdir())
     committed = sorted(p.name for p in (REPO / "manifests").glob("*.yaml"))
