@@ -74,11 +74,8 @@ def encode(form: Form) -> tuple[bytes, str]:
     boundary = f"asyncjobs-{secrets.token_hex(16)}"
     chunks: list[bytes] = []
     for name, value in form.fields:
-        chunks.append(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{_quote(name)}"\r\n\r\n'.encode()
-            + value.encode()
-            + b"\r\n"
-        )
+        head = f'--{boundary}\r\nContent-Disposition: form-data; name="{_quote(name)}"\r\n\r\n'
+        chunks.append(head.encode() + value.encode() + b"\r\n")
     for part in form.files:
         chunks.append(
             (
