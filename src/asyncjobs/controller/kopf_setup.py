@@ -1,0 +1,87 @@
+"""kopf's settings and the operator's only handlers, kept thin.
+
+The operator uses kopf for what it is good at (list + watch with reconnection, per-object
+event queues, login, signals) and nothing that writes to the apiserver on its own:
+
+- one `@kopf.on.event` handler and no change-detecting handlers (on.create/update/resume),
+  so kopf keeps no progress or diff-base annotations and patches nothing per job;
+- no on.delete handler, hence no finalizer: a job can always be deleted, even while the
+  operator is down (and the names kopf would use are under asyncjobs.dev anyway);
+- no Kubernetes Events from kopf's log lines (the operator posts its own, for failures);
+- bounded retries and timeouts for kopf's own API calls, and no peering (one replica).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+import kopf
+
+from asyncjobs.core import resources
+from asyncjobs.core.kube import KubeConfig
+
+PREFIX = resources.GROUP
+
+
+def settings() -> kopf.OperatorSettings:
+    s = kopf.OperatorSettings()
+    s.persistence.finalizer = f"{PREFIX}/finalizer"
+    s.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    s.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PREFIX, key="last-handled-configuration"
+    )
+    s.posting.enabled = False
+    s.peering.standalone = True
+    s.peering.mandatory = False
+    # The namespace is given explicitly: no need to watch CRDs and namespaces too.
+    s.scanning.disabled = True
+    s.networking.request_timeout = 30
+    s.networking.connect_timeout = 10
+    s.networking.error_backoffs = (1, 2, 5, 10, 20)
+    s.queueing.error_delays = (1, 2, 5, 10, 30, 60)
+    # A long-lived watch is fine; kopf's inactivity timeout (bookmarks every ~60 s)
+    # replaces a stream that went silent.
+    s.watching.server_timeout = 600
+    s.watching.client_timeout = 660
+    return s
+
+
+def connection(config: KubeConfig) -> kopf.ConnectionInfo:
+    """kopf's credentials from the same kubeconfig the operator's own client uses."""
+    return kopf.ConnectionInfo(
+        server=config.server,
+        ca_path=config.ca_file,
+        ca_data=config.ca_data,
+        insecure=config.insecure,
+        scheme="Bearer" if config.bearer_token() else None,
+        token=config.bearer_token(),
+        certificate_path=config.client_cert_file,
+        private_key_path=config.client_key_file,
+        default_namespace=config.namespace,
+    )
+
+
+class Observer(Protocol):
+    """What the handlers hand events to."""
+
+    def observe(self, event_type: str | None, obj: dict[str, Any]) -> None: ...
+
+
+def registry(config: KubeConfig, observer: Observer) -> kopf.OperatorRegistry:
+    reg = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=reg)
+    async def login(**_: Any) -> kopf.ConnectionInfo:
+        return connection(config)
+
+    @kopf.on.event(resources.GROUP, resources.VERSION, resources.PLURAL, registry=reg)
+    async def job_event(event: kopf.RawEvent, **_: Any) -> None:
+        observer.observe(event["type"], dict(event["object"]))
+
+    return reg
+
+
+def quiet_kopf_logs() -> None:
+    # kopf logs every (re)connection at INFO; keep its warnings and errors only.
+    logging.getLogger("kopf").setLevel(logging.WARNING)

@@ -1,0 +1,83 @@
+"""Every Prometheus metric of the operator, in one place.
+
+Label values are bounded sets (request types, configured provider names, outcomes,
+status codes), never a job id: a per-object label would grow without bound. The metrics
+live in their own registry so tests and several operators in one process do not clash.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+OUTCOME_COMPLETED = "completed"
+OUTCOME_FAILED = "failed"
+
+# Provider calls that got no HTTP answer (timeouts, refused connections).
+STATUS_NO_ANSWER = "none"
+
+# From a local call in a millisecond to a slow image edit in minutes.
+_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.jobs_finished = Counter(
+            "asyncjobs_operator_jobs_finished",
+            "Jobs that reached a terminal phase.",
+            ["request_type", "provider", "outcome"],
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "asyncjobs_operator_queue_wait_seconds",
+            "From submission to the first provider call starting.",
+            buckets=_SECONDS,
+            registry=r,
+        )
+        self.execution = Histogram(
+            "asyncjobs_operator_execution_seconds",
+            "From the first provider call starting to the terminal status.",
+            buckets=_SECONDS,
+            registry=r,
+        )
+        self.end_to_end = Histogram(
+            "asyncjobs_operator_end_to_end_seconds",
+            "From submission to the terminal status.",
+            buckets=_SECONDS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "asyncjobs_operator_provider_calls_in_flight",
+            "Provider calls running now.",
+            registry=r,
+        )
+        self.waiting = Gauge(
+            "asyncjobs_operator_provider_calls_waiting",
+            "Jobs waiting for a provider call slot.",
+            registry=r,
+        )
+        self.retries = Counter(
+            "asyncjobs_operator_retries",
+            "Provider calls scheduled again after a failure (reason Retrying or FallingBack).",
+            ["provider", "reason"],
+            registry=r,
+        )
+        self.provider_latency = Histogram(
+            "asyncjobs_operator_provider_call_seconds",
+            "Provider call latency.",
+            ["provider", "status"],
+            buckets=_SECONDS,
+            registry=r,
+        )
+        self.apiserver_writes = Counter(
+            "asyncjobs_operator_apiserver_writes",
+            "Writes this operator sent to the apiserver.",
+            ["verb", "resource"],
+            registry=r,
+        )
+        self.last_watch_event = Gauge(
+            "asyncjobs_operator_last_watch_event_timestamp_seconds",
+            "When the AsyncJob watch last delivered an event.",
+            registry=r,
+        )

@@ -1,0 +1,156 @@
+"""Turns watch events into work: one task per job that needs running, expiry for the rest.
+
+kopf delivers every AsyncJob event here (the initial listing included, so a restarted
+operator sees every job again). A job with a task of ours is left alone; otherwise the
+lifecycle decides from the object alone: run it (Pending), resume it (Processing with
+no task here means an operator died during the attempt), fail it (deadline, attempts
+spent), or schedule its deletion (terminal). Phases only move forward, so an event
+older than a terminal status this process wrote is recognised and ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from asyncjobs.controller.executor import Context, JobRun
+from asyncjobs.controller.expiry import Expiry
+from asyncjobs.controller.health import WatchHealth
+from asyncjobs.controller.writer import Conflict
+from asyncjobs.core import resources
+from asyncjobs.core.jobs import Phase
+from asyncjobs.core.kube import KubeError, KubeObject
+from asyncjobs.core.lifecycle import Delete, ExpireAt, Job, Observed, Run, WriteStatus, decide
+
+log = logging.getLogger(__name__)
+
+# After an unexpected error a job is looked at again after this long (its deadline
+# still bounds it, so it cannot loop forever).
+_RETRY_AFTER_ERROR = 5.0
+
+
+class Supervisor:
+    def __init__(self, ctx: Context, expiry: Expiry, health: WatchHealth) -> None:
+        self.ctx = ctx
+        self.expiry = expiry
+        self.health = health
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.terminal: set[str] = set()
+        ctx.on_terminal = self._terminal_written
+
+    @property
+    def wall(self) -> Callable[[], datetime]:
+        return self.ctx.wall
+
+    def observe(self, event_type: str | None, obj: KubeObject) -> None:
+        """Handles one watch event; never blocks and never raises for one bad object."""
+        metadata = obj.get("metadata") or {}
+        name = metadata.get("name", "")
+        self.health.observed(name, metadata.get("resourceVersion", ""))
+        self.ctx.metrics.last_watch_event.set_to_current_time()
+        if event_type == "DELETED":
+            self._forget(name)
+            return
+        if name in self.tasks:
+            return
+        try:
+            job = Job.from_object(obj, self.ctx.policy)
+        except (KeyError, ValueError, TypeError) as error:
+            log.warning("job %s cannot be read (%s); ignored", name, type(error).__name__)
+            return
+        if name in self.terminal and not job.phase.terminal:
+            return  # an event from before our own terminal write
+        step = decide(job, Observed(), self.wall(), self.ctx.policy)
+        match step:
+            case ExpireAt(at=at):
+                self.terminal.add(name)
+                self.expiry.schedule(name, job.uid, at)
+            case Delete():
+                self.terminal.add(name)
+                self.expiry.schedule(name, job.uid, self.wall())
+            case Run() | WriteStatus():
+                self._start(name, obj, step)
+            case _:
+                pass
+
+    def _start(self, name: str, obj: KubeObject, step: Run | WriteStatus) -> None:
+        task = asyncio.create_task(self._supervise(obj, step), name=f"job {name}")
+        self.tasks[name] = task
+        task.add_done_callback(lambda _: self._task_done(name, task))
+
+    def _task_done(self, name: str, task: asyncio.Task[None]) -> None:
+        if self.tasks.get(name) is task:
+            del self.tasks[name]
+
+    async def _supervise(self, obj: KubeObject, step: Run | WriteStatus) -> None:
+        name = obj["metadata"]["name"]
+        while True:
+            run = JobRun(self.ctx, obj)
+            try:
+                if isinstance(step, WriteStatus):
+                    await run.finish(step)
+                else:
+                    await run.run(step)
+                return
+            except Conflict:
+                log.info("job %s changed while being claimed; looking again", name)
+            except (KubeError, OSError) as error:
+                log.warning("job %s: apiserver error (%s); retrying", name, error)
+                await asyncio.sleep(_RETRY_AFTER_ERROR)
+            except Exception as error:
+                # A bug must not strand the job: log it briefly (no body content can be
+                # in it) and look at the job again; its deadline still ends it.
+                log.error("job %s: unexpected %s: %s", name, type(error).__name__, error)
+                await asyncio.sleep(_RETRY_AFTER_ERROR)
+            fresh = await self._refetch(name)
+            if fresh is None:
+                return
+            obj = fresh
+            job = Job.from_object(obj, self.ctx.policy)
+            next_step = decide(job, Observed(), self.wall(), self.ctx.policy)
+            if not isinstance(next_step, Run | WriteStatus):
+                self.observe_terminal_step(name, job, next_step)
+                return
+            step = next_step
+
+    def observe_terminal_step(self, name: str, job: Job, step: object) -> None:
+        if isinstance(step, ExpireAt):
+            self.terminal.add(name)
+            self.expiry.schedule(name, job.uid, step.at)
+        elif isinstance(step, Delete):
+            self.terminal.add(name)
+            self.expiry.schedule(name, job.uid, self.wall())
+
+    async def _refetch(self, name: str) -> KubeObject | None:
+        path = resources.asyncjobs_path(self.ctx.namespace, name)
+        while True:
+            try:
+                return await self.ctx.client.get(path)
+            except KubeError as error:
+                if error.status == 404:
+                    return None
+                await asyncio.sleep(_RETRY_AFTER_ERROR)
+
+    def _terminal_written(self, obj: KubeObject) -> None:
+        name = obj["metadata"]["name"]
+        job = Job.from_object(obj, self.ctx.policy)
+        if job.phase in (Phase.COMPLETED, Phase.FAILED):
+            self.terminal.add(name)
+            step = decide(job, Observed(), self.wall(), self.ctx.policy)
+            self.observe_terminal_step(name, job, step)
+
+    def _forget(self, name: str) -> None:
+        self.terminal.discard(name)
+        self.expiry.forget(name)
+        self.health.forget(name)
+        task = self.tasks.pop(name, None)
+        if task is not None:
+            task.cancel()
+
+    async def close(self) -> None:
+        tasks = list(self.tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

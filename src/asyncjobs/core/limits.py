@@ -1,0 +1,85 @@
+"""How many provider calls may start now: the accounting behind bounded, fair concurrency.
+
+Three limits apply to every call: a global number of calls in flight (so ten thousand
+pending jobs never mean ten thousand calls), a number in flight per provider, and a
+request rate per provider (requests per minute). This module only counts, with the time
+passed in, so the rules are unit-tested without sleeping; the operator's admission
+queue (controller/admission.py) decides who waits and who goes first.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+
+class TokenBucket:
+    """A requests-per-minute limit as a token bucket.
+
+    The bucket holds at most one second's worth of requests (at least one), so a
+    provider limited to 600/min sees about 10 calls a second, never 600 at once after a
+    quiet minute: providers count in windows shorter than their advertised minute.
+    """
+
+    def __init__(self, per_minute: int, now: float) -> None:
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, math.ceil(self.rate))
+        self.tokens = self.capacity
+        self.updated = now
+
+    def _refill(self, now: float) -> None:
+        if now > self.updated:
+            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
+
+    def ready_at(self, now: float) -> float:
+        """The earliest time a token is available (now, if one is)."""
+        self._refill(now)
+        if self.tokens >= 1:
+            return now
+        return now + (1 - self.tokens) / self.rate
+
+    def take(self, now: float) -> None:
+        self._refill(now)
+        self.tokens -= 1
+
+
+@dataclass
+class ProviderBudget:
+    max_concurrency: int
+    bucket: TokenBucket | None
+    in_flight: int = 0
+
+
+@dataclass
+class CallBudget:
+    """Calls in flight, globally and per provider, against their limits."""
+
+    max_in_flight: int
+    providers: dict[str, ProviderBudget] = field(default_factory=dict)
+    in_flight: int = 0
+
+    def add_provider(
+        self, name: str, max_concurrency: int, per_minute: int | None, now: float
+    ) -> None:
+        bucket = TokenBucket(per_minute, now) if per_minute else None
+        self.providers[name] = ProviderBudget(max_concurrency, bucket)
+
+    def ready_at(self, provider: str, now: float) -> float | None:
+        """When a call to `provider` may start: now, later (rate), or None (a slot must
+        be released first)."""
+        budget = self.providers[provider]
+        if self.in_flight >= self.max_in_flight or budget.in_flight >= budget.max_concurrency:
+            return None
+        return now if budget.bucket is None else budget.bucket.ready_at(now)
+
+    def start(self, provider: str, now: float) -> None:
+        budget = self.providers[provider]
+        self.in_flight += 1
+        budget.in_flight += 1
+        if budget.bucket is not None:
+            budget.bucket.take(now)
+
+    def finish(self, provider: str) -> None:
+        self.in_flight -= 1
+        self.providers[provider].in_flight -= 1

@@ -1,0 +1,131 @@
+"""The admission queue: limits hold, the oldest job goes first, no provider blocks another."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from asyncjobs.controller.admission import Admission
+from asyncjobs.core.limits import CallBudget, TokenBucket
+
+
+def budget(max_in_flight: int, **providers: tuple[int, int | None]) -> CallBudget:
+    result = CallBudget(max_in_flight)
+    for name, (concurrency, per_minute) in providers.items():
+        result.add_provider(name, concurrency, per_minute, 0.0)
+    return result
+
+
+class Recorder:
+    """Jobs that hold their slot until released, recording the order they started in."""
+
+    def __init__(self, admission: Admission) -> None:
+        self.admission = admission
+        self.started: list[str] = []
+        self.release = asyncio.Event()
+        self.peak = 0
+
+    async def job(self, provider: str, name: str, submitted: float) -> None:
+        async with self.admission.slot(provider, (submitted, name)):
+            self.started.append(name)
+            self.peak = max(self.peak, self.admission.in_flight)
+            await self.release.wait()
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_global_limit_holds_and_the_oldest_waiting_jobs_start_first() -> None:
+    recorder = Recorder(Admission(budget(3, a=(10, None))))
+    # j0 is the newest job, j9 the oldest; the first three arrive while slots are free.
+    tasks = [asyncio.create_task(recorder.job("a", f"j{i}", float(10 - i))) for i in range(10)]
+    await settle()
+    assert recorder.started == ["j0", "j1", "j2"]
+    assert recorder.admission.waiting() == 7
+    recorder.release.set()
+    await asyncio.gather(*tasks)
+    assert recorder.peak == 3
+    assert recorder.started[3:] == ["j9", "j8", "j7", "j6", "j5", "j4", "j3"]
+
+
+async def test_backlog_starts_strictly_oldest_first() -> None:
+    recorder = Recorder(Admission(budget(1, a=(1, None))))
+    blocker = asyncio.create_task(recorder.job("a", "first", submitted=0.0))
+    await settle()
+    waiting = [
+        asyncio.create_task(recorder.job("a", f"j{s}", submitted=float(s))) for s in (5, 3, 4, 1, 2)
+    ]
+    await settle()
+    recorder.release.set()
+    await asyncio.gather(blocker, *waiting)
+    assert recorder.started == ["first", "j1", "j2", "j3", "j4", "j5"]
+
+
+async def test_a_saturated_provider_does_not_hold_up_another() -> None:
+    recorder = Recorder(Admission(budget(10, slow=(2, None), fast=(5, None))))
+    slow = [
+        asyncio.create_task(recorder.job("slow", f"s{i}", submitted=float(i))) for i in range(6)
+    ]
+    fast = [
+        asyncio.create_task(recorder.job("fast", f"f{i}", submitted=100.0 + i)) for i in range(3)
+    ]
+    await settle()
+    assert sorted(recorder.started) == ["f0", "f1", "f2", "s0", "s1"]
+    assert recorder.admission.budget.providers["slow"].in_flight == 2
+    recorder.release.set()
+    await asyncio.gather(*slow, *fast)
+
+
+async def test_cancelled_waiter_leaves_and_cancelled_holder_releases() -> None:
+    admission = Admission(budget(1, a=(1, None)))
+    recorder = Recorder(admission)
+    holder = asyncio.create_task(recorder.job("a", "holder", 0.0))
+    waiter = asyncio.create_task(recorder.job("a", "waiter", 1.0))
+    await settle()
+    waiter.cancel()
+    holder.cancel()
+    await asyncio.gather(holder, waiter, return_exceptions=True)
+    assert admission.in_flight == 0
+    assert admission.waiting() == 0
+    recorder.release.set()
+    await recorder.job("a", "later", 2.0)
+    assert recorder.started == ["holder", "later"]
+
+
+async def test_rate_limit_spaces_calls_and_wakes_by_itself() -> None:
+    # 120 per minute: a bucket of 2, refilled at 2 per second.
+    admission = Admission(budget(10, a=(10, 120)))
+    loop = asyncio.get_running_loop()
+    started: list[float] = []
+
+    async def call(i: int) -> None:
+        async with admission.slot("a", (float(i), str(i))):
+            started.append(loop.time())
+
+    begin = loop.time()
+    await asyncio.wait_for(asyncio.gather(*(call(i) for i in range(4))), timeout=5)
+    offsets = [round(t - begin, 1) for t in started]
+    assert offsets[:2] == [0.0, 0.0]
+    assert offsets[2] == pytest.approx(0.5, abs=0.1)
+    assert offsets[3] == pytest.approx(1.0, abs=0.1)
+
+
+def test_token_bucket_holds_one_second_of_requests() -> None:
+    bucket = TokenBucket(600, now=0.0)  # 10 per second
+    assert bucket.capacity == 10
+    for _ in range(10):
+        assert bucket.ready_at(0.0) == 0.0
+        bucket.take(0.0)
+    assert bucket.ready_at(0.0) == pytest.approx(0.1)
+    # A quiet minute does not buy a burst of 600.
+    assert bucket.ready_at(60.0) == 60.0
+    assert bucket.tokens == 10
+
+
+def test_slow_rate_bucket_allows_one_at_a_time() -> None:
+    bucket = TokenBucket(6, now=0.0)  # one every 10 s
+    bucket.take(0.0)
+    assert bucket.ready_at(1.0) == pytest.approx(10.0)

@@ -1,0 +1,41 @@
+"""The stored result: the provider's body plus Bifrost's extra_fields; usage for the status."""
+
+from __future__ import annotations
+
+import json
+
+from asyncjobs.core import results
+
+
+def test_result_body_adds_extra_fields_and_keeps_the_provider_body() -> None:
+    body = {"id": "c1", "choices": [{"message": {"content": "hi"}}], "extra_fields": {"x": 1}}
+    stored = json.loads(
+        results.result_body(
+            body,
+            request_type="chat_completion",
+            provider="openai",
+            model_requested="gpt-4o-mini",
+            latency_ms=12,
+        )
+    )
+    assert stored["choices"] == body["choices"]
+    assert stored["extra_fields"] == {
+        "x": 1,
+        "request_type": "chat_completion",
+        "provider": "openai",
+        "model_requested": "gpt-4o-mini",
+        "latency": 12,
+    }
+
+
+def test_usage_in_chat_and_responses_shapes() -> None:
+    chat = {"usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}}
+    responses = {"usage": {"input_tokens": 5, "output_tokens": 6}}
+    assert results.usage_of(chat) == {"promptTokens": 3, "completionTokens": 4, "totalTokens": 7}
+    assert results.usage_of(responses) == {
+        "promptTokens": 5,
+        "completionTokens": 6,
+        "totalTokens": 11,
+    }
+    assert results.usage_of({"data": []}) is None
+    assert results.usage_of({"usage": {"prompt_tokens": True}}) is None
