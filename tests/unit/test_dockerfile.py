@@ -1,0 +1,27 @@
+"""The Dockerfile passes hadolint (the image itself needs a container engine to build)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    result = subprocess.run(
+        [hadolint, "--failure-threshold", "info", str(REPO / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_image_runs_as_non_root_with_both_entrypoints_installed() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "USER 10001:10001" in dockerfile
+    assert "uv sync --frozen --no-dev" in dockerfile
