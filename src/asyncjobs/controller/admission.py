@@ -30,6 +30,13 @@ class Admission:
         self._order = itertools.count()
         self._wakeup: asyncio.TimerHandle | None = None
         self._wakeup_at = float("inf")
+        # Paused until the operator has seen every listed job, so that after a restart
+        # the oldest of the backlog start first, not the first ones listed (by name).
+        self.paused = False
+
+    def resume(self) -> None:
+        self.paused = False
+        self._dispatch()
 
     def now(self) -> float:
         return self._clock() if self._clock else asyncio.get_running_loop().time()
@@ -66,6 +73,8 @@ class Admission:
         self._dispatch()
 
     def _dispatch(self) -> None:
+        if self.paused:
+            return
         now = self.now()
         wake = float("inf")
         while True:

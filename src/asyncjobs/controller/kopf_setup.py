@@ -67,6 +67,8 @@ class Observer(Protocol):
 
     def observe(self, event_type: str | None, obj: dict[str, Any]) -> None: ...
 
+    def known_jobs(self, by_phase: dict[str, int]) -> None: ...
+
 
 def registry(config: KubeConfig, observer: Observer) -> kopf.OperatorRegistry:
     reg = kopf.OperatorRegistry()
@@ -75,9 +77,17 @@ def registry(config: KubeConfig, observer: Observer) -> kopf.OperatorRegistry:
     async def login(**_: Any) -> kopf.ConnectionInfo:
         return connection(config)
 
+    # An index costs no writes, and kopf calls no handler before the initial listing is
+    # indexed; the counts then tell the observer when it has seen every listed job.
+    @kopf.index(resources.GROUP, resources.VERSION, resources.PLURAL, registry=reg)
+    async def asyncjob_phases(status: kopf.Status, **_: Any) -> dict[str, None]:
+        return {str(status.get("phase", "Pending")): None}
+
     @kopf.on.event(resources.GROUP, resources.VERSION, resources.PLURAL, registry=reg)
-    async def job_event(event: kopf.RawEvent, **_: Any) -> None:
+    async def job_event(event: kopf.RawEvent, **kwargs: Any) -> None:
+        phases: kopf.Index[str, None] = kwargs["asyncjob_phases"]
         observer.observe(event["type"], dict(event["object"]))
+        observer.known_jobs({phase: len(phases[phase]) for phase in phases})
 
     return reg
 

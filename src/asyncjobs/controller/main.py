@@ -106,6 +106,8 @@ async def operate(args: argparse.Namespace, config: KubeConfig) -> None:
         app = probes.create_app(metrics, health)
         runner = await probes.start(app, args.metrics_host, args.metrics_port)
         expiry_task = asyncio.create_task(expiry.run(), name="expiry")
+        # Should the listing never be confirmed (a bug, an odd apiserver), run anyway.
+        loop.call_later(30, supervisor.listing_done)
         log.info(
             "serving namespace %s with providers %s (max %d calls in flight)",
             namespace,

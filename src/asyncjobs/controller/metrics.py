@@ -47,6 +47,12 @@ class Metrics:
             buckets=_SECONDS,
             registry=r,
         )
+        self.jobs = Gauge(
+            "asyncjobs_operator_jobs",
+            "AsyncJobs in the served namespace, by phase.",
+            ["phase"],
+            registry=r,
+        )
         self.in_flight = Gauge(
             "asyncjobs_operator_provider_calls_in_flight",
             "Provider calls running now.",

@@ -39,6 +39,21 @@ class Supervisor:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.terminal: set[str] = set()
         ctx.on_terminal = self._terminal_written
+        # Names seen since start, kept only until every listed job has been seen.
+        self._seen_at_start: set[str] | None = set()
+        ctx.admission.paused = True
+
+    def known_jobs(self, by_phase: dict[str, int]) -> None:
+        """The watch's view of all jobs; opens admission once each has been observed."""
+        for phase in Phase:
+            self.ctx.metrics.jobs.labels(phase.value).set(by_phase.get(phase.value, 0))
+        if self._seen_at_start is not None and len(self._seen_at_start) >= sum(by_phase.values()):
+            self.listing_done()
+
+    def listing_done(self) -> None:
+        if self._seen_at_start is not None:
+            self._seen_at_start = None
+            self.ctx.admission.resume()
 
     @property
     def wall(self) -> Callable[[], datetime]:
@@ -49,6 +64,8 @@ class Supervisor:
         metadata = obj.get("metadata") or {}
         name = metadata.get("name", "")
         self.health.observed(name, metadata.get("resourceVersion", ""))
+        if self._seen_at_start is not None:
+            self._seen_at_start.add(name)
         self.ctx.metrics.last_watch_event.set_to_current_time()
         if event_type == "DELETED":
             self._forget(name)
