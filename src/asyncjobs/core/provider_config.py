@@ -18,20 +18,56 @@ providers:
       - secretRef: {name: openai-key, key: api-key}
         weight: 1
         models: []
+  azure:
+    type: azure
+    baseURL: https://my-resource.openai.azure.com
+    apiVersion: "2024-10-21"
+    deployments: {gpt-4o: prod-gpt4o}
+    keys: [{secretRef: {name: azure-key}}]
+  anthropic:
+    type: anthropic
+    version: "2023-06-01"
+    keys: [{secretRef: {name: anthropic-key}}]
 limits:
   maxInFlight: 256
 ```
+
+docs/providers.md describes every type. The extensions are all optional, so a file
+written for an older version still loads.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-ProviderType = Literal["local", "openai"]
+from asyncjobs.core.request_types import RequestType
+
+# The OpenAI-compatible family (providers/openai_family.py holds their defaults).
+OpenAIFamilyType = Literal[
+    "openai",
+    "groq",
+    "together",
+    "fireworks",
+    "openrouter",
+    "deepseek",
+    "xai",
+    "vllm",
+    "ollama",
+    "lmstudio",
+]
+ProviderType = Literal[
+    "local",
+    OpenAIFamilyType,
+    "azure",
+    "anthropic",
+    "gemini",
+    "mistral",
+    "cohere",
+]
 
 
 class SecretKeyRef(BaseModel):
@@ -61,6 +97,27 @@ class ProviderConfig(BaseModel):
     # Simulated time per call; the local provider honours it so benchmarks can model a
     # slow provider without a network. Remote providers ignore it.
     latency_ms: float = Field(default=0.0, ge=0, alias="latencyMs")
+    # Narrows or widens the request types the provider is sent (default: the type's own).
+    request_types: tuple[RequestType, ...] | None = Field(default=None, alias="requestTypes")
+    # Extra non-secret headers on every request (OpenRouter's HTTP-Referer, anthropic-beta).
+    headers: dict[str, str] = Field(default_factory=dict)
+    # azure: the api-version query parameter, and model name -> deployment name.
+    api_version: str | None = Field(default=None, alias="apiVersion")
+    deployments: dict[str, str] = Field(default_factory=dict)
+    # anthropic: the anthropic-version header.
+    version: str | None = None
+
+    @model_validator(mode="after")
+    def _fields_fit_the_type(self) -> Self:
+        if self.type == "azure" and not self.base_url:
+            raise ValueError("azure needs baseURL, the resource endpoint")
+        if self.type != "azure" and (self.api_version is not None or self.deployments):
+            raise ValueError("apiVersion and deployments apply to type azure only")
+        if self.type != "anthropic" and self.version is not None:
+            raise ValueError("version applies to type anthropic only")
+        if self.type == "local" and (self.keys or self.headers):
+            raise ValueError("the local provider takes no keys or headers")
+        return self
 
 
 class Limits(BaseModel):

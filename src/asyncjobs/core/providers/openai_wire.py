@@ -10,12 +10,24 @@ base64, a plain-text transcription becomes `{"text": ...}`).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Callable, Set
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from asyncjobs.core import multipart
-from asyncjobs.core.providers.base import ProviderRequest, speech_result
+from asyncjobs.core.providers import openai_errors
+from asyncjobs.core.providers.base import ProviderError, ProviderRequest, speech_result
+from asyncjobs.core.providers.transport import (
+    Answer,
+    BadRequestBody,
+    UnsupportedRequestType,
+    WireCall,
+    rejects_key_by_status,
+)
 from asyncjobs.core.request_types import REQUEST_TYPES, BodyKind, RequestType
+
+__all__ = ["OPENAI_PATHS", "BadRequestBody", "OpenAIWire", "WireRequest", "prepare"]
 
 OPENAI_PATHS: dict[RequestType, str] = {
     RequestType.TEXT_COMPLETION: "/completions",
@@ -35,10 +47,6 @@ OPENAI_PATHS: dict[RequestType, str] = {
 GATEWAY_ONLY_FIELDS = ("fallbacks",)
 
 
-class BadRequestBody(ValueError):
-    """The stored body cannot be turned into a provider request."""
-
-
 @dataclass(frozen=True)
 class WireRequest:
     path: str
@@ -46,16 +54,21 @@ class WireRequest:
     content_type: str
 
 
-def prepare(request: ProviderRequest) -> WireRequest:
-    """The path, body and content type to send for a stored request."""
+def prepare(request: ProviderRequest, model: str | None = None) -> WireRequest:
+    """The path, body and content type to send for a stored request.
+
+    `model` replaces the model name sent (Azure sends its deployment name there).
+    """
     path = OPENAI_PATHS[request.request_type]
+    sent_model = request.model if model is None else model
     if REQUEST_TYPES[request.request_type].body is BodyKind.MULTIPART:
-        body, content_type = _prepare_form(request)
+        body, content_type = _prepare_form(request, sent_model)
         return WireRequest(path, body, content_type)
-    return WireRequest(path, _prepare_json(request), "application/json")
+    return WireRequest(path, _prepare_json(request, sent_model), "application/json")
 
 
-def _prepare_json(request: ProviderRequest) -> bytes:
+def json_body(request: ProviderRequest) -> dict[str, Any]:
+    """The stored JSON body without the gateway's own fields; every wire format starts here."""
     try:
         body = json.loads(request.body)
     except ValueError as error:
@@ -64,16 +77,25 @@ def _prepare_json(request: ProviderRequest) -> bytes:
         raise BadRequestBody("invalid request format: the body must be a JSON object")
     for name in GATEWAY_ONLY_FIELDS:
         body.pop(name, None)
-    body["model"] = request.model
+    return body
+
+
+def dump(body: Any) -> bytes:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _prepare_json(request: ProviderRequest, model: str) -> bytes:
+    body = json_body(request)
+    body["model"] = model
     if request.request_type is RequestType.CHAT_COMPLETION and "max_tokens" in body:
         # The spec maps max_tokens to max_completion_tokens; an explicit
         # max_completion_tokens wins when a client sent both.
         max_tokens = body.pop("max_tokens")
         body.setdefault("max_completion_tokens", max_tokens)
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return dump(body)
 
 
-def _prepare_form(request: ProviderRequest) -> tuple[bytes, str]:
+def _prepare_form(request: ProviderRequest, model: str) -> tuple[bytes, str]:
     try:
         form = multipart.parse(request.body, request.content_type)
     except multipart.MultipartError as error:
@@ -89,7 +111,7 @@ def _prepare_form(request: ProviderRequest) -> tuple[bytes, str]:
             multipart.FilePart("image", part.filename, part.content_type, part.data)
             for part in images
         ] + others
-    return multipart.encode(multipart.Form([("model", request.model), *fields], files))
+    return multipart.encode(multipart.Form([("model", model), *fields], files))
 
 
 def success_body(request_type: RequestType, content_type: str, body: bytes) -> dict[str, Any]:
@@ -104,3 +126,40 @@ def success_body(request_type: RequestType, content_type: str, body: bytes) -> d
     if not isinstance(parsed, dict):
         raise ValueError("the answer is JSON but not an object")
     return parsed
+
+
+@dataclass(frozen=True)
+class OpenAIWire:
+    """OpenAI's wire format at a base URL, with the request types that server serves."""
+
+    base_url: str
+    supported: Set[RequestType] = field(default_factory=lambda: frozenset(RequestType))
+
+    def build(self, request: ProviderRequest) -> WireCall:
+        if request.request_type not in self.supported:
+            raise UnsupportedRequestType(request.request_type)
+        wire = prepare(request)
+        return WireCall(
+            url=self.base_url.rstrip("/") + wire.path,
+            body=wire.body,
+            content_type=wire.content_type,
+            decode=decoder(request.request_type),
+        )
+
+    def auth_headers(self, key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"}
+
+    def error(self, answer: Answer, now: datetime) -> ProviderError:
+        return openai_errors.error_from_response(answer.status, answer.headers, answer.body, now)
+
+    def rejects_key(self, error: ProviderError) -> bool:
+        return rejects_key_by_status(error)
+
+
+def decoder(request_type: RequestType) -> Callable[[Answer, datetime], dict[str, Any]]:
+    """The decode function of a WireCall whose answer is already in OpenAI's shape."""
+
+    def decode(answer: Answer, _: datetime) -> dict[str, Any]:
+        return success_body(request_type, answer.content_type, answer.body)
+
+    return decode

@@ -15,10 +15,14 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from asyncjobs.core.provider_config import KeyConfig, ProviderConfig, ProvidersFile
+from asyncjobs.core.providers import azure
 from asyncjobs.core.providers.base import Provider
 from asyncjobs.core.providers.keys import ApiKey
 from asyncjobs.core.providers.local import LocalProvider
 from asyncjobs.core.providers.openai_compat import OpenAICompatProvider
+from asyncjobs.core.providers.openai_family import FAMILY
+from asyncjobs.core.providers.transport import HttpProvider, WireFormat
+from asyncjobs.core.request_types import RequestType
 
 # read_secret(secret_name, key_in_secret) -> the key's value.
 SecretReader = Callable[[str, str], Awaitable[str]]
@@ -87,14 +91,44 @@ async def _build(
     if config.type == "local":
         return LocalProvider(name, latency_ms=config.latency_ms)
     keys = [await _read_key(name, key, read_secret) for key in config.keys]
-    return OpenAICompatProvider(
+    family = FAMILY.get(config.type)
+    if family is not None:
+        return OpenAICompatProvider(
+            name,
+            base_url=config.base_url or family.base_url,
+            keys=keys,
+            timeout_seconds=config.timeout_seconds,
+            max_connections=config.max_concurrency,
+            supported=_supported(config, family.supported),
+            headers=config.headers,
+            rng=rng,
+        )
+    return HttpProvider(
         name,
-        base_url=config.base_url,
+        wire_format(config),
         keys=keys,
         timeout_seconds=config.timeout_seconds,
         max_connections=config.max_concurrency,
+        headers=config.headers,
         rng=rng,
     )
+
+
+def _supported(config: ProviderConfig, default: frozenset[RequestType]) -> frozenset[RequestType]:
+    return default if config.request_types is None else frozenset(config.request_types)
+
+
+def wire_format(config: ProviderConfig) -> WireFormat:
+    """The pure wire format of a provider type that has its own (not the OpenAI family)."""
+    if config.type == "azure":
+        assert config.base_url is not None  # the config validator insists
+        return azure.AzureWire(
+            base_url=config.base_url,
+            api_version=config.api_version or azure.DEFAULT_API_VERSION,
+            deployments=dict(config.deployments),
+            supported=_supported(config, azure.SUPPORTED),
+        )
+    raise ProviderConfigError(f"provider type {config.type!r} has no wire format")
 
 
 async def _read_key(name: str, key: KeyConfig, read_secret: SecretReader) -> ApiKey:

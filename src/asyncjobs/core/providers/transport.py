@@ -1,0 +1,197 @@
+"""The thin I/O every HTTP provider shares: one pooled session, keys tried in turn.
+
+A provider is a wire format (pure: how to build the request, read the answer, read an
+error, which header carries the key) plus this class, which does the only impure work:
+POST the bytes, time out, try the next key when one is rejected or throttled. Keeping
+the I/O in one place means a new provider is a pure module and a table entry, and
+timeouts, connection failures and key rotation behave the same for every provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import aiohttp
+
+from asyncjobs.core.providers import failures
+from asyncjobs.core.providers.base import ProviderError, ProviderRequest, ProviderResult
+from asyncjobs.core.providers.keys import ApiKey, key_order
+from asyncjobs.core.request_types import RequestType
+
+# Statuses after which another key may succeed where this one failed.
+ROTATE_KEY_STATUSES = frozenset({401, 429})
+
+
+class BadRequestBody(ValueError):
+    """The stored body cannot be turned into a provider request."""
+
+
+class UnsupportedRequestType(Exception):
+    """The provider has no endpoint for this request type."""
+
+    def __init__(self, request_type: RequestType) -> None:
+        super().__init__(request_type.value)
+        self.request_type = request_type
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A provider's HTTP answer, as the pure decoders see it."""
+
+    status: int
+    headers: Mapping[str, str]  # names in lower case
+    content_type: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class WireCall:
+    """One request on the wire, and how to read its successful answer."""
+
+    url: str  # complete, query string included
+    body: bytes
+    content_type: str
+    # answer, now -> the unified (OpenAI-shaped) JSON body; raises ValueError if unreadable.
+    decode: Callable[[Answer, datetime], dict[str, Any]]
+    headers: Mapping[str, str] = field(default_factory=dict)  # never secrets
+
+
+class WireFormat(Protocol):
+    """The pure half of a provider: everything but the sending."""
+
+    def build(self, request: ProviderRequest) -> WireCall:
+        """Raises BadRequestBody or UnsupportedRequestType."""
+        ...
+
+    def auth_headers(self, key: str) -> dict[str, str]: ...
+
+    def error(self, answer: Answer, now: datetime) -> ProviderError: ...
+
+    def rejects_key(self, error: ProviderError) -> bool:
+        """Whether another key may succeed where this one failed."""
+        ...
+
+
+def rejects_key_by_status(error: ProviderError) -> bool:
+    return error.status_code in ROTATE_KEY_STATUSES
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class HttpProvider:
+    """Sends a wire format's requests; raises ProviderError on any failure."""
+
+    def __init__(
+        self,
+        name: str,
+        wire: WireFormat,
+        *,
+        keys: Sequence[ApiKey] = (),
+        key_required: bool = True,
+        timeout_seconds: float = 120.0,
+        max_connections: int = 64,
+        headers: Mapping[str, str] | None = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.name = name
+        self.wire = wire
+        self._keys = tuple(keys)
+        self._key_required = key_required
+        self._timeout_seconds = timeout_seconds
+        self._max_connections = max_connections
+        self._extra_headers = dict(headers or {})
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open_session(self) -> aiohttp.ClientSession:
+        # Opened lazily so it belongs to the running loop, sized to the concurrency limit.
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._max_connections),
+                timeout=aiohttp.ClientTimeout(total=self._timeout_seconds),
+                raise_for_status=False,
+            )
+        return self._session
+
+    async def call(self, request: ProviderRequest) -> ProviderResult:
+        try:
+            wire = self.wire.build(request)
+        except BadRequestBody as error:
+            raise failures.invalid_request(str(error)) from error
+        except UnsupportedRequestType as error:
+            raise failures.unsupported(error.request_type.value, self.name) from error
+        if not self._keys:
+            if self._key_required:
+                raise ProviderError(
+                    f"provider {self.name} has no API key configured",
+                    status_code=None,
+                    retryable=False,
+                    error_type="configuration_error",
+                )
+            # Self-hosted servers (vLLM, Ollama) often take no key at all.
+            return await self._send(wire, None)
+        keys = key_order(self._keys, request.model, self._rng)
+        if not keys:
+            raise ProviderError(
+                f"no API key of provider {self.name} is configured for model {request.model}",
+                status_code=None,
+                retryable=False,
+                error_type="configuration_error",
+            )
+        for key in keys[:-1]:
+            try:
+                return await self._send(wire, key)
+            except ProviderError as error:
+                if not self.wire.rejects_key(error):
+                    raise
+        # The last key's failure is the call's failure, Retry-After included.
+        return await self._send(wire, keys[-1])
+
+    async def _send(self, wire: WireCall, key: ApiKey | None) -> ProviderResult:
+        headers = {**self._extra_headers, **wire.headers, "Content-Type": wire.content_type}
+        if key is not None:
+            headers.update(self.wire.auth_headers(key.value))
+        session = self._open_session()
+        try:
+            async with session.post(wire.url, data=wire.body, headers=headers) as response:
+                answer = Answer(
+                    status=response.status,
+                    headers={k.lower(): v for k, v in response.headers.items()},
+                    content_type=response.headers.get("Content-Type", ""),
+                    body=await response.read(),
+                )
+        except TimeoutError as error:
+            raise failures.timeout_error(self._timeout_seconds) from error
+        except aiohttp.ClientError as error:
+            raise failures.connection_error(str(error) or type(error).__name__) from error
+        now = self._clock()
+        if not 200 <= answer.status < 300:
+            raise self.wire.error(answer, now)
+        try:
+            return ProviderResult(body=wire.decode(answer, now))
+        except (ValueError, KeyError, TypeError) as error:
+            # Never the body itself in the message: it is user content.
+            raise ProviderError(
+                f"provider answered HTTP {answer.status} with a body that cannot be read "
+                f"({type(error).__name__})",
+                status_code=None,
+                retryable=True,
+                error_type="invalid_response",
+            ) from error
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+        # Give the connector's transports a moment to close, as aiohttp recommends, so no
+        # "unclosed transport" warning fires when the loop ends.
+        await asyncio.sleep(0)
