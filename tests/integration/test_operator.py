@@ -99,9 +99,9 @@ async def test_request_secret_arriving_late_is_awaited(
     kube: KubeClient, namespace: str, kubeconfig_path: str, log_dir: Path, tmp_path: Path
 ) -> None:
     body = {"model": "local/echo", "messages": [{"role": "user", "content": "hi"}]}
-    with running_operator(
-        kubeconfig_path, namespace, local_providers(tmp_path), log_dir
-    ) as operator:
+    providers = local_providers(tmp_path)
+    grace = ("--request-grace-seconds", "4")
+    with running_operator(kubeconfig_path, namespace, providers, log_dir, *grace) as operator:
         operator.start()
         late = await submit(kube, namespace, body, store_request=False)
         never = await submit(kube, namespace, body, store_request=False)
@@ -110,7 +110,7 @@ async def test_request_secret_arriving_late_is_awaited(
         raw = b'{"model": "local/echo", "messages": [{"role": "user", "content": "hi"}]}'
         await payloads.store(kube, namespace, job, "request", raw, "application/json")
         assert (await wait_terminal(kube, namespace, late))["status"]["phase"] == "Completed"
-        failed = await wait_terminal(kube, namespace, never, timeout=30)
+        failed = await wait_terminal(kube, namespace, never, timeout=20)
     status = failed["status"]
     assert status["phase"] == "Failed"
     assert status["statusCode"] == 500

@@ -22,6 +22,9 @@ from asyncjobs.core import resources
 from asyncjobs.core.kube import KubeConfig
 
 PREFIX = resources.GROUP
+INDEX = "asyncjob_phases"
+
+log = logging.getLogger(__name__)
 
 
 def settings() -> kopf.OperatorSettings:
@@ -79,15 +82,20 @@ def registry(config: KubeConfig, observer: Observer) -> kopf.OperatorRegistry:
 
     # An index costs no writes, and kopf calls no handler before the initial listing is
     # indexed; the counts then tell the observer when it has seen every listed job.
-    @kopf.index(resources.GROUP, resources.VERSION, resources.PLURAL, registry=reg)
+    @kopf.index(resources.GROUP, resources.VERSION, resources.PLURAL, id=INDEX, registry=reg)
     async def asyncjob_phases(status: kopf.Status, **_: Any) -> dict[str, None]:
         return {str(status.get("phase", "Pending")): None}
 
-    @kopf.on.event(resources.GROUP, resources.VERSION, resources.PLURAL, registry=reg)
+    @kopf.on.event(
+        resources.GROUP, resources.VERSION, resources.PLURAL, id="job_event", registry=reg
+    )
     async def job_event(event: kopf.RawEvent, **kwargs: Any) -> None:
-        phases: kopf.Index[str, None] = kwargs["asyncjob_phases"]
-        observer.observe(event["type"], dict(event["object"]))
-        observer.known_jobs({phase: len(phases[phase]) for phase in phases})
+        phases: kopf.Index[str, None] = kwargs[INDEX]
+        try:
+            observer.observe(event["type"], dict(event["object"]))
+            observer.known_jobs({phase: len(phases[phase]) for phase in phases})
+        except Exception as error:  # one bad event must not flood the log with tracebacks
+            log.error("cannot handle an AsyncJob event: %s: %s", type(error).__name__, error)
 
     return reg
 
