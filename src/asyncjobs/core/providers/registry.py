@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from asyncjobs.core.provider_config import KeyConfig, ProviderConfig, ProvidersFile
-from asyncjobs.core.providers import azure
+from asyncjobs.core.providers import anthropic, azure
 from asyncjobs.core.providers.base import Provider
 from asyncjobs.core.providers.keys import ApiKey
 from asyncjobs.core.providers.local import LocalProvider
@@ -127,6 +127,12 @@ def wire_format(config: ProviderConfig) -> WireFormat:
             api_version=config.api_version or azure.DEFAULT_API_VERSION,
             deployments=dict(config.deployments),
             supported=_supported(config, azure.SUPPORTED),
+        )
+    if config.type == "anthropic":
+        return anthropic.AnthropicWire(
+            base_url=config.base_url or anthropic.DEFAULT_BASE_URL,
+            version=config.version or anthropic.DEFAULT_VERSION,
+            supported=_supported(config, anthropic.SUPPORTED),
         )
     raise ProviderConfigError(f"provider type {config.type!r} has no wire format")
 

@@ -1,0 +1,83 @@
+"""Anthropic: chat completions and Responses through the Messages API.
+
+POST `{baseURL}/messages` with the key in `x-api-key` and the API version in
+`anthropic-version`; the translation both ways is anthropic_messages'. Anthropic's error
+body is `{"type": "error", "error": {"type", "message"}}`: its type (rate_limit_error,
+overloaded_error, ...) becomes the error type, and its 529 "overloaded" is retryable
+like any 5xx.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Set
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from asyncjobs.core.providers import anthropic_messages, openai_errors
+from asyncjobs.core.providers.base import ProviderError, ProviderRequest
+from asyncjobs.core.providers.openai_wire import dump, json_body
+from asyncjobs.core.providers.transport import (
+    Answer,
+    UnsupportedRequestType,
+    WireCall,
+    rejects_key_by_status,
+)
+from asyncjobs.core.request_types import RequestType as T
+
+DEFAULT_BASE_URL = "https://api.anthropic.com/v1"
+DEFAULT_VERSION = "2023-06-01"
+SUPPORTED: frozenset[T] = frozenset({T.CHAT_COMPLETION, T.RESPONSES})
+
+_CONVERSIONS: dict[
+    T,
+    tuple[
+        Callable[[dict[str, Any], str], dict[str, Any]],
+        Callable[[dict[str, Any], int], dict[str, Any]],
+    ],
+] = {
+    T.CHAT_COMPLETION: (anthropic_messages.chat_request, anthropic_messages.chat_answer),
+    T.RESPONSES: (anthropic_messages.responses_request, anthropic_messages.responses_answer),
+}
+
+
+def _object(answer: Answer) -> dict[str, Any]:
+    parsed = json.loads(answer.body)
+    if not isinstance(parsed, dict):
+        raise ValueError("the answer is JSON but not an object")
+    return parsed
+
+
+@dataclass(frozen=True)
+class AnthropicWire:
+    base_url: str = DEFAULT_BASE_URL
+    version: str = DEFAULT_VERSION
+    supported: Set[T] = SUPPORTED
+
+    def build(self, request: ProviderRequest) -> WireCall:
+        conversion = _CONVERSIONS.get(request.request_type)
+        if conversion is None or request.request_type not in self.supported:
+            raise UnsupportedRequestType(request.request_type)
+        to_messages, from_message = conversion
+
+        def decode(answer: Answer, now: datetime) -> dict[str, Any]:
+            return from_message(_object(answer), int(now.timestamp()))
+
+        return WireCall(
+            url=self.base_url.rstrip("/") + "/messages",
+            body=dump(to_messages(json_body(request), request.model)),
+            content_type="application/json",
+            decode=decode,
+            headers={"anthropic-version": self.version},
+        )
+
+    def auth_headers(self, key: str) -> dict[str, str]:
+        return {"x-api-key": key}
+
+    def error(self, answer: Answer, now: datetime) -> ProviderError:
+        # {"error": {"type", "message"}} is the shape openai_errors already reads.
+        return openai_errors.error_from_response(answer.status, answer.headers, answer.body, now)
+
+    def rejects_key(self, error: ProviderError) -> bool:
+        return rejects_key_by_status(error)

@@ -1,0 +1,385 @@
+"""OpenAI chat and Responses bodies to Anthropic's Messages API and back (pure functions).
+
+Anthropic keeps the system prompt beside the messages, has only `user` and `assistant`
+turns (tool results travel in a user turn as `tool_result` blocks, tool calls in an
+assistant turn as `tool_use` blocks with parsed input), wants `max_tokens` always, and
+names stop reasons and usage its own way. Both directions live here so a test can
+check a translation without a server.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asyncjobs.core.providers.convert import (
+    as_list,
+    dump_arguments,
+    image_url_of,
+    parse_arguments,
+    parse_data_url,
+    refuse,
+    text_of,
+)
+from asyncjobs.core.providers.transport import BadRequestBody
+
+PROVIDER = "anthropic"
+# Anthropic requires max_tokens; this is used when the client set no limit.
+DEFAULT_MAX_TOKENS = 4096
+
+FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+# OpenAI parameters with no Anthropic meaning whose default is harmless to drop.
+_DROPPED_CHAT = {
+    "model", "stream", "stream_options", "store", "metadata", "service_tier", "seed",
+    "presence_penalty", "frequency_penalty", "logit_bias", "reasoning_effort", "modalities",
+    "prediction", "top_logprobs",
+}  # fmt: skip
+_DROPPED_RESPONSES = {
+    "model", "stream", "store", "metadata", "service_tier", "include", "reasoning",
+    "truncation", "background", "prompt_cache_key", "safety_identifier",
+}  # fmt: skip
+
+
+class _Turns:
+    """Messages in Anthropic's order: consecutive blocks of one role merge into one turn."""
+
+    def __init__(self) -> None:
+        self.system: list[str] = []
+        self.messages: list[dict[str, Any]] = []
+
+    def add(self, role: str, blocks: list[dict[str, Any]]) -> None:
+        if not blocks:
+            return
+        if self.messages and self.messages[-1]["role"] == role:
+            self.messages[-1]["content"].extend(blocks)
+        else:
+            self.messages.append({"role": role, "content": list(blocks)})
+
+
+def _text_block(text: str) -> list[dict[str, Any]]:
+    # Anthropic refuses empty text blocks.
+    return [{"type": "text", "text": text}] if text else []
+
+
+def _image_block(url: str) -> dict[str, Any]:
+    inline = parse_data_url(url)
+    if inline is None:
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    source = {"type": "base64", "media_type": inline.media_type, "data": inline.data}
+    return {"type": "image", "source": source}
+
+
+def _content_blocks(content: Any) -> list[dict[str, Any]]:
+    """Blocks of an OpenAI content (chat parts or Responses input parts)."""
+    if content is None or isinstance(content, str):
+        return _text_block(content or "")
+    blocks: list[dict[str, Any]] = []
+    for part in as_list(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in ("text", "input_text", "output_text"):
+            blocks += _text_block(str(part.get("text", "")))
+        elif kind in ("image_url", "input_image"):
+            blocks.append(_image_block(image_url_of(part)))
+        elif kind == "refusal":
+            blocks += _text_block(str(part.get("refusal", "")))
+        else:
+            raise BadRequestBody(f"invalid request format: content part {kind!r} is not supported")
+    return blocks
+
+
+def _tool_use(call_id: Any, name: Any, arguments: Any) -> dict[str, Any]:
+    return {"type": "tool_use", "id": call_id, "name": name, "input": parse_arguments(arguments)}
+
+
+def _tool_result(call_id: Any, output: Any) -> dict[str, Any]:
+    if not call_id:
+        raise BadRequestBody("invalid request format: a tool result needs its tool call id")
+    return {"type": "tool_result", "tool_use_id": call_id, "content": text_of(output)}
+
+
+def _chat_turns(messages: Any) -> _Turns:
+    if not isinstance(messages, list) or not messages:
+        raise BadRequestBody("messages is required for chat completion")
+    turns = _Turns()
+    for message in messages:
+        role = message.get("role") if isinstance(message, dict) else None
+        if role in ("system", "developer"):
+            turns.system.append(text_of(message.get("content")))
+        elif role == "user":
+            turns.add("user", _content_blocks(message.get("content")))
+        elif role == "assistant":
+            blocks = _content_blocks(message.get("content"))
+            for call in as_list(message.get("tool_calls")):
+                function = call.get("function") or {}
+                blocks.append(
+                    _tool_use(call.get("id"), function.get("name"), function.get("arguments"))
+                )
+            turns.add("assistant", blocks)
+        elif role == "tool":
+            turns.add("user", [_tool_result(message.get("tool_call_id"), message.get("content"))])
+        else:
+            raise BadRequestBody(f"invalid request format: message role {role!r} is not supported")
+    return turns
+
+
+def _tools(tools: Any, *, nested: bool) -> list[dict[str, Any]]:
+    """OpenAI function tools (chat nests them under `function`, Responses does not)."""
+    converted = []
+    for tool in as_list(tools):
+        if not isinstance(tool, dict) or tool.get("type") != "function":
+            kind = tool.get("type") if isinstance(tool, dict) else tool
+            raise BadRequestBody(f"invalid request format: tool type {kind!r} is not supported")
+        function = tool.get("function", {}) if nested else tool
+        entry: dict[str, Any] = {
+            "name": function.get("name"),
+            "input_schema": function.get("parameters") or {"type": "object", "properties": {}},
+        }
+        if function.get("description"):
+            entry["description"] = function["description"]
+        converted.append(entry)
+    return converted
+
+
+def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
+    result: dict[str, Any] | None
+    if choice is None:
+        result = None
+    elif choice == "auto":
+        result = {"type": "auto"}
+    elif choice == "required":
+        result = {"type": "any"}
+    elif choice == "none":
+        result = {"type": "none"}
+    elif isinstance(choice, dict) and choice.get("type") == "function":
+        name = (choice.get("function") or {}).get("name") or choice.get("name")
+        result = {"type": "tool", "name": name}
+    else:
+        raise BadRequestBody(f"invalid request format: tool_choice {choice!r} is not supported")
+    if parallel is False:
+        result = {**(result or {"type": "auto"}), "disable_parallel_tool_use": True}
+    return result
+
+
+def _common(body: dict[str, Any], turns: _Turns, model: str, max_tokens: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "model": model,
+        "max_tokens": max_tokens if max_tokens is not None else DEFAULT_MAX_TOKENS,
+        "messages": turns.messages,
+    }
+    system = "\n\n".join(text for text in turns.system if text)
+    if system:
+        out["system"] = system
+    for name in ("temperature", "top_p"):
+        if body.get(name) is not None:
+            out[name] = body[name]
+    if body.get("user"):
+        out["metadata"] = {"user_id": body["user"]}
+    return out
+
+
+def chat_request(body: dict[str, Any], model: str) -> dict[str, Any]:
+    """The Messages request for an OpenAI chat completion body."""
+    refuse(body, PROVIDER, n=(1, None), logprobs=(False, None))
+    _refuse_structured(body.get("response_format"))
+    turns = _chat_turns(body.get("messages"))
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    out = _common(body, turns, model, max_tokens)
+    if body.get("stop") is not None:
+        out["stop_sequences"] = as_list(body["stop"])
+    if body.get("tools"):
+        out["tools"] = _tools(body["tools"], nested=True)
+    choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
+    if choice is not None:
+        out["tool_choice"] = choice
+    known = {
+        "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop",
+        "tools", "tool_choice", "parallel_tool_calls", "user", "n", "logprobs",
+        "response_format", *_DROPPED_CHAT,
+    }  # fmt: skip
+    # Unknown fields are the client's extra parameters for this provider (top_k, thinking).
+    return {**out, **{k: v for k, v in body.items() if k not in known and k not in out}}
+
+
+def _refuse_structured(response_format: Any) -> None:
+    if isinstance(response_format, dict) and response_format.get("type") not in (None, "text"):
+        raise BadRequestBody(
+            f"invalid request format: response_format {response_format.get('type')} "
+            f"is not supported by {PROVIDER}"
+        )
+
+
+def _response_items(items: Any) -> _Turns:
+    turns = _Turns()
+    if isinstance(items, str):
+        turns.add("user", _text_block(items))
+        return turns
+    if not isinstance(items, list) or not items:
+        raise BadRequestBody("input is required for responses")
+    for item in items:
+        if not isinstance(item, dict):
+            raise BadRequestBody("invalid request format: input items must be objects")
+        kind = item.get("type", "message")
+        if kind == "message":
+            role = item.get("role")
+            if role in ("system", "developer"):
+                turns.system.append(text_of(item.get("content")))
+            elif role in ("user", "assistant"):
+                turns.add(role, _content_blocks(item.get("content")))
+            else:
+                raise BadRequestBody(
+                    f"invalid request format: input role {role!r} is not supported"
+                )
+        elif kind == "function_call":
+            block = _tool_use(item.get("call_id"), item.get("name"), item.get("arguments"))
+            turns.add("assistant", [block])
+        elif kind == "function_call_output":
+            turns.add("user", [_tool_result(item.get("call_id"), item.get("output"))])
+        elif kind != "reasoning":  # our own earlier reasoning items carry nothing to resend
+            raise BadRequestBody(f"invalid request format: input item {kind!r} is not supported")
+    return turns
+
+
+def responses_request(body: dict[str, Any], model: str) -> dict[str, Any]:
+    """The Messages request for an OpenAI Responses body."""
+    if body.get("previous_response_id"):
+        raise BadRequestBody(
+            f"invalid request format: previous_response_id is not supported by {PROVIDER}; "
+            "send the conversation as input items"
+        )
+    text = body.get("text")
+    if isinstance(text, dict):
+        _refuse_structured(text.get("format"))
+    turns = _response_items(body.get("input"))
+    if body.get("instructions"):
+        turns.system.insert(0, str(body["instructions"]))
+    out = _common(body, turns, model, body.get("max_output_tokens"))
+    if body.get("tools"):
+        out["tools"] = _tools(body["tools"], nested=False)
+    choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
+    if choice is not None:
+        out["tool_choice"] = choice
+    known = {
+        "input", "instructions", "max_output_tokens", "temperature", "top_p", "tools",
+        "tool_choice", "parallel_tool_calls", "user", "text", "previous_response_id",
+        *_DROPPED_RESPONSES,
+    }  # fmt: skip
+    return {**out, **{k: v for k, v in body.items() if k not in known and k not in out}}
+
+
+# -- answers ----------------------------------------------------------------------------
+
+
+def _usage_numbers(message: dict[str, Any]) -> tuple[int, int, int]:
+    """(input tokens including cache, output tokens, cached input tokens)."""
+    usage = message.get("usage") or {}
+    cached = int(usage.get("cache_read_input_tokens") or 0)
+    written = int(usage.get("cache_creation_input_tokens") or 0)
+    prompt = int(usage.get("input_tokens") or 0) + cached + written
+    return prompt, int(usage.get("output_tokens") or 0), cached
+
+
+def chat_answer(message: dict[str, Any], created: int) -> dict[str, Any]:
+    """The OpenAI chat.completion body of a Messages answer."""
+    texts, calls = [], []
+    for block in message.get("content") or []:
+        if block.get("type") == "text":
+            texts.append(block.get("text", ""))
+        elif block.get("type") == "tool_use":
+            calls.append(
+                {
+                    "id": block["id"],
+                    "type": "function",
+                    "function": {
+                        "name": block["name"],
+                        "arguments": dump_arguments(block.get("input")),
+                    },
+                }
+            )
+    reply: dict[str, Any] = {
+        "role": "assistant",
+        "content": "".join(texts) if texts or not calls else None,
+        "refusal": None,
+    }
+    if calls:
+        reply["tool_calls"] = calls
+    prompt, completion, cached = _usage_numbers(message)
+    return {
+        "id": message.get("id"),
+        "object": "chat.completion",
+        "created": created,
+        "model": message.get("model"),
+        "choices": [
+            {
+                "index": 0,
+                "message": reply,
+                "finish_reason": FINISH_REASONS.get(message.get("stop_reason") or "", "stop"),
+                "logprobs": None,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached},
+        },
+    }
+
+
+def responses_answer(message: dict[str, Any], created: int) -> dict[str, Any]:
+    """The OpenAI Responses body of a Messages answer."""
+    message_id = str(message.get("id") or "")
+    output: list[dict[str, Any]] = []
+    parts = [
+        {"type": "output_text", "text": block.get("text", ""), "annotations": []}
+        for block in message.get("content") or []
+        if block.get("type") == "text"
+    ]
+    if parts:
+        output.append(
+            {
+                "type": "message",
+                "id": message_id,
+                "status": "completed",
+                "role": "assistant",
+                "content": parts,
+            }
+        )
+    for block in message.get("content") or []:
+        if block.get("type") == "tool_use":
+            output.append(
+                {
+                    "type": "function_call",
+                    "id": f"fc_{block['id']}",
+                    "call_id": block["id"],
+                    "name": block["name"],
+                    "arguments": dump_arguments(block.get("input")),
+                    "status": "completed",
+                }
+            )
+    truncated = message.get("stop_reason") in ("max_tokens", "model_context_window_exceeded")
+    prompt, completion, cached = _usage_numbers(message)
+    return {
+        "id": message_id,
+        "object": "response",
+        "created_at": created,
+        "status": "incomplete" if truncated else "completed",
+        "incomplete_details": {"reason": "max_output_tokens"} if truncated else None,
+        "model": message.get("model"),
+        "output": output,
+        "usage": {
+            "input_tokens": prompt,
+            "input_tokens_details": {"cached_tokens": cached},
+            "output_tokens": completion,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": prompt + completion,
+        },
+        "error": None,
+    }
