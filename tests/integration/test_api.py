@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -70,8 +71,9 @@ class Api:
     async def post(
         self, path: str, body: bytes, content_type: str, headers: dict[str, str] | None = None
     ) -> tuple[int, Any]:
+        # A BytesIO keeps aiohttp from warning about (and blocking on) multi-MiB bodies.
         async with self.session.post(
-            self.base + path, data=body, headers={"Content-Type": content_type, **(headers or {})}
+            self.base + path, data=io.BytesIO(body), headers={"Content-Type": content_type, **(headers or {})}
         ) as response:
             return response.status, await response.json()
 
