@@ -73,7 +73,9 @@ class Api:
     ) -> tuple[int, Any]:
         # A BytesIO keeps aiohttp from warning about (and blocking on) multi-MiB bodies.
         async with self.session.post(
-            self.base + path, data=io.BytesIO(body), headers={"Content-Type": content_type, **(headers or {})}
+            self.base + path,
+            data=io.BytesIO(body),
+            headers={"Content-Type": content_type, **(headers or {})},
         ) as response:
             return response.status, await response.json()
 
