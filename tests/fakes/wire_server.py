@@ -73,6 +73,7 @@ class Step:
     body: Any = None  # a complete error body (dict: JSON, str: raw text) replacing the default
     hang: bool = False
     latency_ms: float = 0.0
+    rejected_key: bool = False  # set by the server when the key is not accepted
 
     @classmethod
     def of(cls, raw: Step | dict[str, Any]) -> Step:
@@ -174,7 +175,9 @@ class FakeProviderServer:
         if route.problems:
             return self._reject(record, 400, route.problems)
         if self.api_keys and key not in self.api_keys:
-            return self._error(record, 401, Step(401))
+            # Most providers answer 401; Gemini answers 400 API_KEY_INVALID.
+            status = getattr(self.dialect, "rejected_key_status", 401)
+            return self._error(record, status, Step(status, rejected_key=True))
         queue = self._scripts.get(route.model or "")
         step = queue.popleft() if queue else Step()
         await self._pause((self.latency_ms + step.latency_ms) / 1000)

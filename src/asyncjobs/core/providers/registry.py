@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from asyncjobs.core.provider_config import KeyConfig, ProviderConfig, ProvidersFile
-from asyncjobs.core.providers import anthropic, azure
+from asyncjobs.core.providers import anthropic, azure, gemini
 from asyncjobs.core.providers.base import Provider
 from asyncjobs.core.providers.keys import ApiKey
 from asyncjobs.core.providers.local import LocalProvider
@@ -133,6 +133,11 @@ def wire_format(config: ProviderConfig) -> WireFormat:
             base_url=config.base_url or anthropic.DEFAULT_BASE_URL,
             version=config.version or anthropic.DEFAULT_VERSION,
             supported=_supported(config, anthropic.SUPPORTED),
+        )
+    if config.type == "gemini":
+        return gemini.GeminiWire(
+            base_url=config.base_url or gemini.DEFAULT_BASE_URL,
+            supported=_supported(config, gemini.SUPPORTED),
         )
     raise ProviderConfigError(f"provider type {config.type!r} has no wire format")
 
