@@ -466,3 +466,55 @@ async def test_metrics_count_submits_and_cache_size(api: Api) -> None:
     assert 'asyncjobs_api_jobs_submitted_total{request_type="chat_completion"} 1.0' in text
     assert "asyncjobs_api_cache_jobs 1.0" in text
     assert document["id"] not in text
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "request_type"),
+    [
+        pytest.param(
+            "/openai/v1/responses",
+            {"model": "local/echo", "input": "hello"},
+            RequestType.RESPONSES,
+            id="openai-responses",
+        ),
+        pytest.param(
+            "/anthropic/v1/messages",
+            {
+                "model": "local/echo",
+                "max_tokens": 8,
+                "messages": [{"role": "user", "content": "x"}],
+            },
+            RequestType.CHAT_COMPLETION,
+            id="anthropic-messages",
+        ),
+    ],
+)
+async def test_provider_route_submits_with_x_bf_async_and_retrieves_with_x_bf_async_id(
+    api: Api,
+    kube: KubeClient,
+    namespace: str,
+    path: str,
+    body: dict[str, Any],
+    request_type: RequestType,
+) -> None:
+    raw = json.dumps(body).encode()
+    status, submitted = await api.post(path, raw, "application/json", {"x-bf-async": "1"})
+    assert status == 200
+    job = await get_job(kube, namespace, submitted["id"])
+    assert job["spec"]["requestType"] == request_type.value
+    status, pending = await api.post(
+        path, b"", "application/json", {"x-bf-async-id": submitted["id"]}
+    )
+    assert (status, pending["id"]) == (200, submitted["id"])
+    error = {"is_bifrost_error": False, "error": {"message": "upstream down"}, "extra_fields": {}}
+    await finish(kube, namespace, submitted["id"], error=error, status_code=503)
+    deadline = time.monotonic() + 10
+    while True:
+        status, failed = await api.post(
+            path, b"", "application/json", {"x-bf-async-id": submitted["id"]}
+        )
+        if status == 503 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert status == 503
+    assert "upstream down" in json.dumps(failed)
