@@ -9,7 +9,9 @@ provider cannot honour.
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,3 +96,23 @@ def as_list(value: Any) -> list[Any]:
     if value is None:
         return []
     return value if isinstance(value, list) else [value]
+
+
+def embedding_list(vectors: list[list[float]], model: str, encoding_format: Any) -> dict[str, Any]:
+    """OpenAI's embedding list for plain vectors; `base64` is little-endian float32 as there.
+
+    Usage is zero because the translated providers report no token counts for embeddings;
+    callers that have counts replace it.
+    """
+
+    def encoded(values: list[float]) -> list[float] | str:
+        if encoding_format != "base64":
+            return values
+        return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
+
+    data = [
+        {"object": "embedding", "index": index, "embedding": encoded(vector)}
+        for index, vector in enumerate(vectors)
+    ]
+    usage = {"prompt_tokens": 0, "total_tokens": 0}
+    return {"object": "list", "data": data, "model": model, "usage": usage}

@@ -12,9 +12,7 @@ there, so key rotation looks at the reason too.
 
 from __future__ import annotations
 
-import base64
 import json
-import struct
 from collections.abc import Set
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +21,7 @@ from urllib.parse import quote
 
 from asyncjobs.core.providers import failures, gemini_chat
 from asyncjobs.core.providers.base import ProviderError, ProviderRequest
+from asyncjobs.core.providers.convert import embedding_list
 from asyncjobs.core.providers.openai_wire import dump, json_body
 from asyncjobs.core.providers.transport import (
     Answer,
@@ -75,24 +74,9 @@ def embedding_request(body: dict[str, Any], model: str) -> tuple[str, dict[str, 
     return "batchEmbedContents", {"requests": [one(text) for text in texts]}
 
 
-def _encode(values: list[float], encoding_format: Any) -> list[float] | str:
-    if encoding_format != "base64":
-        return values
-    # OpenAI's base64 format: little-endian float32.
-    return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
-
-
 def embedding_answer(answer: dict[str, Any], model: str, encoding_format: Any) -> dict[str, Any]:
-    vectors = (
-        [answer["embedding"]] if "embedding" in answer else list(answer.get("embeddings") or [])
-    )
-    data = [
-        {"object": "embedding", "index": i, "embedding": _encode(v["values"], encoding_format)}
-        for i, v in enumerate(vectors)
-    ]
-    # The embedding endpoints report no token counts.
-    usage = {"prompt_tokens": 0, "total_tokens": 0}
-    return {"object": "list", "data": data, "model": model, "usage": usage}
+    found = [answer["embedding"]] if "embedding" in answer else answer.get("embeddings") or []
+    return embedding_list([vector["values"] for vector in found], model, encoding_format)
 
 
 def error_from_answer(answer: Answer, now: datetime) -> ProviderError:

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from asyncjobs.core.provider_config import KeyConfig, ProviderConfig, ProvidersFile
-from asyncjobs.core.providers import anthropic, azure, gemini
+from asyncjobs.core.providers import anthropic, azure, cohere, gemini, mistral
 from asyncjobs.core.providers.base import Provider
 from asyncjobs.core.providers.keys import ApiKey
 from asyncjobs.core.providers.local import LocalProvider
@@ -138,6 +138,16 @@ def wire_format(config: ProviderConfig) -> WireFormat:
         return gemini.GeminiWire(
             base_url=config.base_url or gemini.DEFAULT_BASE_URL,
             supported=_supported(config, gemini.SUPPORTED),
+        )
+    if config.type == "mistral":
+        return mistral.MistralWire(
+            base_url=config.base_url or mistral.DEFAULT_BASE_URL,
+            supported=_supported(config, mistral.SUPPORTED),
+        )
+    if config.type == "cohere":
+        return cohere.CohereWire(
+            base_url=config.base_url or cohere.DEFAULT_BASE_URL,
+            supported=_supported(config, cohere.SUPPORTED),
         )
     raise ProviderConfigError(f"provider type {config.type!r} has no wire format")
 
