@@ -40,8 +40,9 @@ with_heartbeat() {
 }
 
 has_version() {
-  local binary=$1 wanted=$2
-  [ -x "$bin_dir/$binary" ] && "$bin_dir/$binary" --version 2>/dev/null | grep -qF "$wanted"
+  local binary=$1 wanted=$2 flag=--version
+  [ "$binary" = helm ] && flag=version
+  [ -x "$bin_dir/$binary" ] && "$bin_dir/$binary" "$flag" 2>/dev/null | grep -qF "$wanted"
 }
 
 kube_ldflags() {

@@ -9,6 +9,7 @@ watches. Objects are plain dicts, as the apiserver sends them.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import ssl
@@ -24,6 +25,7 @@ import yaml
 KubeObject = dict[str, Any]
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+LARGE_BODY = 1024 * 1024
 
 
 class KubeError(Exception):
@@ -189,7 +191,12 @@ class KubeClient:
         content_type: str = "application/json",
         timeout: float = 30,
     ) -> KubeObject:
-        data = None if body is None else json.dumps(body, separators=(",", ":"))
+        data: bytes | io.BytesIO | None = None
+        if body is not None:
+            data = json.dumps(body, separators=(",", ":")).encode()
+            if len(data) >= LARGE_BODY:
+                # aiohttp sends a large bytes body in one blocking write; a stream does not.
+                data = io.BytesIO(data)
         try:
             async with self.session.request(
                 method,

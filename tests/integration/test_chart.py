@@ -1,0 +1,146 @@
+"""The Helm chart lints, renders with default and non-default values, and its values
+schema rejects wrong values with a clear message."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "asyncjobs"
+BIN_DIR = Path(
+    os.environ.get(
+        "ASYNCJOBS_BIN_DIR",
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "asyncjobs" / "bin",
+    )
+)
+
+
+def helm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN_DIR / "helm"), *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def render(*sets: str) -> list[dict[str, Any]]:
+    flags = [item for s in sets for item in ("--set", s)]
+    result = helm(
+        "template", "aj", str(CHART), "--namespace", "platform", "--kube-version", "1.37.2", *flags
+    )
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [doc for doc in docs if doc["kind"] == kind]
+
+
+def test_chart_lints_clean() -> None:
+    result = helm("lint", "--strict", str(CHART))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_default_render_has_both_processes_with_restricted_security() -> None:
+    docs = render()
+    deployments = {d["metadata"]["name"]: d for d in by_kind(docs, "Deployment")}
+    assert set(deployments) == {"aj-asyncjobs-api", "aj-asyncjobs-operator"}
+    assert deployments["aj-asyncjobs-operator"]["spec"]["strategy"] == {"type": "Recreate"}
+    for deployment in deployments.values():
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        (container,) = pod["containers"]
+        assert container["securityContext"] == {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        }
+        assert "limits" in container["resources"]
+    crd = by_kind(docs, "CustomResourceDefinition")[0]
+    assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    assert by_kind(docs, "HorizontalPodAutoscaler") == []
+    assert by_kind(docs, "NetworkPolicy") == []
+
+
+def test_jobs_live_in_their_own_namespace_by_default() -> None:
+    docs = render()
+    (namespace,) = by_kind(docs, "Namespace")
+    assert namespace["metadata"]["name"] == "platform-jobs"
+    api_role = next(r for r in by_kind(docs, "Role") if r["metadata"]["name"] == "aj-asyncjobs-api")
+    assert api_role["metadata"]["namespace"] == "platform-jobs"
+
+
+def test_api_identity_has_no_rule_in_the_release_namespace() -> None:
+    docs = render(
+        "providers.providers.openai.type=openai",
+        "providers.providers.openai.keys[0].secretRef.name=openai-key",
+    )
+    bindings = [b for b in by_kind(docs, "RoleBinding") if b["metadata"]["namespace"] == "platform"]
+    assert [b["metadata"]["name"] for b in bindings] == ["aj-asyncjobs-operator-provider-keys"]
+    keys_role = next(
+        r
+        for r in by_kind(docs, "Role")
+        if r["metadata"]["name"] == "aj-asyncjobs-operator-provider-keys"
+    )
+    assert keys_role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "verbs": ["get"],
+            "resourceNames": ["openai-key"],
+        }
+    ]
+
+
+def test_non_default_values_render_optional_objects() -> None:
+    docs = render(
+        "crds.enabled=false",
+        "jobs.namespace=llm-jobs",
+        "jobs.createNamespace=false",
+        "api.autoscaling.enabled=true",
+        "api.podDisruptionBudget.enabled=true",
+        "networkPolicy.enabled=true",
+        "serviceMonitor.enabled=true",
+        "api.gatewayToken.existingSecret=gateway",
+    )
+    kinds = {doc["kind"] for doc in docs}
+    assert {
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "ServiceMonitor",
+    } <= kinds
+    assert "CustomResourceDefinition" not in kinds
+    assert "Namespace" not in kinds
+    api = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-api"))
+    assert "replicas" not in api["spec"], "the HPA owns the replica count"
+    container = api["spec"]["template"]["spec"]["containers"][0]
+    assert "--namespace=llm-jobs" in container["args"]
+    assert {
+        "name": "ASYNCJOBS_GATEWAY_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": "gateway", "key": "token"}},
+    } in container["env"]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        pytest.param("api.replicas=-1", "/api/replicas", id="negative-replicas"),
+        pytest.param("operator.replicas=2", "/operator/replicas", id="two-operators"),
+        pytest.param("image.pullPolicy=Sometimes", "/image/pullPolicy", id="bad-pull-policy"),
+        pytest.param("api.port=70000", "/api/port", id="port-out-of-range"),
+        pytest.param("providers.providers.x.type=telepathy", "type", id="unknown-provider-type"),
+        pytest.param("unknownTopLevel=1", "unknownTopLevel", id="unknown-value"),
+        pytest.param("jobs.namespace=Not_A_Name", "/jobs/namespace", id="bad-namespace"),
+    ],
+)
+def test_values_schema_rejects_wrong_values(value: str, message: str) -> None:
+    result = helm("template", "aj", str(CHART), "--kube-version", "1.37.2", "--set", value)
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert message in result.stderr
