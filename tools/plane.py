@@ -452,6 +452,18 @@ def external_cluster() -> str | None:
     return kubeconfig
 
 
+def plane_running(layout: Layout) -> bool:
+    """All three processes alive and the apiserver ready: nothing to build or start."""
+    token_file = layout.pki / "tokens.csv"
+    if not token_file.exists():
+        return False
+    alive = all(
+        pid_alive(layout.pidfile(name))
+        for name in ("etcd", "kube-apiserver", "kube-controller-manager")
+    )
+    return alive and apiserver_ready(layout, token_file.read_text().split(",", 1)[0])
+
+
 def up(layout: Layout) -> str:
     """Starts (or reuses) the plane and returns the path of its kubeconfig."""
     started = time.monotonic()
@@ -460,7 +472,8 @@ def up(layout: Layout) -> str:
         log(f"using the cluster from KUBECONFIG={existing}")
         install_crd(existing)
         return existing
-    ensure_binaries()
+    if not plane_running(layout):
+        ensure_binaries()
     layout.state.mkdir(parents=True, exist_ok=True)
     # Concurrent `up`s (two test sessions, say) start one plane and share it.
     with (layout.state / "up.lock").open("w") as lock:
