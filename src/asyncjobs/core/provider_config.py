@@ -144,5 +144,9 @@ def load(path: str | Path | None) -> ProvidersFile:
     """The file's configuration, or the offline default when no file is given."""
     if path is None:
         return DEFAULT
-    raw = yaml.safe_load(Path(path).read_text()) or {}
-    return ProvidersFile.model_validate(raw)
+    return parse(Path(path).read_bytes())
+
+
+def parse(text: str | bytes) -> ProvidersFile:
+    """The configuration in a file's content (the reloader hashes and parses the same bytes)."""
+    return ProvidersFile.model_validate(yaml.safe_load(text) or {})
