@@ -357,3 +357,27 @@ def test_the_fake_refuses_an_openai_shaped_body() -> None:
         "role must be user or model, got 'assistant'",
         "unknown generationConfig fields ['max_tokens']",
     ]
+
+
+async def test_a_hanging_provider_times_out_with_a_clear_message(fake: FakeProviderServer) -> None:
+    fake.script(MODEL, {"hang": True})
+    provider = HttpProvider("gemini", GeminiWire(fake.url + "/v1beta"), keys=[ApiKey(KEY)],
+                            timeout_seconds=0.3)  # fmt: skip
+    try:
+        with pytest.raises(ProviderError) as caught:
+            await provider.call(sample_request(RequestType.CHAT_COMPLETION, model=MODEL))
+    finally:
+        await provider.close()
+    assert (caught.value.status_code, caught.value.retryable) == (None, True)
+    assert caught.value.message == "provider did not answer within 0.3 seconds"
+
+
+async def test_a_provider_without_keys_fails_before_calling(fake: FakeProviderServer) -> None:
+    provider = HttpProvider("gemini", GeminiWire(fake.url + "/v1beta"))
+    try:
+        with pytest.raises(ProviderError) as caught:
+            await provider.call(sample_request(RequestType.CHAT_COMPLETION, model=MODEL))
+    finally:
+        await provider.close()
+    assert caught.value.message == "provider gemini has no API key configured"
+    assert fake.stats()["count"] == 0
