@@ -110,6 +110,22 @@ async def wait_gone(kube: KubeClient, path: str, timeout: float = 30) -> None:
 
 TERMINAL = ("Completed", "Failed")
 
+# The Secret the fake provider's key is read from, as configuration references it.
+KEY_SECRET = "fake-openai-key"
+FAKE_KEY = "sk-fake-operator-test"
+
+
+async def create_key_secret(kube: KubeClient, namespace: str) -> None:
+    await kube.create(
+        resources.secrets_path(namespace),
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": KEY_SECRET},
+            "stringData": {"api-key": FAKE_KEY},
+        },
+    )
+
 
 def phase(obj: KubeObject) -> str:
     return str((obj.get("status") or {}).get("phase", "Pending"))
@@ -274,6 +290,7 @@ class FakeOpenAI:
                         "baseURL": self.base_url,
                         "timeoutSeconds": 10,
                         "maxConcurrency": max_concurrency,
+                        "keys": [{"secretRef": {"name": KEY_SECRET, "key": "api-key"}}],
                         **extra,
                     },
                     "local": {"type": "local"},

@@ -52,8 +52,11 @@ class Supervisor:
 
     def listing_done(self) -> None:
         if self._seen_at_start is not None:
+            log.info("seen all %d listed jobs; starting calls", len(self._seen_at_start))
             self._seen_at_start = None
-            self.ctx.admission.resume()
+            # The job tasks created just now have not run yet; resuming after them lets
+            # every one join the queue before the first slot is granted.
+            asyncio.get_running_loop().call_soon(self.ctx.admission.resume)
 
     @property
     def wall(self) -> Callable[[], datetime]:
