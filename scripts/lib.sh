@@ -10,9 +10,17 @@ export PATH="$REPO/.venv/bin:$HOME/.local/bin:$PATH"
 step() { printf '\n==> %s\n' "$*" >&2; }
 
 ensure_system_tools() {
-  if ! command -v openssl >/dev/null; then
-    step "installing openssl from Debian's packages"
-    apt-get update -qq && apt-get install -y -qq openssl >/dev/null
+  # openssl makes the plane's certificates; prometheus scrapes the processes in the
+  # dashboard test; curl waits for the processes that scripts/up starts.
+  local missing=()
+  command -v openssl >/dev/null || missing+=(openssl)
+  command -v prometheus >/dev/null || missing+=(prometheus)
+  command -v curl >/dev/null || missing+=(curl)
+  if [ ${#missing[@]} -gt 0 ]; then
+    step "installing ${missing[*]} from Debian's packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      "${missing[@]}" >/dev/null
   fi
   if ! command -v go >/dev/null; then
     echo "Go 1.26 or newer is needed to build the control plane binaries" >&2
