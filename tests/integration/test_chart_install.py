@@ -1,0 +1,255 @@
+"""`helm install` into the real control plane, then the operator and the API run as local
+processes under the ServiceAccount tokens the chart created (no kubelet runs here, so
+pods never start). A job going from submit to a 200 poll proves the chart's RBAC is
+enough; requests outside it are refused."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from asyncjobs.core import resources
+from asyncjobs.core.kube import KubeClient, KubeError, load_config
+from tests.support.procs import ManagedProcess, free_port, python_module
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "asyncjobs"
+BIN_DIR = Path(
+    os.environ.get(
+        "ASYNCJOBS_BIN_DIR",
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "asyncjobs" / "bin",
+    )
+)
+KEY_SECRET = "openai-key"
+
+
+def helm(kubeconfig: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN_DIR / "helm"), *args],
+        env={**os.environ, "KUBECONFIG": kubeconfig},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture
+async def release(kubeconfig_path: str, kube: KubeClient) -> AsyncIterator[dict[str, str]]:
+    """A release in a fresh namespace; its jobs namespace is "<namespace>-jobs"."""
+    namespace = f"rel-{uuid.uuid4().hex[:8]}"
+    await kube.create(
+        resources.namespaces_path(),
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": namespace},
+        },
+    )
+    # The provider key exists before the operator starts, as an operator would set it up.
+    await kube.create(
+        resources.secrets_path(namespace),
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": KEY_SECRET},
+            "stringData": {"api-key": "sk-provider-key-the-api-must-never-read"},
+        },
+    )
+    values = {
+        # The plane already serves the CRD (installed from manifests/); a second owner
+        # would conflict, so this release leaves it alone.
+        "crds": {"enabled": False},
+        "providers": {
+            "providers": {
+                "local": {"type": "local"},
+                "openai": {
+                    "type": "openai",
+                    "baseURL": "http://127.0.0.1:9/v1",
+                    "keys": [{"secretRef": {"name": KEY_SECRET, "key": "api-key"}}],
+                },
+            }
+        },
+    }
+    values_file = Path(kubeconfig_path).parent / f"values-{namespace}.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    installed = helm(
+        kubeconfig_path,
+        "install",
+        "aj",
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--values",
+        str(values_file),
+        "--wait=false",
+    )
+    assert installed.returncode == 0, installed.stderr
+    yield {"namespace": namespace, "jobs": f"{namespace}-jobs", "values": str(values_file)}
+    helm(kubeconfig_path, "uninstall", "aj", "--namespace", namespace)
+    for name in (namespace, f"{namespace}-jobs"):
+        try:
+            await kube.delete(resources.namespaces_path(name))
+        except KubeError as exc:
+            if exc.status != 404:
+                raise
+    values_file.unlink(missing_ok=True)
+
+
+async def service_account_kubeconfig(
+    kube: KubeClient, admin_kubeconfig: str, namespace: str, account: str, path: Path
+) -> str:
+    """A kubeconfig holding a token minted for the ServiceAccount (TokenRequest API)."""
+    minted = await kube.create(
+        f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token",
+        {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": 3600},
+        },
+    )
+    admin = yaml.safe_load(Path(admin_kubeconfig).read_text())
+    cluster = admin["clusters"][0]["cluster"]
+    if "certificate-authority" in cluster:
+        base = Path(admin_kubeconfig).parent
+        cluster = {**cluster, "certificate-authority": str(base / cluster["certificate-authority"])}
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": cluster}],
+                "users": [{"name": account, "user": {"token": minted["status"]["token"]}}],
+                "contexts": [
+                    {
+                        "name": "sa",
+                        "context": {"cluster": "c", "user": account, "namespace": namespace},
+                    }
+                ],
+                "current-context": "sa",
+            }
+        )
+    )
+    return str(path)
+
+
+async def test_installed_chart_objects_are_accepted_and_its_rbac_runs_a_job(
+    release: dict[str, str],
+    kube: KubeClient,
+    kubeconfig_path: str,
+    tmp_path: Path,
+    log_dir: Path,
+) -> None:
+    namespace, jobs_namespace = release["namespace"], release["jobs"]
+    manifest = helm(kubeconfig_path, "get", "manifest", "aj", "--namespace", namespace)
+    kinds = {doc["kind"] for doc in yaml.safe_load_all(manifest.stdout) if doc}
+    assert {
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "ConfigMap",
+        "Namespace",
+        "ClusterRole",
+        "ClusterRoleBinding",
+    } <= kinds
+    deployment = await kube.get(
+        f"/apis/apps/v1/namespaces/{namespace}/deployments/aj-asyncjobs-api"
+    )
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "aj-asyncjobs-api"
+
+    api_config = await service_account_kubeconfig(
+        kube, kubeconfig_path, namespace, "aj-asyncjobs-api", tmp_path / "api.kubeconfig"
+    )
+    operator_config = await service_account_kubeconfig(
+        kube, kubeconfig_path, namespace, "aj-asyncjobs-operator", tmp_path / "operator.kubeconfig"
+    )
+    configmap = await kube.get(f"/api/v1/namespaces/{namespace}/configmaps/aj-asyncjobs-providers")
+    providers = tmp_path / "providers.yaml"
+    providers.write_text(configmap["data"]["providers.yaml"])
+
+    api_port, metrics_port = free_port(), free_port()
+    operator = ManagedProcess(
+        "operator",
+        python_module(
+            "asyncjobs.controller.main",
+            "--kubeconfig",
+            operator_config,
+            "--namespace",
+            jobs_namespace,
+            "--secrets-namespace",
+            namespace,
+            "--providers-config",
+            str(providers),
+            "--metrics-port",
+            str(metrics_port),
+        ),
+        log_dir=log_dir,
+    )
+    api = ManagedProcess(
+        "api",
+        python_module(
+            "asyncjobs.api.main",
+            "--kubeconfig",
+            api_config,
+            "--namespace",
+            jobs_namespace,
+            "--providers-config",
+            str(providers),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(api_port),
+        ),
+        log_dir=log_dir,
+    )
+    with operator, api:
+        operator.wait_http_ok(f"http://127.0.0.1:{metrics_port}/healthz")
+        api.wait_http_ok(f"http://127.0.0.1:{api_port}/readyz")
+        result = await submit_and_poll(f"http://127.0.0.1:{api_port}")
+        assert result["status"] == "completed", (result, operator.log_tail(), api.log_tail())
+        assert result["status_code"] == 200
+        assert result["result"]["choices"][0]["message"]["role"] == "assistant"
+
+    async with KubeClient(load_config(api_config)) as as_api:
+        with pytest.raises(KubeError) as refused:
+            await as_api.get(resources.secrets_path(namespace, KEY_SECRET))
+        assert refused.value.status == 403
+        with pytest.raises(KubeError) as refused:
+            await as_api.list(f"/apis/{resources.GROUP}/{resources.VERSION}/asyncjobs")
+        assert refused.value.status == 403, "the API may not read jobs outside its namespace"
+    async with KubeClient(load_config(operator_config)) as as_operator:
+        key = await as_operator.get(resources.secrets_path(namespace, KEY_SECRET))
+        assert base64.b64decode(key["data"]["api-key"]).startswith(b"sk-provider-key")
+        with pytest.raises(KubeError) as refused:
+            await as_operator.list(resources.secrets_path(namespace))
+        assert refused.value.status == 403, "the operator reads only the named key Secrets"
+        with pytest.raises(KubeError) as refused:
+            await as_operator.list(resources.secrets_path(jobs_namespace))
+        assert refused.value.status == 403, "the operator never lists Secrets (virtual keys)"
+
+
+async def submit_and_poll(base: str) -> dict[str, Any]:
+    body = {"model": "local/echo", "messages": [{"role": "user", "content": "hello"}]}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{base}/v1/async/chat/completions", json=body) as answer:
+            assert answer.status == 202, await answer.text()
+            job_id = (await answer.json())["id"]
+        for _ in range(300):
+            async with session.get(f"{base}/v1/async/chat/completions/{job_id}") as answer:
+                if answer.status == 200:
+                    polled: dict[str, Any] = await answer.json()
+                    return polled
+            await asyncio.sleep(0.1)
+    pytest.fail(f"job {job_id} did not finish in 30 s")
