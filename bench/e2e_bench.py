@@ -66,6 +66,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--shared-plane", action="store_true")
     parser.add_argument("--keep", action="store_true", help="leave the namespace behind")
+    parser.add_argument("--profile", action="store_true", help="run the operator under cProfile")
     return parser.parse_args()
 
 
@@ -82,18 +83,30 @@ def plane_up(shared: bool) -> str:
     return done.stdout.strip()
 
 
-async def write_counts(kube: KubeClient) -> dict[str, float]:
-    """apiserver_request_total summed by verb, for the write verbs."""
+async def request_counts(kube: KubeClient) -> dict[str, float]:
+    """apiserver_request_total summed by verb (writes and reads)."""
     async with kube.session.get("/metrics", headers=kube._headers()) as answer:
         text = await answer.text()
-    counts = dict.fromkeys(WRITE_VERBS, 0.0)
+    counts: dict[str, float] = dict.fromkeys(WRITE_VERBS, 0.0)
     for line in text.splitlines():
         if not line.startswith("apiserver_request_total{"):
             continue
         verb = re.search(r'verb="([A-Z]+)"', line)
-        if verb and verb.group(1) in counts:
-            counts[verb.group(1)] += float(line.rsplit(" ", 1)[1])
+        if verb:
+            counts[verb.group(1)] = counts.get(verb.group(1), 0.0) + float(line.rsplit(" ", 1)[1])
     return counts
+
+
+async def wait_other_benches_gone(kube: KubeClient, mine: str, timeout: float = 300) -> None:
+    """A previous run's namespace being deleted would add its DELETEs to our count."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listed = await kube.list(resources.namespaces_path())
+        names = [n["metadata"]["name"] for n in listed["items"]]
+        if not [n for n in names if n.startswith("bench-") and n != mine]:
+            return
+        await asyncio.sleep(1)
+    raise TimeoutError("an earlier benchmark namespace is still being deleted")
 
 
 def rss_kib(pid: int) -> dict[str, int]:
@@ -103,6 +116,25 @@ def rss_kib(pid: int) -> dict[str, int]:
         if key in ("VmRSS", "VmHWM"):
             fields[key] = int(value.split()[0])
     return fields
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def plane_pids(shared: bool) -> dict[str, int]:
+    state = Path(os.environ.get("ASYNCJOBS_PLANE_DIR", REPO / ".plane"))
+    if not shared:
+        state = Path(BENCH_PLANE["ASYNCJOBS_PLANE_DIR"])
+    pids = {}
+    for name in ("etcd", "kube-apiserver", "kube-controller-manager"):
+        try:
+            pids[name] = int((state / f"{name}.pid").read_text().strip())
+        except (OSError, ValueError):
+            continue
+    return pids
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -219,13 +251,12 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         common = ["--kubeconfig", kubeconfig, "--namespace", namespace]
         common += ["--providers-config", str(providers), "--log-level", "WARNING"]
         operator_port, api_port = free_port(), free_port()
-        operator = ManagedProcess(
-            "operator",
-            python_module(
-                "asyncjobs.controller.main", *common, "--metrics-port", str(operator_port)
-            ),
-            log_dir=logs,
+        operator_argv = python_module(
+            "asyncjobs.controller.main", *common, "--metrics-port", str(operator_port)
         )
+        if args.profile:
+            operator_argv[1:1] = ["-m", "cProfile", "-o", str(logs / "operator.prof")]
+        operator = ManagedProcess("operator", operator_argv, log_dir=logs)
         api_proc = ManagedProcess(
             "api",
             python_module("asyncjobs.api.main", *common, "--port", str(api_port)),
@@ -241,14 +272,25 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 await submit_all(api, 5, 5, warm, body)
                 await asyncio.wait_for(follow(kube, namespace, 5, {}), 60)
 
-                before = await write_counts(kube)
+                await wait_other_benches_gone(kube, namespace)
+                before = await request_counts(kube)
+                processes = {
+                    "operator": operator.pid,
+                    "api": api_proc.pid,
+                    **plane_pids(args.shared_plane),
+                }
+                cpu_before = {name: cpu_seconds(pid) for name, pid in processes.items()}
                 done: dict[str, dict[str, Any]] = {}
                 watcher = asyncio.create_task(follow(kube, namespace, args.jobs + 5, done))
                 ids: list[str] = []
                 first, last_submit = await submit_all(api, args.jobs, args.submitters, ids, body)
                 await asyncio.wait_for(watcher, args.timeout)
                 finished = time.time()
-                after = await write_counts(kube)
+                after = await request_counts(kube)
+                cpu = {
+                    name: round(cpu_seconds(pid) - cpu_before[name], 1)
+                    for name, pid in processes.items()
+                }
                 memory = rss_kib(operator.pid)
                 sample_ok = await check_sample(api, ids[:: max(1, len(ids) // 20)])
         finally:
@@ -267,6 +309,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             waits.append((parse_time(status["startTime"]) - submitted).total_seconds())
     last_completion = max(completions)
     writes = {verb: after[verb] - before[verb] for verb in WRITE_VERBS}
+    reads = {v: after[v] - before.get(v, 0.0) for v in after if v not in WRITE_VERBS}
     return {
         "jobs": args.jobs,
         "latency_ms": args.latency_ms,
@@ -283,8 +326,12 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "end_to_end_seconds": percentiles(totals),
         "operator_rss_mib": round(memory.get("VmRSS", 0) / 1024, 1),
         "operator_peak_rss_mib": round(memory.get("VmHWM", 0) / 1024, 1),
+        "cpu_seconds": cpu,
+        "cpu_ms_per_job": {name: round(1000 * v / args.jobs, 2) for name, v in cpu.items()},
+        "load_average_1m": os.getloadavg()[0],
         "apiserver_writes": writes,
         "apiserver_writes_per_job": round(sum(writes.values()) / args.jobs, 2),
+        "apiserver_reads": reads,
         "sample_polled_ok": f"{sample_ok}/{len(ids[:: max(1, len(ids) // 20)])}",
         "logs": str(logs),
     }

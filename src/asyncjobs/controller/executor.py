@@ -73,8 +73,14 @@ class JobRun:
         self.first_start: datetime | None = None
 
     @property
-    def job(self) -> Job:
-        return Job.from_object(self.obj, self.ctx.policy)
+    def obj(self) -> KubeObject:
+        return self._obj
+
+    @obj.setter
+    def obj(self, value: KubeObject) -> None:
+        # Parsed once per version of the object: the job's facts are read on every step.
+        self._obj = value
+        self.job = Job.from_object(value, self.ctx.policy)
 
     async def run(self, first: Run) -> None:
         """Carries the job to a terminal status (or until it is deleted)."""

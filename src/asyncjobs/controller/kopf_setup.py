@@ -14,6 +14,7 @@ event queues, login, signals) and nothing that writes to the apiserver on its ow
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 import kopf
@@ -22,18 +23,29 @@ from asyncjobs.core import resources
 from asyncjobs.core.kube import KubeConfig
 
 PREFIX = resources.GROUP
-INDEX = "asyncjob_phases"
 
 log = logging.getLogger(__name__)
+
+
+class NoDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """No essence at all: kopf builds one (a deep copy of the object) on every event to
+    detect changes for change-detecting handlers, which this operator does not have.
+    Profiling put that copy at a fifth of kopf's per-event cost."""
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
+    ) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
 
 
 def settings() -> kopf.OperatorSettings:
     s = kopf.OperatorSettings()
     s.persistence.finalizer = f"{PREFIX}/finalizer"
     s.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
-    s.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=PREFIX, key="last-handled-configuration"
-    )
+    s.persistence.diffbase_storage = NoDiffBase(prefix=PREFIX, key="last-handled-configuration")
     s.posting.enabled = False
     s.peering.standalone = True
     s.peering.mandatory = False
@@ -70,8 +82,6 @@ class Observer(Protocol):
 
     def observe(self, event_type: str | None, obj: dict[str, Any]) -> None: ...
 
-    def known_jobs(self, by_phase: dict[str, int]) -> None: ...
-
 
 def registry(config: KubeConfig, observer: Observer) -> kopf.OperatorRegistry:
     reg = kopf.OperatorRegistry()
@@ -80,20 +90,12 @@ def registry(config: KubeConfig, observer: Observer) -> kopf.OperatorRegistry:
     async def login(**_: Any) -> kopf.ConnectionInfo:
         return connection(config)
 
-    # An index costs no writes, and kopf calls no handler before the initial listing is
-    # indexed; the counts then tell the observer when it has seen every listed job.
-    @kopf.index(resources.GROUP, resources.VERSION, resources.PLURAL, id=INDEX, registry=reg)
-    async def asyncjob_phases(status: kopf.Status, **_: Any) -> dict[str, None]:
-        return {str(status.get("phase", "Pending")): None}
-
     @kopf.on.event(
         resources.GROUP, resources.VERSION, resources.PLURAL, id="job_event", registry=reg
     )
-    async def job_event(event: kopf.RawEvent, **kwargs: Any) -> None:
-        phases: kopf.Index[str, None] = kwargs[INDEX]
+    async def job_event(event: kopf.RawEvent, **_: Any) -> None:
         try:
             observer.observe(event["type"], dict(event["object"]))
-            observer.known_jobs({phase: len(phases[phase]) for phase in phases})
         except Exception as error:  # one bad event must not flood the log with tracebacks
             log.error("cannot handle an AsyncJob event: %s: %s", type(error).__name__, error)
 

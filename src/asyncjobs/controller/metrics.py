@@ -47,10 +47,14 @@ class Metrics:
             buckets=_SECONDS,
             registry=r,
         )
-        self.jobs = Gauge(
-            "asyncjobs_operator_jobs",
-            "AsyncJobs in the served namespace, by phase.",
-            ["phase"],
+        self.jobs_running = Gauge(
+            "asyncjobs_operator_jobs_running",
+            "Jobs this operator is carrying (waiting for a slot, calling, or backing off).",
+            registry=r,
+        )
+        self.jobs_expiring = Gauge(
+            "asyncjobs_operator_jobs_awaiting_expiry",
+            "Terminal jobs waiting for their result to expire.",
             registry=r,
         )
         self.in_flight = Gauge(

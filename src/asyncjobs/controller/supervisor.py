@@ -41,13 +41,18 @@ class Supervisor:
         ctx.on_terminal = self._terminal_written
         # Names seen since start, kept only until every listed job has been seen.
         self._seen_at_start: set[str] | None = set()
+        self._listed = 1 << 62  # unknown until expect_listed()
         ctx.admission.paused = True
 
-    def known_jobs(self, by_phase: dict[str, int]) -> None:
-        """The watch's view of all jobs; opens admission once each has been observed."""
-        for phase in Phase:
-            self.ctx.metrics.jobs.labels(phase.value).set(by_phase.get(phase.value, 0))
-        if self._seen_at_start is not None and len(self._seen_at_start) >= sum(by_phase.values()):
+    def expect_listed(self, count: int) -> None:
+        """How many jobs existed at start (one cheap LIST); admission opens once the
+        watch has delivered that many, so the oldest of a backlog start first rather
+        than the first ones listed (by name)."""
+        self._listed = count
+        self._maybe_listed()
+
+    def _maybe_listed(self) -> None:
+        if self._seen_at_start is not None and len(self._seen_at_start) >= self._listed:
             self.listing_done()
 
     def listing_done(self) -> None:
@@ -69,6 +74,7 @@ class Supervisor:
         self.health.observed(name, metadata.get("resourceVersion", ""))
         if self._seen_at_start is not None:
             self._seen_at_start.add(name)
+            self._maybe_listed()
         self.ctx.metrics.last_watch_event.set_to_current_time()
         if event_type == "DELETED":
             self._forget(name)
