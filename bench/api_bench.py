@@ -58,8 +58,53 @@ def percentiles(latencies: list[float]) -> dict[str, float]:
 
 # --- the load generator (runs in its own process) ---------------------------------------
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
-async def submit_load(base: str, duration: float, concurrency: int) -> dict[str, Any]:
+
+def process_cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process (all its threads), from /proc/<pid>/stat.
+
+    CPU-seconds per request served is the server's cost, whatever else the host runs;
+    wall-clock latency on a shared 2-core host is not.
+    """
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+class CpuMeter:
+    """CPU used by the API and by this generator between start() and stop()."""
+
+    def __init__(self, api_pid: int) -> None:
+        self.api_pid = api_pid
+        self.api = 0.0
+        self.own = 0.0
+
+    def start(self) -> None:
+        self.api = -process_cpu_seconds(self.api_pid)
+        self.own = -_own_cpu_seconds()
+
+    def stop(self) -> None:
+        self.api += process_cpu_seconds(self.api_pid)
+        self.own += _own_cpu_seconds()
+
+    def report(self, requests: int) -> dict[str, float]:
+        per = max(requests, 1)
+        return {
+            "api_cpu_ms_per_request": round(self.api * 1000 / per, 3),
+            "generator_cpu_ms_per_request": round(self.own * 1000 / per, 3),
+        }
+
+
+def _own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+async def submit_load(
+    base: str, duration: float, concurrency: int, cpu: CpuMeter
+) -> dict[str, Any]:
     import aiohttp
 
     latencies: list[float] = []
@@ -84,9 +129,11 @@ async def submit_load(base: str, duration: float, concurrency: int) -> dict[str,
                 else:
                     errors[str(response.status)] = errors.get(str(response.status), 0) + 1
 
+        cpu.start()
         began = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - began
+        cpu.stop()
     return {
         "requests": len(latencies),
         "accepted": len(ids),
@@ -94,11 +141,14 @@ async def submit_load(base: str, duration: float, concurrency: int) -> dict[str,
         "seconds": round(elapsed, 3),
         "per_second": round(len(ids) / elapsed, 1),
         **percentiles(latencies),
+        **cpu.report(len(latencies)),
         "ids": ids,
     }
 
 
-async def poll_load(base: str, ids: list[str], duration: float, rate: float) -> dict[str, Any]:
+async def poll_load(
+    base: str, ids: list[str], duration: float, rate: float, cpu: CpuMeter
+) -> dict[str, Any]:
     import aiohttp
 
     latencies: list[float] = []
@@ -117,6 +167,7 @@ async def poll_load(base: str, ids: list[str], duration: float, rate: float) -> 
             statuses[str(response.status)] = statuses.get(str(response.status), 0) + 1
 
         tasks: set[asyncio.Task[None]] = set()
+        cpu.start()
         start = time.perf_counter()
         total = int(duration * rate)
         for index in range(total):
@@ -129,21 +180,24 @@ async def poll_load(base: str, ids: list[str], duration: float, rate: float) -> 
             task.add_done_callback(tasks.discard)
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
+        cpu.stop()
     return {
         "requests": len(latencies),
         "target_per_second": rate,
         "achieved_per_second": round(len(latencies) / elapsed, 1),
         "statuses": statuses,
         **percentiles(latencies),
+        **cpu.report(len(latencies)),
     }
 
 
 def generate(args: argparse.Namespace) -> None:
+    cpu = CpuMeter(args.api_pid)
     if args.mode == "submit":
-        result = asyncio.run(submit_load(args.base, args.duration, args.concurrency))
+        result = asyncio.run(submit_load(args.base, args.duration, args.concurrency, cpu))
     else:
         ids = json.loads(Path(args.ids).read_text())
-        result = asyncio.run(poll_load(args.base, ids, args.duration, args.rate))
+        result = asyncio.run(poll_load(args.base, ids, args.duration, args.rate, cpu))
     print(json.dumps(result))
 
 
@@ -170,6 +224,7 @@ def main() -> None:
     gen.add_argument("--concurrency", type=int, default=16)
     gen.add_argument("--rate", type=float, default=1000)
     gen.add_argument("--ids")
+    gen.add_argument("--api-pid", type=int, required=True)
     parser.add_argument("--kubeconfig", help="an existing cluster (default: the local plane)")
     parser.add_argument("--duration", type=float, default=10)
     parser.add_argument("--concurrency", type=int, default=16)
@@ -242,6 +297,8 @@ async def drive(args: argparse.Namespace) -> None:
                 base,
                 "--mode",
                 "submit",
+                "--api-pid",
+                str(api.pid),
                 "--duration",
                 str(args.duration),
                 "--concurrency",
@@ -256,6 +313,8 @@ async def drive(args: argparse.Namespace) -> None:
                 base,
                 "--mode",
                 "poll",
+                "--api-pid",
+                str(api.pid),
                 "--duration",
                 str(args.duration),
                 "--rate",
