@@ -38,6 +38,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kubeconfig", help="default: $KUBECONFIG, in-cluster, ~/.kube/config")
     parser.add_argument("--namespace", help="namespace to serve; default: the kubeconfig's")
     parser.add_argument("--providers-config", help="providers YAML; default: offline `local`")
+    parser.add_argument(
+        "--secrets-namespace",
+        help="namespace of the provider-key Secrets; default: the jobs namespace. The chart "
+        "keeps them beside the Deployments, where the API's identity cannot read them",
+    )
     parser.add_argument("--metrics-host", default="0.0.0.0")  # noqa: S104 - a pod's port
     parser.add_argument("--metrics-port", type=int, default=8080)
     parser.add_argument("--default-deadline-seconds", type=int, default=3600)
@@ -81,7 +86,8 @@ async def operate(args: argparse.Namespace, config: KubeConfig) -> None:
     health = WatchHealth(time.monotonic, args.watch_stall_seconds)
     loop = asyncio.get_running_loop()
     async with KubeClient(config, max_connections=200) as client:
-        providers = await build_providers(configuration, secret_reader(client, namespace))
+        keys_namespace = args.secrets_namespace or namespace
+        providers = await build_providers(configuration, secret_reader(client, keys_namespace))
         budget = CallBudget(providers.max_in_flight)
         for name, limits in providers.limits.items():
             budget.add_provider(
