@@ -40,10 +40,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--providers-config", help="providers YAML; default: offline `local`")
     parser.add_argument(
         "--secrets-namespace",
-        help="namespace of the provider key Secrets; default: the served namespace",
-    )
-    parser.add_argument(
-        "--secrets-namespace",
         help="namespace of the provider-key Secrets; default: the jobs namespace. The chart "
         "keeps them beside the Deployments, where the API's identity cannot read them",
     )
