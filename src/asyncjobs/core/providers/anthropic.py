@@ -9,7 +9,6 @@ like any 5xx.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Set
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,13 +41,6 @@ _CONVERSIONS: dict[
 }
 
 
-def _object(answer: Answer) -> dict[str, Any]:
-    parsed = json.loads(answer.body)
-    if not isinstance(parsed, dict):
-        raise ValueError("the answer is JSON but not an object")
-    return parsed
-
-
 @dataclass(frozen=True)
 class AnthropicWire:
     base_url: str = DEFAULT_BASE_URL
@@ -62,7 +54,7 @@ class AnthropicWire:
         to_messages, from_message = conversion
 
         def decode(answer: Answer, now: datetime) -> dict[str, Any]:
-            return from_message(_object(answer), int(now.timestamp()))
+            return from_message(answer.json_object(), int(now.timestamp()))
 
         return WireCall(
             url=self.base_url.rstrip("/") + "/messages",

@@ -9,7 +9,6 @@ plain document strings. Error bodies are `{"id", "message"}`, which openai_error
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Set
 from dataclasses import dataclass
 from datetime import datetime
@@ -187,13 +186,6 @@ def rerank_answer(
     return out
 
 
-def _object(answer: Answer) -> dict[str, Any]:
-    parsed = json.loads(answer.body)
-    if not isinstance(parsed, dict):
-        raise ValueError("the answer is JSON but not an object")
-    return parsed
-
-
 @dataclass(frozen=True)
 class CohereWire:
     base_url: str = DEFAULT_BASE_URL
@@ -209,21 +201,21 @@ class CohereWire:
             sent = chat_request(body, model)
 
             def decode(answer: Answer, now: datetime) -> dict[str, Any]:
-                return chat_answer(_object(answer), model, int(now.timestamp()))
+                return chat_answer(answer.json_object(), model, int(now.timestamp()))
 
         elif request.request_type is T.EMBEDDING:
             sent = embed_request(body, model)
             encoding_format = body.get("encoding_format")
 
             def decode(answer: Answer, now: datetime) -> dict[str, Any]:
-                return embed_answer(_object(answer), model, encoding_format)
+                return embed_answer(answer.json_object(), model, encoding_format)
 
         else:
             sent = rerank_request(body, model)
             return_documents = bool(body.get("return_documents"))
 
             def decode(answer: Answer, now: datetime) -> dict[str, Any]:
-                return rerank_answer(_object(answer), sent, return_documents)
+                return rerank_answer(answer.json_object(), sent, return_documents)
 
         return WireCall(
             url=self.base_url.rstrip("/") + path,

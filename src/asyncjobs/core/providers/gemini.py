@@ -12,7 +12,6 @@ there, so key rotation looks at the reason too.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Set
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,13 +41,6 @@ def model_path(model: str) -> str:
     # Tuned models are addressed as tunedModels/...; plain names live under models/.
     name = model if model.startswith(("models/", "tunedModels/")) else f"models/{model}"
     return quote(name, safe="/")
-
-
-def _object(answer: Answer) -> dict[str, Any]:
-    parsed = json.loads(answer.body)
-    if not isinstance(parsed, dict):
-        raise ValueError("the answer is JSON but not an object")
-    return parsed
 
 
 def embedding_request(body: dict[str, Any], model: str) -> tuple[str, dict[str, Any]]:
@@ -121,14 +113,14 @@ class GeminiWire:
             method, sent = "generateContent", gemini_chat.chat_request(body)
 
             def decode(answer: Answer, now: datetime) -> dict[str, Any]:
-                return gemini_chat.chat_answer(_object(answer), model, int(now.timestamp()))
+                return gemini_chat.chat_answer(answer.json_object(), model, int(now.timestamp()))
 
         else:
             method, sent = embedding_request(body, model)
             encoding_format = body.get("encoding_format")
 
             def decode(answer: Answer, now: datetime) -> dict[str, Any]:
-                return embedding_answer(_object(answer), model, encoding_format)
+                return embedding_answer(answer.json_object(), model, encoding_format)
 
         return WireCall(
             url=f"{self.base_url.rstrip('/')}/{model_path(model)}:{method}",

@@ -10,6 +10,7 @@ timeouts, connection failures and key rotation behave the same for every provide
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,13 @@ class Answer:
     headers: Mapping[str, str]  # names in lower case
     content_type: str
     body: bytes
+
+    def json_object(self) -> dict[str, Any]:
+        """The body as a JSON object; ValueError when it is not one (a broken upstream)."""
+        parsed = json.loads(self.body)
+        if not isinstance(parsed, dict):
+            raise ValueError("the answer is JSON but not an object")
+        return parsed
 
 
 @dataclass(frozen=True)
