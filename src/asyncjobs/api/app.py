@@ -16,7 +16,7 @@ from aiohttp import web
 
 from asyncjobs.api import ops, provider_routes, state, views
 from asyncjobs.api.metrics import ApiMetrics
-from asyncjobs.api.middleware import access_middleware, error_middleware
+from asyncjobs.api.middleware import request_middleware
 from asyncjobs.api.reflector import Reflector
 from asyncjobs.api.settings import Settings
 from asyncjobs.api.store import JobCache, JobStore, KubeJobStore
@@ -34,7 +34,7 @@ def create_app(
 ) -> web.Application:
     metrics = ApiMetrics()
     app = web.Application(
-        middlewares=[access_middleware(metrics), error_middleware(settings.max_request_bytes)],
+        middlewares=[request_middleware(metrics, settings.max_request_bytes)],
         # aiohttp enforces the limit while reading, so an oversized body is never held.
         client_max_size=settings.max_request_bytes,
     )

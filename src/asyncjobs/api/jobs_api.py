@@ -8,6 +8,7 @@ exact contract error to answer with.
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from datetime import UTC, datetime
@@ -158,31 +159,40 @@ def status_code(view: JobView) -> int:
     return 200 if view.phase is Phase.COMPLETED else 500
 
 
-def job_document(view: JobView, result: bytes | None) -> str:
-    """The job object (spec §3) as JSON text, keys omitted when unset.
+def job_document(view: JobView, result: bytes | None) -> bytes:
+    """The job object (spec §3) as UTF-8 JSON, keys omitted when unset.
 
     The result is spliced in as stored rather than decoded and re-encoded: it is exactly
     the body the synchronous endpoint returned, and it may be megabytes of base64.
     """
+    if not view.phase.terminal:
+        return _running_document(view.job_id, view.phase.api_status, view.created_at)
     document: dict[str, Any] = {
         "id": view.job_id,
         "status": view.phase.api_status,
         "created_at": view.created_at,
     }
-    if view.phase.terminal:
-        if view.completed_at:
-            document["completed_at"] = view.completed_at
-        if view.expires_at is not None:
-            document["expires_at"] = format_time(view.expires_at)
-        document["status_code"] = status_code(view)
-        if view.phase is Phase.FAILED:
-            document["error"] = view.error or {
-                "is_bifrost_error": False,
-                "status_code": status_code(view),
-                "error": {"message": "job failed"},
-                "extra_fields": {},
-            }
+    if view.completed_at:
+        document["completed_at"] = view.completed_at
+    if view.expires_at is not None:
+        document["expires_at"] = format_time(view.expires_at)
+    document["status_code"] = status_code(view)
+    if view.phase is Phase.FAILED:
+        document["error"] = view.error or {
+            "is_bifrost_error": False,
+            "status_code": status_code(view),
+            "error": {"message": "job failed"},
+            "extra_fields": {},
+        }
     text = dumps(document)
     if result is not None:
         text = f'{text[:-1]},"result":{result.decode()}}}'
-    return text
+    return text.encode()
+
+
+# A job that is not finished polls as the same three fields thousands of times; the
+# memo is keyed by all of them, so it can never answer stale, and the bound keeps it
+# small however many jobs pass through.
+@functools.lru_cache(maxsize=16_384)
+def _running_document(job_id: str, status: str, created_at: str) -> bytes:
+    return dumps({"id": job_id, "status": status, "created_at": created_at}).encode()

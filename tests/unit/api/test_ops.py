@@ -52,12 +52,13 @@ async def test_metrics_label_routes_by_template_never_by_job(
     job_id = str(uuid.uuid4())
     store.put_job(job_id, "ocr")
     await client.get(f"/v1/async/ocr/{job_id}")
+    await client.get(f"/v1/async/ocr/{job_id}")
     await client.post("/v1/async/ocr", json={"model": "local/ocr-1", "document": {}})
     await client.get("/no/such/path")
     text = await (await client.get("/metrics")).text()
     assert job_id not in text
     assert (
-        'asyncjobs_api_requests_total{method="GET",route="/v1/async/ocr/{job_id}",status="202"} 1.0'
+        'asyncjobs_api_requests_total{method="GET",route="/v1/async/ocr/{job_id}",status="202"} 2.0'
         in text
     )
     assert 'asyncjobs_api_jobs_submitted_total{request_type="ocr"} 1.0' in text

@@ -46,6 +46,24 @@ async def test_unfinished_job_polls_202_with_only_id_status_created(
     assert await response.json() == {"id": job_id, "status": status, "created_at": CREATED}
 
 
+async def test_repeated_polls_follow_the_job_through_its_phases(
+    client: Client, store: FakeJobStore
+) -> None:
+    job_id = new_id()
+    store.put_job(job_id, "chat_completion")
+    path = f"/v1/async/chat/completions/{job_id}"
+    for phase, status in [("Pending", "pending"), ("Processing", "processing")] * 2:
+        store.set_status(job_id, phase=phase)
+        response = await client.get(path)
+        assert response.status == 202
+        assert response.headers["Content-Type"] == "application/json; charset=utf-8"
+        assert await response.json() == {"id": job_id, "status": status, "created_at": CREATED}
+    store.complete(job_id, b'{"ok":true}', completed=now(), ttl=timedelta(hours=1))
+    response = await client.get(path)
+    assert response.status == 200
+    assert (await response.json())["result"] == {"ok": True}
+
+
 async def test_job_without_status_polls_as_pending(client: Client, store: FakeJobStore) -> None:
     job_id = new_id()
     store.put_job(job_id, "ocr")
