@@ -235,6 +235,16 @@ async def test_every_panel_and_alert_query_returns_data(
         if not answer["data"]["result"]:
             empty.append(rule["alert"])
     assert empty == [], f"queries with no data: {empty}"
+    # The failures panel splits by reason: the 400 is a ProviderError, the rest succeeded.
+    reasons = await wait_for_data(
+        prometheus,
+        'sum by (outcome, reason) (asyncjobs_operator_jobs_finished_total{provider="openai"})',
+    )
+    by_reason = {
+        (row["metric"].get("outcome"), row["metric"].get("reason")): float(row["value"][1])
+        for row in reasons["data"]["result"]
+    }
+    assert by_reason == {("failed", "ProviderError"): 1.0, ("completed", "Succeeded"): 1.0}
     loaded = await asyncio.to_thread(prometheus_query_rules, prometheus)
     assert {rule["name"] for rule in loaded} == {rule["alert"] for rule in alert_rules()}
     assert all(rule["health"] == "ok" for rule in loaded), loaded

@@ -235,7 +235,7 @@ class JobRun:
         status = self.obj.get("status") or {}
         outcome = OUTCOME_COMPLETED if step.phase is Phase.COMPLETED else OUTCOME_FAILED
         metrics.jobs_finished.labels(
-            self.job.request_type, status.get("provider", ""), outcome
+            self.job.request_type, status.get("provider", ""), outcome, step.reason.value
         ).inc()
         done = parse_time(status["completionTime"])
         metrics.end_to_end.observe(max(0.0, (done - self.job.submitted_at).total_seconds()))

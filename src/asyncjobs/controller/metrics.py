@@ -1,16 +1,21 @@
 """Every Prometheus metric of the operator, in one place.
 
 Label values are bounded sets (request types, configured provider names, outcomes,
-status codes), never a job id: a per-object label would grow without bound. The metrics
-live in their own registry so tests and several operators in one process do not clash.
+condition reasons, status codes), never a job id: a per-object label would grow without
+bound. The metrics live in their own registry so tests and several operators in one
+process do not clash.
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from asyncjobs.core.jobs import Phase
+
 OUTCOME_COMPLETED = "completed"
 OUTCOME_FAILED = "failed"
+
+_PHASES = frozenset(phase.value for phase in Phase)
 
 # Provider calls that got no HTTP answer (timeouts, refused connections).
 STATUS_NO_ANSWER = "none"
@@ -25,8 +30,9 @@ class Metrics:
         r = self.registry
         self.jobs_finished = Counter(
             "asyncjobs_operator_jobs_finished",
-            "Jobs that reached a terminal phase.",
-            ["request_type", "provider", "outcome"],
+            "Jobs that reached a terminal phase; reason is the terminal condition's reason "
+            "(core/conditions.py Reason), so failures can be told apart by cause.",
+            ["request_type", "provider", "outcome", "reason"],
             registry=r,
         )
         self.queue_wait = Histogram(
@@ -47,6 +53,13 @@ class Metrics:
             buckets=_SECONDS,
             registry=r,
         )
+        self.jobs = Gauge(
+            "asyncjobs_operator_jobs",
+            "AsyncJobs in the served namespace, by phase (as the watch last delivered them).",
+            ["phase"],
+            registry=r,
+        )
+        self.phases = PhaseTally(self.jobs)
         self.jobs_running = Gauge(
             "asyncjobs_operator_jobs_running",
             "Jobs this operator is carrying (waiting for a slot, calling, or backing off).",
@@ -91,3 +104,34 @@ class Metrics:
             "When the AsyncJob watch last delivered an event.",
             registry=r,
         )
+
+
+class PhaseTally:
+    """Keeps the by-phase job gauge from the watch events the operator receives anyway.
+
+    One dict entry per job and a constant-time update per event, so the gauge costs no
+    requests and no scan (the kopf index that once fed it cost more than it was worth).
+    Phases outside the closed set are not counted, so the label stays bounded.
+    """
+
+    def __init__(self, gauge: Gauge) -> None:
+        self._gauge = gauge
+        self._phases: dict[str, str] = {}
+        for phase in Phase:
+            gauge.labels(phase.value).set(0)
+
+    def seen(self, name: str, phase: str) -> None:
+        if phase not in _PHASES:
+            return
+        previous = self._phases.get(name)
+        if previous == phase:
+            return
+        if previous is not None:
+            self._gauge.labels(previous).dec()
+        self._phases[name] = phase
+        self._gauge.labels(phase).inc()
+
+    def forget(self, name: str) -> None:
+        previous = self._phases.pop(name, None)
+        if previous is not None:
+            self._gauge.labels(previous).dec()

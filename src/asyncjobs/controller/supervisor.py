@@ -77,8 +77,11 @@ class Supervisor:
             self._maybe_listed()
         self.ctx.metrics.last_watch_event.set_to_current_time()
         if event_type == "DELETED":
+            self.ctx.metrics.phases.forget(name)
             self._forget(name)
             return
+        status = obj.get("status") or {}
+        self.ctx.metrics.phases.seen(name, status.get("phase") or Phase.PENDING.value)
         if name in self.tasks:
             return
         try:

@@ -1,0 +1,178 @@
+"""Operator metrics: finished jobs carry the terminal reason, and the phase gauge follows
+the watch without drifting."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import pytest
+
+from asyncjobs.controller.executor import Context, JobRun
+from asyncjobs.controller.metrics import Metrics
+from asyncjobs.controller.writer import JobWriter
+from asyncjobs.core.conditions import Reason
+from asyncjobs.core.jobs import format_time
+from asyncjobs.core.kube import KubeClient, KubeObject
+from asyncjobs.core.lifecycle import (
+    DeadlinePassed,
+    Event,
+    Job,
+    Observed,
+    Policy,
+    ProviderFailed,
+    RequestMissing,
+    Succeeded,
+    Unrunnable,
+    WriteStatus,
+    decide,
+)
+from asyncjobs.core.providers.base import ProviderError
+
+SUBMITTED = datetime(2026, 1, 1, tzinfo=UTC)
+POLICY = Policy(default_deadline_seconds=60, default_backoff_limit=1, request_grace_seconds=5)
+
+
+def asyncjob(status: dict[str, Any] | None = None) -> KubeObject:
+    return {
+        "metadata": {"name": "j1", "uid": "u1", "creationTimestamp": format_time(SUBMITTED)},
+        "spec": {
+            "requestType": "chat_completion",
+            "model": "openai/gpt-4o",
+            "fallbacks": ["anthropic/claude"],
+            "submittedAt": format_time(SUBMITTED),
+            "requestRef": {"name": "j1-request", "contentType": "application/json"},
+        },
+        "status": status or {},
+    }
+
+
+class StatusWriter:
+    """Applies merge patches to one object in memory and records the Events posted."""
+
+    def __init__(self, obj: KubeObject) -> None:
+        self.obj = obj
+        self.events: list[str] = []
+
+    async def patch_status(
+        self, name: str, status: dict[str, Any], precondition: str | None = None
+    ) -> KubeObject:
+        self.obj = {**self.obj, "status": {**(self.obj.get("status") or {}), **status}}
+        return self.obj
+
+    async def post_event(self, obj: KubeObject, reason: str, message: str) -> None:
+        self.events.append(reason)
+
+
+PROCESSING_SPENT = {"phase": "Processing", "attempts": 4, "modelUsed": "anthropic/claude"}
+
+
+@pytest.mark.parametrize(
+    ("status", "event", "seconds", "outcome", "provider", "reason"),
+    [
+        ({}, Succeeded(0, {"name": "r"}), 2, "completed", "openai", Reason.SUCCEEDED),
+        (
+            {},
+            ProviderFailed(1, 1, ProviderError("bad", status_code=400, retryable=False)),
+            2,
+            "failed",
+            "anthropic",
+            Reason.PROVIDER_ERROR,
+        ),
+        (
+            {},
+            ProviderFailed(1, 2, ProviderError("busy", status_code=529, retryable=True)),
+            2,
+            "failed",
+            "anthropic",
+            Reason.BACKOFF_LIMIT_EXCEEDED,
+        ),
+        ({}, DeadlinePassed(), 61, "failed", "openai", Reason.DEADLINE_EXCEEDED),
+        # Found past its deadline at start-up, before any call.
+        ({}, Observed(), 61, "failed", "openai", Reason.DEADLINE_EXCEEDED),
+        # Found Processing at start-up with every attempt spent.
+        (PROCESSING_SPENT, Observed(), 2, "failed", "anthropic", Reason.BACKOFF_LIMIT_EXCEEDED),
+        ({}, RequestMissing(), 6, "failed", "openai", Reason.REQUEST_NOT_FOUND),
+        (
+            {},
+            Unrunnable(Reason.PROVIDER_NOT_CONFIGURED, "no such provider", 400),
+            2,
+            "failed",
+            "openai",
+            Reason.PROVIDER_NOT_CONFIGURED,
+        ),
+    ],
+)
+async def test_finished_jobs_are_counted_with_the_terminal_condition_reason(
+    status: dict[str, Any],
+    event: Event,
+    seconds: int,
+    outcome: str,
+    provider: str,
+    reason: Reason,
+) -> None:
+    now = SUBMITTED + timedelta(seconds=seconds)
+    obj = asyncjob(status)
+    step = decide(Job.from_object(obj, POLICY), event, now, POLICY)
+    assert isinstance(step, WriteStatus)
+    metrics = Metrics()
+    writer = StatusWriter(obj)
+    ctx = Context(
+        client=cast(KubeClient, None),
+        namespace="ns",
+        providers={},
+        admission=cast(Any, None),
+        writer=cast(JobWriter, writer),
+        metrics=metrics,
+        policy=POLICY,
+        wall=lambda: now,
+        on_terminal=lambda _: None,
+    )
+    await JobRun(ctx, obj).finish(step)
+    labels = {
+        "request_type": "chat_completion",
+        "provider": provider,
+        "outcome": outcome,
+        "reason": reason.value,
+    }
+    finished = metrics.registry.get_sample_value("asyncjobs_operator_jobs_finished_total", labels)
+    assert finished == 1.0
+    assert writer.events == ([] if outcome == "completed" else [reason.value])
+
+
+def phase_counts(metrics: Metrics) -> dict[str, float]:
+    return {
+        phase: metrics.registry.get_sample_value("asyncjobs_operator_jobs", {"phase": phase}) or 0.0
+        for phase in ("Pending", "Processing", "Completed", "Failed")
+    }
+
+
+def test_phase_gauge_follows_each_job_through_its_phases_and_deletion() -> None:
+    metrics = Metrics()
+    tally = metrics.phases
+    tally.seen("a", "Pending")
+    tally.seen("b", "Pending")
+    tally.seen("a", "Pending")  # the same phase again: no double count
+    assert phase_counts(metrics) == {
+        "Pending": 2.0,
+        "Processing": 0.0,
+        "Completed": 0.0,
+        "Failed": 0.0,
+    }
+    tally.seen("a", "Processing")
+    tally.seen("a", "Completed")
+    tally.seen("b", "Failed")
+    tally.seen("c", "Unknown")  # outside the closed set: never a new label value
+    assert phase_counts(metrics) == {
+        "Pending": 0.0,
+        "Processing": 0.0,
+        "Completed": 1.0,
+        "Failed": 1.0,
+    }
+    tally.forget("a")
+    tally.forget("a")
+    tally.forget("never-seen")
+    assert phase_counts(metrics)["Completed"] == 0.0
+    assert (
+        metrics.registry.get_sample_value("asyncjobs_operator_jobs", {"phase": "Unknown"}) is None
+    )
