@@ -6,6 +6,8 @@ job's submission time, so the oldest job goes first, retries included); whenever
 frees up, the oldest waiter among the providers that may start a call now gets it. A
 saturated or rate-limited provider therefore never holds up jobs for another provider,
 and nothing but the granted calls runs: a backlog costs one parked future per job.
+A reloaded configuration changes the limits in place (`reconfigure`) and wakes the
+queue, so raised limits take effect at once for the jobs already waiting.
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 
-from asyncjobs.core.limits import CallBudget
+from asyncjobs.core.limits import CallBudget, ProviderLimitSpec
 
 Priority = tuple[float, str]
 _Waiter = tuple[Priority, int, "asyncio.Future[None]"]
@@ -36,6 +38,13 @@ class Admission:
 
     def resume(self) -> None:
         self.paused = False
+        self._dispatch()
+
+    def reconfigure(self, max_in_flight: int, limits: Mapping[str, ProviderLimitSpec]) -> None:
+        """New limits from the providers file; waiting jobs get any slots they open."""
+        self.budget.reconfigure(max_in_flight, limits, self.now())
+        for name in limits:
+            self._waiting.setdefault(name, [])
         self._dispatch()
 
     def now(self) -> float:

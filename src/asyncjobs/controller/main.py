@@ -1,7 +1,10 @@
 """`asyncjobs-operator`: the command line, and the wiring of the operator's parts.
 
 Everything is built here and passed in (clients, clocks, limits), so no part creates a
-client at import time and each one can be tested alone.
+client at import time and each one can be tested alone. With a providers file, the
+providers follow it (core/providers/reloading.py) and each reload also sets the call
+limits of the admission queue, so neither a new key, URL or provider nor a new limit
+needs a restart.
 """
 
 from __future__ import annotations
@@ -28,7 +31,13 @@ from asyncjobs.core import provider_config, resources
 from asyncjobs.core.kube import KubeClient, KubeConfig, load_config
 from asyncjobs.core.lifecycle import Policy
 from asyncjobs.core.limits import CallBudget
-from asyncjobs.core.providers.registry import ProviderConfigError, SecretReader, build_providers
+from asyncjobs.core.providers.registry import (
+    ProviderConfigError,
+    ProviderSet,
+    SecretReader,
+    build_providers,
+)
+from asyncjobs.core.providers.reloading import ProvidersReloader
 
 log = logging.getLogger("asyncjobs.operator")
 
@@ -38,6 +47,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kubeconfig", help="default: $KUBECONFIG, in-cluster, ~/.kube/config")
     parser.add_argument("--namespace", help="namespace to serve; default: the kubeconfig's")
     parser.add_argument("--providers-config", help="providers YAML; default: offline `local`")
+    parser.add_argument(
+        "--providers-reload-seconds",
+        type=float,
+        default=10.0,
+        help="how often the providers file is checked for changes",
+    )
     parser.add_argument(
         "--secrets-namespace",
         help="namespace of the provider-key Secrets; default: the jobs namespace. The chart "
@@ -87,13 +102,30 @@ async def operate(args: argparse.Namespace, config: KubeConfig) -> None:
     loop = asyncio.get_running_loop()
     async with KubeClient(config, max_connections=200) as client:
         keys_namespace = args.secrets_namespace or namespace
-        providers = await build_providers(configuration, secret_reader(client, keys_namespace))
-        budget = CallBudget(providers.max_in_flight)
-        for name, limits in providers.limits.items():
-            budget.add_provider(
-                name, limits.max_concurrency, limits.requests_per_minute, loop.time()
+        reader = secret_reader(client, keys_namespace)
+        admission = Admission(CallBudget(max_in_flight=0))
+
+        def apply_limits(new: ProviderSet) -> None:
+            admission.reconfigure(new.max_in_flight, new.limits)
+            metrics.provider_reloads.inc()
+            log.info(
+                "providers now %s (max %d calls in flight)",
+                ", ".join(sorted(new)),
+                new.max_in_flight,
             )
-        admission = Admission(budget)
+
+        providers: ProviderSet | ProvidersReloader
+        if args.providers_config:
+            providers = ProvidersReloader(
+                args.providers_config,
+                reader,
+                interval_seconds=args.providers_reload_seconds,
+                on_reload=apply_limits,
+            )
+            await providers.start()
+        else:
+            providers = await build_providers(configuration, reader)
+        admission.reconfigure(providers.max_in_flight, providers.limits)
         writer = JobWriter(client, namespace, metrics, health, time.time)
         expiry = Expiry(writer.delete_job, wall)
         ctx = Context(

@@ -93,6 +93,11 @@ class Metrics:
             buckets=_SECONDS,
             registry=r,
         )
+        self.provider_reloads = Counter(
+            "asyncjobs_operator_provider_config_reloads",
+            "Times a changed providers file was loaded and its providers and limits applied.",
+            registry=r,
+        )
         self.apiserver_writes = Counter(
             "asyncjobs_operator_apiserver_writes",
             "Writes this operator sent to the apiserver.",

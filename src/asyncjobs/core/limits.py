@@ -5,12 +5,18 @@ pending jobs never mean ten thousand calls), a number in flight per provider, an
 request rate per provider (requests per minute). This module only counts, with the time
 passed in, so the rules are unit-tested without sleeping; the operator's admission
 queue (controller/admission.py) decides who waits and who goes first.
+
+Limits change at run time when the providers file is reloaded (`reconfigure`): the
+calls in flight stay counted against the new limits, and a rate limit keeps the tokens
+already earned, so a reload never opens a burst the configuration did not allow.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 
 class TokenBucket:
@@ -39,9 +45,27 @@ class TokenBucket:
             return now
         return now + (1 - self.tokens) / self.rate
 
+    def retune(self, per_minute: int, now: float) -> None:
+        """A new rate: tokens earned at the old rate until now are kept, up to the new
+        capacity, rather than starting full (a full bucket would be a fresh burst)."""
+        self._refill(now)
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, math.ceil(self.rate))
+        self.tokens = min(self.tokens, self.capacity)
+
     def take(self, now: float) -> None:
         self._refill(now)
         self.tokens -= 1
+
+
+class ProviderLimitSpec(Protocol):
+    """A provider's configured limits (core/providers/registry.py ProviderLimits)."""
+
+    @property
+    def max_concurrency(self) -> int: ...
+
+    @property
+    def requests_per_minute(self) -> int | None: ...
 
 
 @dataclass
@@ -59,11 +83,37 @@ class CallBudget:
     providers: dict[str, ProviderBudget] = field(default_factory=dict)
     in_flight: int = 0
 
-    def add_provider(
+    def set_provider(
         self, name: str, max_concurrency: int, per_minute: int | None, now: float
     ) -> None:
-        bucket = TokenBucket(per_minute, now) if per_minute else None
-        self.providers[name] = ProviderBudget(max_concurrency, bucket)
+        """Adds a provider, or changes the limits of one already counted (its calls in
+        flight stay counted)."""
+        budget = self.providers.get(name)
+        if budget is None:
+            bucket = TokenBucket(per_minute, now) if per_minute else None
+            self.providers[name] = ProviderBudget(max_concurrency, bucket)
+            return
+        budget.max_concurrency = max_concurrency
+        if not per_minute:
+            budget.bucket = None
+        elif budget.bucket is None:
+            budget.bucket = TokenBucket(per_minute, now)
+        else:
+            budget.bucket.retune(per_minute, now)
+
+    def reconfigure(
+        self, max_in_flight: int, limits: Mapping[str, ProviderLimitSpec], now: float
+    ) -> None:
+        """Applies a (re)loaded configuration.
+
+        A lowered limit stops no running call; new calls wait until enough have ended. A
+        provider the configuration no longer names keeps its last limits, so the calls
+        already queued for it are still granted and drain (the reloaded providers fail
+        them as not configured) instead of waiting for a slot that never comes.
+        """
+        self.max_in_flight = max_in_flight
+        for name, spec in limits.items():
+            self.set_provider(name, spec.max_concurrency, spec.requests_per_minute, now)
 
     def ready_at(self, provider: str, now: float) -> float | None:
         """When a call to `provider` may start: now, later (rate), or None (a slot must

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 import pytest
 
@@ -13,7 +14,7 @@ from asyncjobs.core.limits import CallBudget, TokenBucket
 def budget(max_in_flight: int, **providers: tuple[int, int | None]) -> CallBudget:
     result = CallBudget(max_in_flight)
     for name, (concurrency, per_minute) in providers.items():
-        result.add_provider(name, concurrency, per_minute, 0.0)
+        result.set_provider(name, concurrency, per_minute, 0.0)
     return result
 
 
@@ -129,3 +130,59 @@ def test_slow_rate_bucket_allows_one_at_a_time() -> None:
     bucket = TokenBucket(6, now=0.0)  # one every 10 s
     bucket.take(0.0)
     assert bucket.ready_at(1.0) == pytest.approx(10.0)
+
+
+@dataclass(frozen=True)
+class Limit:
+    max_concurrency: int
+    requests_per_minute: int | None = None
+
+
+async def test_raised_limits_start_waiting_jobs_at_once_oldest_first() -> None:
+    recorder = Recorder(Admission(budget(1, a=(1, None))))
+    tasks = [asyncio.create_task(recorder.job("a", f"j{i}", float(i))) for i in range(5)]
+    await settle()
+    assert recorder.started == ["j0"]
+    recorder.admission.reconfigure(3, {"a": Limit(3)})
+    await settle()
+    assert recorder.started == ["j0", "j1", "j2"]
+    assert recorder.admission.waiting() == 2
+    recorder.release.set()
+    await asyncio.gather(*tasks)
+    assert recorder.peak == 3
+
+
+async def test_lowered_limits_hold_new_calls_until_running_ones_end() -> None:
+    admission = Admission(budget(4, a=(4, None)))
+    gates = [asyncio.Event() for _ in range(3)]
+    started: list[str] = []
+
+    async def job(name: str, submitted: float, gate: asyncio.Event) -> None:
+        async with admission.slot("a", (submitted, name)):
+            started.append(name)
+            await gate.wait()
+
+    running = [asyncio.create_task(job(f"r{i}", float(i), gates[i])) for i in range(2)]
+    await settle()
+    admission.reconfigure(4, {"a": Limit(1)})
+    later = asyncio.create_task(job("later", 10.0, gates[2]))
+    await settle()
+    assert started == ["r0", "r1"]
+    gates[0].set()
+    await settle()
+    assert started == ["r0", "r1"]  # one call still runs, and the limit is now 1
+    gates[1].set()
+    await settle()
+    assert started == ["r0", "r1", "later"]
+    gates[2].set()
+    await asyncio.gather(*running, later)
+
+
+async def test_a_provider_added_by_a_reload_gets_slots() -> None:
+    recorder = Recorder(Admission(budget(2, a=(2, None))))
+    recorder.admission.reconfigure(2, {"a": Limit(2), "new": Limit(1)})
+    task = asyncio.create_task(recorder.job("new", "n0", 0.0))
+    await settle()
+    assert recorder.started == ["n0"]
+    recorder.release.set()
+    await task
