@@ -2,6 +2,10 @@
 
 The gateway token, when used, comes from a file (a mounted Secret) or an environment
 variable filled from a Secret, never from the command line where `ps` would show it.
+
+The server runs on uvloop: measured on this service it takes about a third less CPU per
+request than asyncio's own loop, both for answering HTTP and for the TLS round trips to
+the apiserver that every submit makes (bench/README.md).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import uvloop
 from aiohttp import web
 
 from asyncjobs.api.app import create_app
@@ -77,7 +82,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     app = create_app(settings, kube_config=config)
     # Our middleware writes the access log; aiohttp's own would duplicate it.
-    web.run_app(app, host=args.host, port=args.port, access_log=None, print=None)
+    web.run_app(
+        app,
+        host=args.host,
+        port=args.port,
+        access_log=None,
+        print=None,
+        loop=uvloop.new_event_loop(),
+    )
 
 
 if __name__ == "__main__":
