@@ -79,7 +79,10 @@ async def test_every_request_type_completes_with_a_result_secret_owned_by_the_jo
             secret = await kube.get(resources.secrets_path(namespace, f"{name}-result-0"))
             assert secret["metadata"]["ownerReferences"][0]["uid"] == metadata["uid"]
         finished = operator.metrics()
-        assert 'outcome="completed",provider="local",request_type="chat_completion"' in finished
+        assert (
+            'outcome="completed",provider="local",reason="Succeeded",request_type="chat_completion"'
+            in finished
+        )
 
 
 async def test_jobs_submitted_while_no_operator_runs_all_complete_once_it_starts(
