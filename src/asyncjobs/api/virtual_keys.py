@@ -2,8 +2,10 @@
 
 Keys are Kubernetes Secrets in the jobs' namespace labelled `asyncjobs.dev/virtual-key`:
 
-    data.key  the key itself, e.g. sk-bf-… (required)
-    data.id   the id jobs record (optional; the Secret's name when absent)
+    data.sha256  the hex SHA-256 of the key (preferred: the Secret then never holds
+                 the key, so the operator's `get secrets` in that namespace reveals nothing)
+    data.key     or the key itself, e.g. sk-bf-…
+    data.id      the id jobs record (optional; the Secret's name when absent)
 
 The API keeps only SHA-256 digests of keys in memory, so a heap dump or a debug print
 cannot leak one, and an AsyncJob records only the id.
@@ -16,6 +18,7 @@ import binascii
 import hashlib
 import hmac
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -26,6 +29,8 @@ log = logging.getLogger(__name__)
 PREFIX = "sk-bf-"
 # The CRD caps spec.virtualKeyId at 128 characters.
 MAX_ID_LENGTH = 128
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
 # Headers that count as a virtual key only when their value has the sk-bf- prefix.
 _PREFIXED_HEADERS = ("x-api-key", "x-goog-api-key")
 
@@ -63,14 +68,19 @@ def entry_from_secret(secret: KubeObject) -> KeyEntry | None:
     data = secret.get("data") or {}
     try:
         key = base64.b64decode(data.get("key", ""), validate=True).decode().strip()
+        hashed = base64.b64decode(data.get("sha256", ""), validate=True).decode().strip()
         key_id = base64.b64decode(data.get("id", ""), validate=True).decode().strip() or name
     except (binascii.Error, UnicodeDecodeError):
         log.warning("virtual-key secret %s is not valid base64/utf-8; ignored", name)
         return None
-    if not key or len(key_id) > MAX_ID_LENGTH:
-        log.warning("virtual-key secret %s has no key or an id over 128 chars; ignored", name)
+    key_digest = hashed.lower() if hashed else (digest(key) if key else "")
+    if not _SHA256_HEX.fullmatch(key_digest) or len(key_id) > MAX_ID_LENGTH:
+        log.warning(
+            "virtual-key secret %s has no key, no 64-hex sha256 or an id over 128 chars; ignored",
+            name,
+        )
         return None
-    return KeyEntry(name, key_id, digest(key))
+    return KeyEntry(name, key_id, key_digest)
 
 
 class KeyRing:
