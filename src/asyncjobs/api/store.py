@@ -118,6 +118,7 @@ class KubeJobStore:
                 "request",
                 body,
                 spec.request_ref.content_type,
+                ref=spec.request_ref,
             )
         except KubeError as exc:
             # Deleting the job lets garbage collection remove any chunk already written.

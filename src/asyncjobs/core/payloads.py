@@ -104,10 +104,16 @@ async def store(
     kind: str,
     body: bytes,
     content_type: str,
+    *,
+    ref: PayloadRef | None = None,
 ) -> PayloadRef:
-    """Creates the Secrets for a body; an existing identical chunk (a retry) is kept."""
+    """Creates the Secrets for a body; an existing identical chunk (a retry) is kept.
+
+    A caller that already described the body passes its ref, so a large body is not
+    hashed twice.
+    """
     job_id = job["metadata"]["name"]
-    ref = describe(job_id, kind, body, content_type)
+    ref = ref or describe(job_id, kind, body, content_type)
     path = resources.secrets_path(namespace)
 
     async def create(secret: KubeObject) -> None:
