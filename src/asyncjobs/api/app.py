@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 from aiohttp import web
 
 from asyncjobs.api import ops, provider_routes, state, views
 from asyncjobs.api.metrics import ApiMetrics
 from asyncjobs.api.middleware import request_middleware
+from asyncjobs.api.provider_names import ProviderNames
 from asyncjobs.api.reflector import Reflector
 from asyncjobs.api.settings import Settings
 from asyncjobs.api.store import JobCache, JobStore, KubeJobStore
@@ -40,6 +42,9 @@ def create_app(
     )
     app[state.SETTINGS] = settings
     app[state.METRICS] = metrics
+    app[state.PROVIDERS] = ProviderNames(settings.providers)
+    if settings.providers_file:
+        app.cleanup_ctx.append(_follow_providers(app[state.PROVIDERS], settings))
     openapi = ops.load_openapi()
     if openapi is not None:
         app[ops.OPENAPI] = openapi
@@ -56,6 +61,25 @@ def create_app(
     provider_routes.add_routes(app)
     ops.add_routes(app)
     return app
+
+
+def _follow_providers(
+    names: ProviderNames, settings: Settings
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    assert settings.providers_file is not None
+    path = Path(settings.providers_file)
+    names.refresh(path)
+
+    async def follow(_app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(names.follow(path, settings.providers_reload_seconds))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return follow
 
 
 def _kubernetes_backend(

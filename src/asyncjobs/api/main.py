@@ -39,6 +39,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--providers-config", help="providers YAML (default: just `local`)")
     parser.add_argument(
+        "--providers-reload-seconds",
+        type=float,
+        default=10.0,
+        help="how often the providers file is checked for new provider names",
+    )
+    parser.add_argument(
         "--max-request-bytes",
         type=int,
         default=DEFAULT_MAX_REQUEST_BYTES,
@@ -76,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = Settings(
         namespace=args.namespace or config.namespace,
         providers=provider_config.load(args.providers_config).names,
+        providers_file=args.providers_config,
+        providers_reload_seconds=args.providers_reload_seconds,
         max_request_bytes=args.max_request_bytes,
         default_result_ttl=args.default_result_ttl,
         gateway_token=gateway_token(args.gateway_token_file),

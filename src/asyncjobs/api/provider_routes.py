@@ -258,7 +258,7 @@ async def _submit(
 ) -> web.Response:
     key_id = jobs_api.submit_key_id(request)
     raw = await jobs_api.read_body(request)
-    providers = request.app[state.SETTINGS].providers
+    providers = request.app[state.PROVIDERS].current
     try:
         body = json.loads(raw)
         if not isinstance(body, dict):

@@ -17,6 +17,9 @@ class Settings:
     namespace: str
     # The provider names accepted as the `provider/` prefix of a model.
     providers: frozenset[str] = frozenset({"local"})
+    # The file those names came from; followed so a reload there is accepted here too.
+    providers_file: str | None = None
+    providers_reload_seconds: float = 10.0
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     default_result_ttl: int = DEFAULT_RESULT_TTL
     # When set, every inference route needs it as `Authorization: Bearer <token>` or

@@ -9,6 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from asyncjobs.api.metrics import ApiMetrics
+from asyncjobs.api.provider_names import ProviderNames
 from asyncjobs.api.settings import Settings
 from asyncjobs.api.store import JobStore
 from asyncjobs.api.virtual_keys import KeyRing
@@ -18,3 +19,4 @@ SETTINGS = web.AppKey("settings", Settings)
 STORE: web.AppKey[JobStore] = web.AppKey("store")
 KEYS = web.AppKey("keys", KeyRing)
 METRICS = web.AppKey("metrics", ApiMetrics)
+PROVIDERS = web.AppKey("providers", ProviderNames)

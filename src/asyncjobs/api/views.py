@@ -36,7 +36,7 @@ async def submit(request: web.Request) -> web.Response:
         key_id = jobs_api.submit_key_id(request)
         body = await jobs_api.read_body(request)
         content_type = request.headers.get("Content-Type", "")
-        providers = request.app[state.SETTINGS].providers
+        providers = request.app[state.PROVIDERS].current
         outcome = validate(info, body, content_type, providers)
         if isinstance(outcome, Rejected):
             return error_response(400, outcome.message)
