@@ -13,12 +13,14 @@ from typing import Any
 
 from asyncjobs.core.providers.convert import (
     as_list,
+    assistant_message,
     dump_arguments,
     image_url_of,
     parse_arguments,
     parse_data_url,
     refuse,
     text_of,
+    tool_call,
 )
 from asyncjobs.core.providers.transport import BadRequestBody
 
@@ -293,23 +295,8 @@ def chat_answer(message: dict[str, Any], created: int) -> dict[str, Any]:
         if block.get("type") == "text":
             texts.append(block.get("text", ""))
         elif block.get("type") == "tool_use":
-            calls.append(
-                {
-                    "id": block["id"],
-                    "type": "function",
-                    "function": {
-                        "name": block["name"],
-                        "arguments": dump_arguments(block.get("input")),
-                    },
-                }
-            )
-    reply: dict[str, Any] = {
-        "role": "assistant",
-        "content": "".join(texts) if texts or not calls else None,
-        "refusal": None,
-    }
-    if calls:
-        reply["tool_calls"] = calls
+            calls.append(tool_call(block["id"], block["name"], block.get("input")))
+    reply = assistant_message(texts, calls)
     prompt, completion, cached = _usage_numbers(message)
     return {
         "id": message.get("id"),

@@ -116,3 +116,24 @@ def embedding_list(vectors: list[list[float]], model: str, encoding_format: Any)
     ]
     usage = {"prompt_tokens": 0, "total_tokens": 0}
     return {"object": "list", "data": data, "model": model, "usage": usage}
+
+
+def tool_call(call_id: Any, name: Any, arguments: Any) -> dict[str, Any]:
+    """One entry of an OpenAI assistant message's `tool_calls`."""
+    return {
+        "id": call_id,
+        "type": "function",
+        "function": {"name": name, "arguments": dump_arguments(arguments)},
+    }
+
+
+def assistant_message(texts: list[str], calls: list[dict[str, Any]]) -> dict[str, Any]:
+    """An OpenAI assistant message; content is null only when the answer is tool calls."""
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": "".join(texts) if texts or not calls else None,
+        "refusal": None,
+    }
+    if calls:
+        message["tool_calls"] = calls
+    return message

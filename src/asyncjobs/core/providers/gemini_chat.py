@@ -15,12 +15,13 @@ from typing import Any
 
 from asyncjobs.core.providers.convert import (
     as_list,
-    dump_arguments,
+    assistant_message,
     image_url_of,
     parse_arguments,
     parse_data_url,
     refuse,
     text_of,
+    tool_call,
 )
 from asyncjobs.core.providers.transport import BadRequestBody
 
@@ -199,24 +200,10 @@ def _choice(candidate: dict[str, Any], position: int) -> dict[str, Any]:
             texts.append(part["text"])
         elif "functionCall" in part:
             call = part["functionCall"]
-            calls.append(
-                {
-                    # Gemini gives ids only sometimes; ours are stable within the answer.
-                    "id": call.get("id") or f"call_{position}_{len(calls)}",
-                    "type": "function",
-                    "function": {
-                        "name": call.get("name"),
-                        "arguments": dump_arguments(call.get("args")),
-                    },
-                }
-            )
-    message: dict[str, Any] = {
-        "role": "assistant",
-        "content": "".join(texts) if texts or not calls else None,
-        "refusal": None,
-    }
-    if calls:
-        message["tool_calls"] = calls
+            # Gemini gives ids only sometimes; ours are stable within the answer.
+            call_id = call.get("id") or f"call_{position}_{len(calls)}"
+            calls.append(tool_call(call_id, call.get("name"), call.get("args")))
+    message = assistant_message(texts, calls)
     reason = candidate.get("finishReason") or "STOP"
     finish = "tool_calls" if calls and reason == "STOP" else FINISH_REASONS.get(reason, "stop")
     return {
