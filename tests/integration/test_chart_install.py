@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import os
 import subprocess
 import uuid
@@ -21,6 +20,7 @@ import yaml
 
 from asyncjobs.core import resources
 from asyncjobs.core.kube import KubeClient, KubeError, load_config
+from tests.support.identity import service_account_kubeconfig
 from tests.support.procs import ManagedProcess, free_port, python_module
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,43 +104,6 @@ async def release(kubeconfig_path: str, kube: KubeClient) -> AsyncIterator[dict[
             if exc.status != 404:
                 raise
     values_file.unlink(missing_ok=True)
-
-
-async def service_account_kubeconfig(
-    kube: KubeClient, admin_kubeconfig: str, namespace: str, account: str, path: Path
-) -> str:
-    """A kubeconfig holding a token minted for the ServiceAccount (TokenRequest API)."""
-    minted = await kube.create(
-        f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token",
-        {
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {"expirationSeconds": 3600},
-        },
-    )
-    admin = yaml.safe_load(Path(admin_kubeconfig).read_text())
-    cluster = admin["clusters"][0]["cluster"]
-    if "certificate-authority" in cluster:
-        base = Path(admin_kubeconfig).parent
-        cluster = {**cluster, "certificate-authority": str(base / cluster["certificate-authority"])}
-    path.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "c", "cluster": cluster}],
-                "users": [{"name": account, "user": {"token": minted["status"]["token"]}}],
-                "contexts": [
-                    {
-                        "name": "sa",
-                        "context": {"cluster": "c", "user": account, "namespace": namespace},
-                    }
-                ],
-                "current-context": "sa",
-            }
-        )
-    )
-    return str(path)
 
 
 async def test_installed_chart_objects_are_accepted_and_its_rbac_runs_a_job(
