@@ -18,6 +18,7 @@ from asyncjobs.core.kube import KubeClient
 from asyncjobs.core.request_types import REQUEST_TYPES, RequestType
 from tests.integration.test_operator_support import (
     FAKE_KEY,
+    RESULT_KEYS,
     FakeOpenAI,
     Operator,
     create_key_secret,
@@ -26,22 +27,6 @@ from tests.integration.test_operator_support import (
 )
 from tests.support.procs import ManagedProcess, free_port, python_module
 from tests.unit.providers.samples import JSON_BODIES, sample_request
-
-# A key of each request type's synchronous response body, in OpenAI's shapes.
-RESULT_KEYS = {
-    RequestType.TEXT_COMPLETION: "choices",
-    RequestType.CHAT_COMPLETION: "choices",
-    RequestType.RESPONSES: "output",
-    RequestType.EMBEDDING: "data",
-    RequestType.SPEECH: "audio",
-    RequestType.TRANSCRIPTION: "text",
-    RequestType.IMAGE_GENERATION: "data",
-    RequestType.IMAGE_EDIT: "data",
-    RequestType.IMAGE_VARIATION: "data",
-    RequestType.RERANK: "results",
-    RequestType.OCR: "pages",
-}
-
 
 # OpenAI has no rerank or OCR endpoint (Cohere and Mistral do): those go to `local`.
 LOCAL_ONLY = (RequestType.RERANK, RequestType.OCR)

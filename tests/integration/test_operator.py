@@ -11,6 +11,7 @@ from asyncjobs.core import payloads, resources
 from asyncjobs.core.kube import KubeClient
 from asyncjobs.core.request_types import RequestType
 from tests.integration.test_operator_support import (
+    RESULT_KEYS,
     job_secrets,
     local_providers,
     read_result,
@@ -21,21 +22,6 @@ from tests.integration.test_operator_support import (
     wait_terminal,
 )
 from tests.unit.providers.samples import sample_request
-
-# What each request type's result must contain to have the synchronous endpoint's shape.
-RESULT_KEYS = {
-    RequestType.TEXT_COMPLETION: "choices",
-    RequestType.CHAT_COMPLETION: "choices",
-    RequestType.RESPONSES: "output",
-    RequestType.EMBEDDING: "data",
-    RequestType.SPEECH: "audio",
-    RequestType.TRANSCRIPTION: "text",
-    RequestType.IMAGE_GENERATION: "data",
-    RequestType.IMAGE_EDIT: "data",
-    RequestType.IMAGE_VARIATION: "data",
-    RequestType.RERANK: "results",
-    RequestType.OCR: "pages",
-}
 
 
 async def test_every_request_type_completes_with_a_result_secret_owned_by_the_job(

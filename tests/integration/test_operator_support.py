@@ -110,6 +110,21 @@ async def wait_gone(kube: KubeClient, path: str, timeout: float = 30) -> None:
 
 TERMINAL = ("Completed", "Failed")
 
+# A key each request type's result must hold to have the synchronous endpoint's shape.
+RESULT_KEYS = {
+    RequestType.TEXT_COMPLETION: "choices",
+    RequestType.CHAT_COMPLETION: "choices",
+    RequestType.RESPONSES: "output",
+    RequestType.EMBEDDING: "data",
+    RequestType.SPEECH: "audio",
+    RequestType.TRANSCRIPTION: "text",
+    RequestType.IMAGE_GENERATION: "data",
+    RequestType.IMAGE_EDIT: "data",
+    RequestType.IMAGE_VARIATION: "data",
+    RequestType.RERANK: "results",
+    RequestType.OCR: "pages",
+}
+
 # The Secret the fake provider's key is read from, as configuration references it.
 KEY_SECRET = "fake-openai-key"
 FAKE_KEY = "sk-fake-operator-test"
