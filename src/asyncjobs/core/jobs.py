@@ -109,8 +109,9 @@ class JobView:
             uid=metadata.get("uid", ""),
             request_type=spec.get("requestType", ""),
             phase=Phase(status.get("phase", Phase.PENDING.value)),
-            created_at=spec.get("submittedAt")
-            or _seconds_to_millis(metadata.get("creationTimestamp", "")),
+            created_at=_seconds_to_millis(
+                spec.get("submittedAt") or metadata.get("creationTimestamp", "")
+            ),
             virtual_key_id=spec.get("virtualKeyId"),
             completed_at=_seconds_to_millis(completed) if completed else None,
             expires_at=parse_time(expires) if expires else None,
@@ -125,5 +126,9 @@ class JobView:
 
 
 def _seconds_to_millis(text: str) -> str:
-    """Re-prints a Kubernetes timestamp in the API's millisecond form."""
+    """Re-prints a timestamp in the API's form: UTC, milliseconds, `Z`.
+
+    The API writes submittedAt that way itself, but an AsyncJob applied with kubectl may
+    carry whole seconds or an offset; a poll answers the contract's form all the same.
+    """
     return format_time(parse_time(text)) if text else ""

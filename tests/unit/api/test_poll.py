@@ -291,3 +291,40 @@ async def test_submitted_job_polls_back_pending(client: Client) -> None:
     )
     assert polled.status == 202
     assert await polled.json() == document
+
+
+@pytest.mark.parametrize(
+    ("submitted_at", "created_at"),
+    [
+        pytest.param("2026-02-19T08:10:17Z", "2026-02-19T08:10:17.000Z", id="whole-seconds"),
+        pytest.param(
+            "2026-02-19T10:10:17.5+02:00", "2026-02-19T08:10:17.500Z", id="offset-and-tenths"
+        ),
+        pytest.param("2026-02-19T08:10:17.831456Z", "2026-02-19T08:10:17.831Z", id="microseconds"),
+    ],
+)
+async def test_created_at_always_has_milliseconds_and_z(
+    client: Client, store: FakeJobStore, submitted_at: str, created_at: str
+) -> None:
+    # An AsyncJob applied with kubectl need not carry the API's own timestamp form.
+    job_id = new_id()
+    store.put_job(job_id, "ocr", submitted_at=submitted_at)
+    response = await client.get(f"/v1/async/ocr/{job_id}")
+    assert response.status == 202
+    assert (await response.json())["created_at"] == created_at
+
+
+@pytest.mark.parametrize("phase", ["Pending", "Processing", "Completed", "Failed"])
+async def test_job_object_never_carries_null(
+    client: Client, store: FakeJobStore, phase: str
+) -> None:
+    job_id = new_id()
+    store.put_job(job_id, "chat_completion")
+    if phase == "Completed":
+        store.complete(job_id, b'{"a":1}', completed=now(), ttl=timedelta(hours=1))
+    elif phase == "Failed":
+        store.fail(job_id, {}, completed=now(), ttl=timedelta(hours=1), status_code=None)
+    else:
+        store.set_status(job_id, phase=phase)
+    text = await (await client.get(f"/v1/async/chat/completions/{job_id}")).text()
+    assert "null" not in text
