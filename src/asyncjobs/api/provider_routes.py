@@ -256,7 +256,6 @@ async def provider_async(request: web.Request) -> web.Response:
 async def _submit(
     request: web.Request, dialect: Dialect, error: Callable[..., web.Response]
 ) -> web.Response:
-    key_id = jobs_api.submit_key_id(request)
     raw = await jobs_api.read_body(request)
     providers = request.app[state.PROVIDERS].current
     try:
@@ -270,6 +269,7 @@ async def _submit(
     outcome = validate_json_fields(dialect.request_type, fields, providers)
     if isinstance(outcome, Rejected):
         return error(400, outcome.message)
+    key_id = jobs_api.submit_key_id(request)
     stored = dumps(fields).encode()
     spec = await jobs_api.create_job(
         request, dialect.request_type, outcome, stored, "application/json", key_id

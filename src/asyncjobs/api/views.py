@@ -33,13 +33,14 @@ async def submit(request: web.Request) -> web.Response:
     info = _route_info(request)
     try:
         jobs_api.authorize(request)
-        key_id = jobs_api.submit_key_id(request)
         body = await jobs_api.read_body(request)
         content_type = request.headers.get("Content-Type", "")
         providers = request.app[state.PROVIDERS].current
         outcome = validate(info, body, content_type, providers)
         if isinstance(outcome, Rejected):
             return error_response(400, outcome.message)
+        # Bifrost looks the key up only once the body is valid (spec §4 order).
+        key_id = jobs_api.submit_key_id(request)
         # JSON bodies are stored as application/json whatever the client labelled them;
         # multipart keeps its Content-Type, whose boundary is needed to parse it again.
         stored_type = content_type if info.body.value == "multipart" else "application/json"

@@ -170,6 +170,21 @@ async def test_openai_failed_job_comes_back_as_an_openai_error(
             },
             id="anthropic-unknown-vk",
         ),
+        pytest.param(
+            "/openai/v1/responses",
+            {"model": "local/c"},
+            {**ASYNC, "x-bf-vk": "sk-bf-nope"},
+            400,
+            {
+                "error": {
+                    "message": "input is required for responses",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": None,
+                }
+            },
+            id="openai-invalid-body-before-unknown-vk",
+        ),
     ],
 )
 async def test_provider_route_refusals_use_the_provider_error_shape(
