@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,13 +18,17 @@ from asyncjobs.core import multipart
 from asyncjobs.core.request_types import BodyKind, RequestType, RequestTypeInfo
 
 MODEL_FORMAT = "model should be in provider/model format"
-FALLBACK_FORMAT = "fallbacks should be in provider/model format"
 
-# Go's strconv.ParseBool, which Bifrost uses for multipart flags such as `stream`.
-_GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+# Bifrost's multipart handlers compare the `stream` field with "true" literally: "1" or
+# "TRUE" do not ask for streaming there, so they are not refused here either.
+_MULTIPART_TRUE = "true"
 # Go's strconv.Atoi accepts an optional sign and decimal digits only (no spaces, no "_").
 _GO_INT = re.compile(r"[+-]?[0-9]+")
 _INT64_MAX = 2**63 - 1
+# Bifrost turns the TTL into a time.Duration, whose range ends at this many seconds; any
+# longer TTL is kept as the longest one it can honour (a completion time plus this stays
+# well inside what a timestamp can hold).
+MAX_RESULT_TTL = _INT64_MAX // 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,7 @@ def result_ttl(header: str | None, default: int) -> int:
     value = int(header)
     if value < 0 or value > _INT64_MAX:
         return default
-    return 3600 if value == 0 else value
+    return 3600 if value == 0 else min(value, MAX_RESULT_TTL)
 
 
 def validate(
@@ -127,12 +131,19 @@ def _model_and_fallbacks(fields: Mapping[str, Any], providers: frozenset[str]) -
     if not model or split_model(model, providers) is None:
         return Rejected(MODEL_FORMAT)
     fallbacks = _typed(fields, "fallbacks", list) or []
-    for fallback in fallbacks:
-        if not isinstance(fallback, str):
-            raise _FormatError("field fallbacks must be an array of strings")
-        if split_model(fallback, providers) is None:
-            return Rejected(FALLBACK_FORMAT)
-    return Accepted(model, tuple(fallbacks))
+    if not all(isinstance(fallback, str) for fallback in fallbacks):
+        raise _FormatError("field fallbacks must be an array of strings")
+    return Accepted(model, usable_fallbacks(fallbacks, providers))
+
+
+def usable_fallbacks(fallbacks: Iterable[str], providers: frozenset[str]) -> tuple[str, ...]:
+    """The fallbacks that name a known provider and a model, in order.
+
+    Bifrost never refuses a submit for its fallbacks: one that is not `provider/model`
+    is silently left out. One naming a provider this deployment does not know could only
+    fail when tried, so it is left out as well.
+    """
+    return tuple(fallback for fallback in fallbacks if split_model(fallback, providers))
 
 
 def _empty(value: Any) -> bool:
@@ -161,7 +172,9 @@ def _text(fields: Mapping[str, Any]) -> str | None:
 
 
 def _responses(fields: Mapping[str, Any]) -> str | None:
-    if _empty(_typed(fields, "input", str, list)):
+    # Bifrost refuses a missing, null or empty-list input; an empty string is an input.
+    value = _typed(fields, "input", str, list)
+    if value is None or value == []:
         return "input is required for responses"
     return None
 
@@ -213,6 +226,32 @@ _JSON_CHECKS: dict[RequestType, _Check] = {
     RequestType.OCR: _no_required_fields,
 }
 
+# Per type: the parameters Bifrost decodes into Go ints. Its decoder refuses 1.5, 2.0, 1e3
+# or a number beyond int64 there before any other check, so they are format errors here.
+# (Chat's `max_tokens` is not one: Bifrost reads it loosely and truncates.)
+_INTEGER_FIELDS: dict[RequestType, tuple[str, ...]] = {
+    RequestType.TEXT_COMPLETION: ("best_of", "logprobs", "max_tokens", "n", "seed"),
+    RequestType.CHAT_COMPLETION: ("max_completion_tokens",),
+    RequestType.RESPONSES: ("max_output_tokens", "max_tool_calls", "top_logprobs"),
+    RequestType.EMBEDDING: ("dimensions",),
+    RequestType.IMAGE_GENERATION: (
+        "n",
+        "partial_images",
+        "output_compression",
+        "seed",
+        "num_inference_steps",
+    ),
+    RequestType.RERANK: ("top_n", "max_tokens_per_doc"),
+}
+
+
+def _check_integers(request_type: RequestType, fields: Mapping[str, Any]) -> None:
+    for name in _INTEGER_FIELDS.get(request_type, ()):
+        value = _typed(fields, name, int)
+        if value is not None and not -_INT64_MAX - 1 <= value <= _INT64_MAX:
+            raise _FormatError(f"field {name} overflows a 64-bit integer")
+
+
 # Types whose JSON body has a boolean `stream` flag that async refuses.
 _STREAM_FLAG = {
     RequestType.TEXT_COMPLETION: "text completions",
@@ -231,6 +270,7 @@ def validate_json_fields(
 ) -> Outcome:
     """Validates an already decoded JSON body (the provider routes reuse this)."""
     try:
+        _check_integers(request_type, fields)
         outcome = _model_and_fallbacks(fields, providers)
         if isinstance(outcome, Rejected):
             return outcome
@@ -271,9 +311,9 @@ def _validate_multipart(
         return Rejected("model is required")
     if split_model(model, providers) is None:
         return Rejected(MODEL_FORMAT)
-    fallbacks = tuple(value for key, value in form.fields if key == "fallbacks")
-    if any(split_model(fallback, providers) is None for fallback in fallbacks):
-        return Rejected(FALLBACK_FORMAT)
+    fallbacks = usable_fallbacks(
+        (value for key, value in form.fields if key == "fallbacks"), providers
+    )
     message = _MULTIPART_CHECKS[request_type](form)
     if message is not None:
         return Rejected(message)
@@ -281,12 +321,22 @@ def _validate_multipart(
 
 
 def _go_int_error(name: str, form: multipart.Form) -> str | None:
+    """Bifrost's `invalid <name> value: <strconv.Atoi error>` for a field Atoi refuses."""
     value = form.get(name)
     if value is None or value == "":
         return None
-    if not _GO_INT.fullmatch(value) or abs(int(value)) > _INT64_MAX:
-        return f'invalid {name} value: parsing "{value}": invalid syntax'
-    return None
+    if not _GO_INT.fullmatch(value):
+        reason = "invalid syntax"
+    elif not -_INT64_MAX - 1 <= int(value) <= _INT64_MAX:
+        reason = "value out of range"
+    else:
+        return None
+    return f"invalid {name} value: strconv.Atoi: parsing {_go_quote(value)}: {reason}"
+
+
+def _go_quote(value: str) -> str:
+    """Go's strconv.Quote for the printable text a form field usually holds."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _images(form: multipart.Form) -> list[multipart.FilePart]:
@@ -296,7 +346,7 @@ def _images(form: multipart.Form) -> list[multipart.FilePart]:
 def _transcription(form: multipart.Form) -> str | None:
     if not form.files_named("file"):
         return "file is required"
-    if form.get("stream") in _GO_TRUE:
+    if form.get("stream") == _MULTIPART_TRUE:
         return "stream is not supported for async transcriptions"
     return None
 
@@ -309,7 +359,7 @@ def _image_edit(form: multipart.Form) -> str | None:
     invalid = _go_int_error("n", form)
     if invalid is not None:
         return invalid
-    if form.get("stream") in _GO_TRUE:
+    if form.get("stream") == _MULTIPART_TRUE:
         return "stream is not supported for async image edits"
     return None
 

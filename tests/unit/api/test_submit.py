@@ -310,7 +310,7 @@ REFUSALS = [
         _form([("model", MODEL), ("n", "x")], ["image"]),
         {},
         400,
-        'invalid n value: parsing "x": invalid syntax',
+        'invalid n value: strconv.Atoi: parsing "x": invalid syntax',
         id="variation-n",
     ),
     pytest.param(
@@ -401,6 +401,44 @@ REFUSALS = [
 ]
 
 
+# Bifrost checks the body first and looks the virtual key up only for a valid one.
+REFUSALS += [
+    pytest.param(
+        "/v1/async/chat/completions",
+        (b"{oops", "application/json"),
+        {"x-bf-vk": "sk-bf-unknown"},
+        400,
+        "invalid request format: Expecting property name enclosed in double quotes:"
+        " line 1 column 2 (char 1)",
+        id="malformed-json-before-unknown-vk",
+    ),
+    pytest.param(
+        "/v1/async/images/edits",
+        _form([("model", MODEL), ("prompt", "p"), ("n", "x")], ["image"]),
+        {"x-bf-vk": "sk-bf-unknown"},
+        400,
+        'invalid n value: strconv.Atoi: parsing "x": invalid syntax',
+        id="bad-form-before-unknown-vk",
+    ),
+    pytest.param(
+        "/v1/async/images/generations",
+        _json({"model": MODEL, "prompt": "c", "n": 1.5}),
+        {},
+        400,
+        "invalid request format: field n has the wrong type (number)",
+        id="imagegen-n-float",
+    ),
+    pytest.param(
+        "/v1/async/chat/completions",
+        (b'["not", "an", "object"]', "application/json"),
+        {},
+        400,
+        "invalid request format: expected a JSON object, got array",
+        id="json-not-an-object",
+    ),
+]
+
+
 @pytest.mark.parametrize(("path", "request_body", "headers", "status", "message"), REFUSALS)
 async def test_refused_submit_answers_the_contract_error_and_creates_nothing(
     client: Client,
@@ -461,3 +499,68 @@ async def test_store_failure_answers_a_clean_5xx(
     )
     assert response.status == status
     assert await response.json() == gateway_error(status, failure.message)
+
+
+async def test_unusable_fallbacks_are_dropped_not_refused(
+    client: Client, store: FakeJobStore
+) -> None:
+    body = {**CHAT, "fallbacks": ["gpt-4o", "acme/x", "local/echo", "openai/"]}
+    response = await client.post("/v1/async/chat/completions", json=body)
+    assert response.status == 202
+    assert store.specs[(await response.json())["id"]].fallbacks == ("local/echo",)
+
+
+@pytest.mark.parametrize(
+    ("ttl", "stored"),
+    [
+        pytest.param("9223372036854775807", 9_223_372_036, id="int64-max"),
+        pytest.param("99999999999999999999999", 1800, id="beyond-int64-is-default"),
+    ],
+)
+async def test_huge_ttl_header_is_never_an_error(
+    client: Client, store: FakeJobStore, ttl: str, stored: int
+) -> None:
+    response = await client.post(
+        "/v1/async/chat/completions", json=CHAT, headers={"x-bf-async-job-result-ttl": ttl}
+    )
+    assert response.status == 202
+    assert store.specs[(await response.json())["id"]].result_ttl_seconds == stored
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        pytest.param("GET", "/v1/async/chat/completions", 405, id="get-on-submit"),
+        pytest.param("PUT", "/v1/async/ocr", 405, id="put-on-submit"),
+        pytest.param("OPTIONS", "/v1/async/embeddings", 405, id="options-on-submit"),
+        pytest.param("DELETE", f"/v1/async/rerank/{uuid.uuid4()}", 405, id="delete-on-poll"),
+        pytest.param("GET", "/v1/async/chat", 404, id="unknown-async-path"),
+        pytest.param("GET", "/v1/async/chat/completions/a/b", 404, id="poll-path-too-deep"),
+        pytest.param("POST", "/v1/async/videos", 404, id="unknown-async-submit"),
+    ],
+)
+async def test_wrong_method_or_path_answers_a_bifrost_error(
+    client: Client, store: FakeJobStore, method: str, path: str, status: int
+) -> None:
+    response = await client.request(method, path)
+    assert response.status == status
+    document = await response.json()
+    assert list(document) == ["is_bifrost_error", "status_code", "error", "extra_fields"]
+    assert document["status_code"] == status
+    assert document["extra_fields"] == {}
+    assert store.objects == {}
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        pytest.param("/v1/async/chat/completions", 405, id="submit-path"),
+        pytest.param(f"/v1/async/chat/completions/{uuid.uuid4()}", 404, id="poll-path"),
+    ],
+)
+async def test_head_answers_without_a_body_and_without_crashing(
+    client: Client, path: str, status: int
+) -> None:
+    response = await client.head(path)
+    assert response.status == status
+    assert await response.read() == b""

@@ -130,12 +130,6 @@ JSON_REJECTIONS = [
             ("empty-name", "openai/"),
         )
     ],
-    pytest.param(
-        T.CHAT_COMPLETION,
-        {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "fallbacks": ["gpt-4o"]},
-        "fallbacks should be in provider/model format",
-        id="chat-bad-fallback",
-    ),
     # streaming refused
     pytest.param(
         T.TEXT_COMPLETION,
@@ -206,12 +200,61 @@ def test_json_body_is_rejected_with_the_contract_message(
             id="nan",
         ),
         pytest.param(b"\xff\xfe", "invalid request format:", id="not-utf8"),
+        pytest.param(
+            b'{"model": "openai/m", "messages": [1], "max_completion_tokens": 1.5}',
+            "invalid request format: field max_completion_tokens has the wrong type (number)",
+            id="chat-max-completion-tokens-float",
+        ),
     ],
 )
 def test_malformed_json_names_the_parser_detail(body: bytes, detail_start: str) -> None:
     outcome = check_json(T.CHAT_COMPLETION, body)
     assert isinstance(outcome, Rejected)
     assert outcome.message.startswith(detail_start)
+
+
+# Integer parameters Bifrost decodes into Go ints: a JSON float is a decode error there,
+# reported before the model or any required field is looked at.
+INTEGER_FORMAT_ERRORS = [
+    pytest.param(T.IMAGE_GENERATION, b'{"model": "openai/m", "prompt": "c", "n": 1.5}', id="n-1.5"),
+    pytest.param(T.IMAGE_GENERATION, b'{"model": "openai/m", "prompt": "c", "n": 2.0}', id="n-2.0"),
+    pytest.param(T.IMAGE_GENERATION, b'{"model": "openai/m", "prompt": "c", "n": 1e3}', id="n-1e3"),
+    pytest.param(T.IMAGE_GENERATION, b'{"model": "openai/m", "prompt": "c", "n": "2"}', id="n-str"),
+    pytest.param(
+        T.IMAGE_GENERATION,
+        b'{"model": "openai/m", "prompt": "c", "n": 9223372036854775808}',
+        id="n-beyond-int64",
+    ),
+    pytest.param(T.IMAGE_GENERATION, b'{"model": "gpt", "n": 1.5}', id="n-before-model"),
+    pytest.param(T.TEXT_COMPLETION, b'{"model": "openai/m", "prompt": "p", "n": 1.5}', id="text-n"),
+    pytest.param(
+        T.TEXT_COMPLETION,
+        b'{"model": "openai/m", "prompt": "p", "max_tokens": 10.5}',
+        id="text-max-tokens",
+    ),
+    pytest.param(
+        T.EMBEDDING, b'{"model": "openai/m", "input": "a", "dimensions": 8.5}', id="dimensions"
+    ),
+    pytest.param(
+        T.RESPONSES,
+        b'{"model": "openai/m", "input": "a", "max_output_tokens": 1.5}',
+        id="responses-max-output-tokens",
+    ),
+    pytest.param(
+        T.RERANK,
+        b'{"model": "openai/m", "query": "q", "documents": [{"text": "a"}], "top_n": 1.5}',
+        id="rerank-top-n",
+    ),
+]
+
+
+@pytest.mark.parametrize(("request_type", "body"), INTEGER_FORMAT_ERRORS)
+def test_non_integer_in_an_integer_field_is_a_format_error(
+    request_type: RequestType, body: bytes
+) -> None:
+    outcome = check_json(request_type, body)
+    assert isinstance(outcome, Rejected)
+    assert outcome.message.startswith("invalid request format: field ")
 
 
 VALID_JSON = [
@@ -223,6 +266,27 @@ VALID_JSON = [
         id="chat-stream-false",
     ),
     pytest.param(T.RESPONSES, {"input": [{"role": "user", "content": "x"}]}, id="responses-items"),
+    pytest.param(T.RESPONSES, {"input": ""}, id="responses-empty-string-input-is-present"),
+    pytest.param(
+        T.CHAT_COMPLETION,
+        {"messages": [{"role": "user", "content": "x"}], "max_tokens": 10.5},
+        id="chat-max-tokens-read-loosely",
+    ),
+    pytest.param(
+        T.CHAT_COMPLETION,
+        {"messages": [{"role": "user", "content": "x"}], "fallbacks": ["local/echo", "gpt-4o"]},
+        id="chat-unparseable-fallback-dropped",
+    ),
+    pytest.param(
+        T.CHAT_COMPLETION,
+        {"messages": [{"role": "user", "content": "x"}], "fallbacks": ["acme/x", "local/echo"]},
+        id="chat-unknown-provider-fallback-dropped",
+    ),
+    pytest.param(
+        T.CHAT_COMPLETION,
+        {"messages": [{"role": "user", "content": "x"}], "fallbacks": ["local/", "local/echo"]},
+        id="chat-empty-model-fallback-dropped",
+    ),
     pytest.param(T.EMBEDDING, {"input": ["a", "b"], "dimensions": 8}, id="embeddings-list"),
     pytest.param(
         T.SPEECH, {"input": "hi", "voice": "alloy", "stream_format": "audio"}, id="speech"
@@ -241,6 +305,13 @@ def test_valid_json_body_is_accepted_with_model_and_fallbacks(
 ) -> None:
     body = {"model": MODEL, "fallbacks": ["local/echo"], "extra_param": 1, **fields}
     assert check_json(request_type, body) == Accepted(MODEL, ("local/echo",))
+
+
+def test_non_string_fallback_is_a_format_error() -> None:
+    body = {"model": MODEL, "prompt": "p", "fallbacks": ["local/echo", 3]}
+    outcome = check_json(T.TEXT_COMPLETION, body)
+    message = "invalid request format: field fallbacks must be an array of strings"
+    assert outcome == Rejected(message)
 
 
 def form_body(fields: list[tuple[str, str]], files: list[tuple[str, str]]) -> tuple[bytes, str]:
@@ -288,19 +359,26 @@ MULTIPART_REJECTIONS = [
         T.IMAGE_EDIT,
         [*M, ("prompt", "p"), ("n", "two")],
         IMAGES,
-        'invalid n value: parsing "two": invalid syntax',
+        'invalid n value: strconv.Atoi: parsing "two": invalid syntax',
         id="edit-n-not-int",
     ),
     pytest.param(
         T.IMAGE_EDIT,
         [*M, ("prompt", "p"), ("n", "1.5")],
         IMAGES,
-        'invalid n value: parsing "1.5": invalid syntax',
+        'invalid n value: strconv.Atoi: parsing "1.5": invalid syntax',
         id="edit-n-float",
     ),
     pytest.param(
         T.IMAGE_EDIT,
-        [*M, ("prompt", "p"), ("stream", "TRUE")],
+        [*M, ("prompt", "p"), ("n", "9223372036854775808")],
+        IMAGES,
+        'invalid n value: strconv.Atoi: parsing "9223372036854775808": value out of range',
+        id="edit-n-out-of-range",
+    ),
+    pytest.param(
+        T.IMAGE_EDIT,
+        [*M, ("prompt", "p"), ("stream", "true")],
         IMAGES,
         "stream is not supported for async image edits",
         id="edit-stream",
@@ -320,7 +398,7 @@ MULTIPART_REJECTIONS = [
         T.IMAGE_VARIATION,
         [*M, ("n", " 2")],
         IMAGES,
-        'invalid n value: parsing " 2": invalid syntax',
+        'invalid n value: strconv.Atoi: parsing " 2": invalid syntax',
         id="variation-n-space",
     ),
 ]
@@ -372,6 +450,18 @@ VALID_MULTIPART = [
         id="edit-background-removal-needs-no-prompt",
     ),
     pytest.param(T.IMAGE_VARIATION, [*M, ("n", "+3")], IMAGES, id="variation-signed-n"),
+    # Bifrost asks for streaming only with the literal "true".
+    pytest.param(
+        T.IMAGE_EDIT, [*M, ("prompt", "p"), ("stream", "TRUE")], IMAGES, id="edit-stream-TRUE"
+    ),
+    pytest.param(T.IMAGE_EDIT, [*M, ("prompt", "p"), ("stream", "1")], IMAGES, id="edit-stream-1"),
+    pytest.param(T.TRANSCRIPTION, [*M, ("stream", "True")], AUDIO, id="transcription-stream-True"),
+    pytest.param(
+        T.TRANSCRIPTION,
+        [*M, ("fallbacks", "whisper"), ("fallbacks", "acme/w")],
+        AUDIO,
+        id="transcription-unusable-fallbacks-dropped",
+    ),
 ]
 
 
@@ -397,6 +487,9 @@ def test_valid_multipart_is_accepted(
         pytest.param("120", 120, id="integer"),
         pytest.param("+7", 7, id="signed-integer"),
         pytest.param("99999999999999999999", 1800, id="overflow-default"),
+        pytest.param("9223372036854775807", 9223372036, id="huge-is-longest-duration"),
+        pytest.param("9223372037", 9223372036, id="beyond-duration-is-longest-duration"),
+        pytest.param("9223372036", 9223372036, id="longest-duration"),
     ],
 )
 def test_result_ttl_header_follows_bifrost_quirks(header: str | None, expected: int) -> None:
