@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from asyncjobs.core.providers import anthropic_messages, openai_errors
-from asyncjobs.core.providers.base import ProviderError, ProviderRequest
+from asyncjobs.core.providers import anthropic_messages
+from asyncjobs.core.providers.base import ProviderRequest
 from asyncjobs.core.providers.openai_wire import dump, json_body
 from asyncjobs.core.providers.transport import (
     Answer,
+    CommonWire,
     UnsupportedRequestType,
     WireCall,
-    rejects_key_by_status,
 )
 from asyncjobs.core.request_types import RequestType as T
 
@@ -42,7 +42,7 @@ _CONVERSIONS: dict[
 
 
 @dataclass(frozen=True)
-class AnthropicWire:
+class AnthropicWire(CommonWire):
     base_url: str = DEFAULT_BASE_URL
     version: str = DEFAULT_VERSION
     supported: Set[T] = SUPPORTED
@@ -66,10 +66,3 @@ class AnthropicWire:
 
     def auth_headers(self, key: str) -> dict[str, str]:
         return {"x-api-key": key}
-
-    def error(self, answer: Answer, now: datetime) -> ProviderError:
-        # {"error": {"type", "message"}} is the shape openai_errors already reads.
-        return openai_errors.error_from_response(answer.status, answer.headers, answer.body, now)
-
-    def rejects_key(self, error: ProviderError) -> bool:
-        return rejects_key_by_status(error)

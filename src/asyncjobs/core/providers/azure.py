@@ -13,16 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
-from datetime import datetime
 from urllib.parse import quote, urlencode
 
-from asyncjobs.core.providers import openai_errors, openai_wire
-from asyncjobs.core.providers.base import ProviderError, ProviderRequest
+from asyncjobs.core.providers import openai_wire
+from asyncjobs.core.providers.base import ProviderRequest
 from asyncjobs.core.providers.transport import (
-    Answer,
+    CommonWire,
     UnsupportedRequestType,
     WireCall,
-    rejects_key_by_status,
 )
 from asyncjobs.core.request_types import RequestType as T
 
@@ -33,7 +31,7 @@ SUPPORTED: frozenset[T] = frozenset(T) - {T.RERANK, T.OCR, T.IMAGE_VARIATION}
 
 
 @dataclass(frozen=True)
-class AzureWire:
+class AzureWire(CommonWire):
     base_url: str  # the resource endpoint, https://<resource>.openai.azure.com
     api_version: str = DEFAULT_API_VERSION
     deployments: Mapping[str, str] = field(default_factory=dict)  # model -> deployment
@@ -68,9 +66,3 @@ class AzureWire:
 
     def auth_headers(self, key: str) -> dict[str, str]:
         return {"api-key": key}
-
-    def error(self, answer: Answer, now: datetime) -> ProviderError:
-        return openai_errors.error_from_response(answer.status, answer.headers, answer.body, now)
-
-    def rejects_key(self, error: ProviderError) -> bool:
-        return rejects_key_by_status(error)

@@ -14,16 +14,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from asyncjobs.core.providers import openai_errors
-from asyncjobs.core.providers.base import ProviderError, ProviderRequest
+from asyncjobs.core.providers.base import ProviderRequest
 from asyncjobs.core.providers.convert import as_list, embedding_list, refuse
 from asyncjobs.core.providers.openai_wire import dump, json_body
 from asyncjobs.core.providers.transport import (
     Answer,
     BadRequestBody,
+    CommonWire,
     UnsupportedRequestType,
     WireCall,
-    rejects_key_by_status,
 )
 from asyncjobs.core.request_types import RequestType as T
 
@@ -187,7 +186,7 @@ def rerank_answer(
 
 
 @dataclass(frozen=True)
-class CohereWire:
+class CohereWire(CommonWire):
     base_url: str = DEFAULT_BASE_URL
     supported: Set[T] = SUPPORTED
 
@@ -223,12 +222,3 @@ class CohereWire:
             content_type="application/json",
             decode=decode,
         )
-
-    def auth_headers(self, key: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {key}"}
-
-    def error(self, answer: Answer, now: datetime) -> ProviderError:
-        return openai_errors.error_from_response(answer.status, answer.headers, answer.body, now)
-
-    def rejects_key(self, error: ProviderError) -> bool:
-        return rejects_key_by_status(error)

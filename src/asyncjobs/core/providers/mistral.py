@@ -21,9 +21,9 @@ from asyncjobs.core.providers.convert import refuse
 from asyncjobs.core.providers.openai_wire import decoder, dump, json_body
 from asyncjobs.core.providers.transport import (
     Answer,
+    CommonWire,
     UnsupportedRequestType,
     WireCall,
-    rejects_key_by_status,
 )
 from asyncjobs.core.request_types import RequestType as T
 
@@ -73,7 +73,7 @@ def error_from_answer(answer: Answer, now: datetime) -> ProviderError:
 
 
 @dataclass(frozen=True)
-class MistralWire:
+class MistralWire(CommonWire):
     base_url: str = DEFAULT_BASE_URL
     supported: Set[T] = SUPPORTED
 
@@ -89,11 +89,5 @@ class MistralWire:
             decode=decoder(request.request_type),
         )
 
-    def auth_headers(self, key: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {key}"}
-
     def error(self, answer: Answer, now: datetime) -> ProviderError:
         return error_from_answer(answer, now)
-
-    def rejects_key(self, error: ProviderError) -> bool:
-        return rejects_key_by_status(error)

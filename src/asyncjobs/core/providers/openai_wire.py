@@ -16,14 +16,13 @@ from datetime import datetime
 from typing import Any
 
 from asyncjobs.core import multipart
-from asyncjobs.core.providers import openai_errors
-from asyncjobs.core.providers.base import ProviderError, ProviderRequest, speech_result
+from asyncjobs.core.providers.base import ProviderRequest, speech_result
 from asyncjobs.core.providers.transport import (
     Answer,
     BadRequestBody,
+    CommonWire,
     UnsupportedRequestType,
     WireCall,
-    rejects_key_by_status,
 )
 from asyncjobs.core.request_types import REQUEST_TYPES, BodyKind, RequestType
 
@@ -129,7 +128,7 @@ def success_body(request_type: RequestType, content_type: str, body: bytes) -> d
 
 
 @dataclass(frozen=True)
-class OpenAIWire:
+class OpenAIWire(CommonWire):
     """OpenAI's wire format at a base URL, with the request types that server serves."""
 
     base_url: str
@@ -145,15 +144,6 @@ class OpenAIWire:
             content_type=wire.content_type,
             decode=decoder(request.request_type),
         )
-
-    def auth_headers(self, key: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {key}"}
-
-    def error(self, answer: Answer, now: datetime) -> ProviderError:
-        return openai_errors.error_from_response(answer.status, answer.headers, answer.body, now)
-
-    def rejects_key(self, error: ProviderError) -> bool:
-        return rejects_key_by_status(error)
 
 
 def decoder(request_type: RequestType) -> Callable[[Answer, datetime], dict[str, Any]]:

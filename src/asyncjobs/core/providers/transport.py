@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from asyncjobs.core.providers import failures
+from asyncjobs.core.providers import failures, openai_errors
 from asyncjobs.core.providers.base import ProviderError, ProviderRequest, ProviderResult
 from asyncjobs.core.providers.keys import ApiKey, key_order
 from asyncjobs.core.request_types import RequestType
@@ -87,6 +87,21 @@ class WireFormat(Protocol):
 
 def rejects_key_by_status(error: ProviderError) -> bool:
     return error.status_code in ROTATE_KEY_STATUSES
+
+
+class CommonWire:
+    """What most wire formats share, so each overrides only where its provider differs:
+    a bearer key, error bodies in OpenAI's `{"error": {...}}` shape (Anthropic, Azure and
+    Cohere answer that way too), and the next key on 401/429."""
+
+    def auth_headers(self, key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"}
+
+    def error(self, answer: Answer, now: datetime) -> ProviderError:
+        return openai_errors.error_from_response(answer.status, answer.headers, answer.body, now)
+
+    def rejects_key(self, error: ProviderError) -> bool:
+        return rejects_key_by_status(error)
 
 
 def utc_now() -> datetime:
