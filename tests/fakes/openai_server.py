@@ -36,6 +36,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.serving import RealSocketServer
+
 from . import openai_answers, openai_checks
 
 DEFAULT_ERRORS: dict[int, tuple[str, str | None, str]] = {
@@ -91,7 +93,7 @@ class Observations:
     max_in_flight: int = 0
 
 
-class FakeOpenAIServer:
+class FakeOpenAIServer(RealSocketServer):
     def __init__(
         self,
         *,
@@ -106,9 +108,7 @@ class FakeOpenAIServer:
         self.hang_seconds = hang_seconds
         self.observed = Observations()
         self._scripts: dict[str, deque[Step]] = defaultdict(deque)
-        self._closing = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self.port = 0
+        super().__init__()
 
     # -- in-process API -------------------------------------------------------------
 
@@ -140,25 +140,7 @@ class FakeOpenAIServer:
         app.router.add_post("/_fake/reset", self._control_reset)
         app.router.add_get("/_fake/stats", self._control_stats)
         app.router.add_route("*", "/{tail:.*}", self._provider)
-        self._closing = asyncio.Event()
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
-
-    async def stop(self) -> None:
-        self._closing.set()  # wakes hanging and sleeping handlers
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeOpenAIServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.stop()
+        await self.serve(app, host, port)
 
     # -- the provider side ----------------------------------------------------------
 

@@ -20,6 +20,8 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from tests.fakes.serving import RealSocketServer
+
 # (content type, body)
 Answer = tuple[str, bytes]
 
@@ -88,7 +90,7 @@ class Observations:
     max_in_flight: int = 0
 
 
-class FakeProviderServer:
+class FakeProviderServer(RealSocketServer):
     def __init__(
         self,
         dialect: Dialect,
@@ -103,9 +105,7 @@ class FakeProviderServer:
         self.hang_seconds = hang_seconds
         self.observed = Observations()
         self._scripts: dict[str, deque[Step]] = defaultdict(deque)
-        self._closing = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self.port = 0
+        super().__init__()
 
     @property
     def url(self) -> str:
@@ -125,25 +125,7 @@ class FakeProviderServer:
     async def start(self) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._closing = asyncio.Event()
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
-
-    async def stop(self) -> None:
-        self._closing.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeProviderServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.stop()
+        await self.serve(app)
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.observed.in_flight += 1
