@@ -32,6 +32,9 @@ class Reason(enum.StrEnum):
     REQUEST_INVALID = "RequestInvalid"
     PROVIDER_NOT_CONFIGURED = "ProviderNotConfigured"
     OPERATOR_ERROR = "OperatorError"
+    RESULT_UNREADABLE = "ResultUnreadable"
+    INTERRUPTION_LIMIT_EXCEEDED = "InterruptionLimitExceeded"
+    REQUEST_NOT_OWNED = "RequestNotOwned"
 
 
 def set_condition(

@@ -366,6 +366,25 @@ def _deadline(job: Job, now: datetime) -> WriteStatus:
     )
 
 
+def result_unreadable(job: Job, now: datetime, message: str) -> WriteStatus:
+    """A Completed job whose stored result is missing or does not match its reference
+    ends Failed instead, so a poll answers a clear error rather than 500 forever. The
+    merge patch drops the reference (null) and turns the Complete condition off."""
+    step = _fail_by_gateway(job, now, Reason.RESULT_UNREADABLE, message, NO_PROVIDER_STATUS)
+    step.status["resultRef"] = None
+    step.status["usage"] = None
+    step.status["conditions"] = set_condition(
+        step.status["conditions"],
+        ConditionType.COMPLETE,
+        False,
+        Reason.RESULT_UNREADABLE,
+        message,
+        format_time(now),
+        job.generation,
+    )
+    return step
+
+
 def _fail_by_gateway(
     job: Job, now: datetime, reason: Reason, message: str, status_code: int
 ) -> WriteStatus:
