@@ -140,17 +140,23 @@ async def _find(request: web.Request, job_id: str) -> JobView | None:
         raise Refusal(exc.status, exc.message) from exc
 
 
-async def job_result(request: web.Request, view: JobView) -> bytes | None:
-    """The stored result of a completed job (None for other phases)."""
+async def job_result(request: web.Request, view: JobView) -> tuple[JobView, bytes | None]:
+    """The job as a poll answers it, and its stored result while it is completed.
+
+    A completed job whose result is missing or corrupt comes back failed (and is
+    counted); one deleted or expired meanwhile is Refusal(404).
+    """
     if view.phase is not Phase.COMPLETED or view.result_ref is None:
-        return None
+        return view, None
     try:
-        result = await request.app[state.STORE].result(view)
+        finished = await request.app[state.STORE].result(view)
     except StoreUnavailable as exc:
         raise Refusal(exc.status, exc.message) from exc
-    if result is None:
+    if finished is None:
         raise Refusal(404, NOT_FOUND)
-    return result
+    if finished.unreadable is not None:
+        request.app[state.METRICS].results_unreadable.labels(finished.unreadable.value).inc()
+    return finished.view, finished.result
 
 
 def status_code(view: JobView) -> int:

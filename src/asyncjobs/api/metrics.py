@@ -42,6 +42,13 @@ class ApiMetrics:
             "AsyncJobs held in the watch-fed cache.",
             registry=self.registry,
         )
+        self.results_unreadable = Counter(
+            "asyncjobs_api_results_unreadable_total",
+            "Completed jobs failed at poll time because their stored result was missing or"
+            " did not match its checksum, by reason (missing or corrupt).",
+            ["reason"],
+            registry=self.registry,
+        )
         self.watch_restarts = Counter(
             "asyncjobs_api_watch_restarts_total",
             "Watches restarted with a relist, by resource and reason (expired or error).",

@@ -289,10 +289,11 @@ async def _retrieve(
     request: web.Request, dialect: Dialect, job_id: str, error: Callable[..., web.Response]
 ) -> web.Response:
     view = await jobs_api.visible_job(request, job_id, dialect.request_type)
+    # A completed job whose result is unreadable comes back failed, so this goes first.
+    view, result = await jobs_api.job_result(request, view)
     if view.phase is Phase.FAILED:
         status = jobs_api.status_code(view)
         return error(status, "job failed", view.error)
-    result = await jobs_api.job_result(request, view)
     if result is None:
         return json_response(dialect.pending(view, None))
     return json_response(dialect.completed(view, result))

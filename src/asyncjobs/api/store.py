@@ -3,15 +3,24 @@
 Views talk to the `JobStore` protocol only. The Kubernetes-backed store writes AsyncJobs
 and request Secrets and answers reads from a watch-fed cache; unit tests pass a small
 in-memory store with the same protocol, so the views are tested without a cluster.
+
+A completed job whose result cannot be read back (its Secret missing, or its bytes not
+matching the reference) is failed here, as `integrity.judge` decides: the status write,
+an Event and a log line, then the failed job is what every later poll answers.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Protocol
 
-from asyncjobs.core import payloads, resources
-from asyncjobs.core.jobs import JobSpec, JobView, build_asyncjob
+from asyncjobs.api import integrity
+from asyncjobs.api.integrity import Cause
+from asyncjobs.core import events, payloads, resources
+from asyncjobs.core.jobs import JobSpec, JobView, Phase, build_asyncjob
 from asyncjobs.core.kube import KubeClient, KubeError, KubeObject
 
 log = logging.getLogger(__name__)
@@ -26,6 +35,17 @@ class StoreUnavailable(Exception):
         self.status = status
 
 
+@dataclass(frozen=True)
+class Finished:
+    """A terminal job as a poll answers it: the job as it now stands and, while it is
+    completed, its stored result. `unreadable` is set when this very read found the
+    result unreadable and failed the job (the poll counts it)."""
+
+    view: JobView
+    result: bytes | None = None
+    unreadable: Cause | None = None
+
+
 class JobStore(Protocol):
     async def create(self, spec: JobSpec, body: bytes) -> None:
         """Records a new job and its request body, all or nothing."""
@@ -33,8 +53,9 @@ class JobStore(Protocol):
     async def find(self, job_id: str) -> JobView | None:
         """The job as last seen, or None when it does not exist."""
 
-    async def result(self, view: JobView) -> bytes | None:
-        """The stored result body of a completed job; None when it is gone (expired)."""
+    async def result(self, view: JobView) -> Finished | None:
+        """A completed job with its stored result, or failed when that result is missing
+        or corrupt; None when the job itself is gone (deleted or expired)."""
 
     def ready(self) -> bool:
         """Whether reads are served from a synced view of the jobs."""
@@ -65,6 +86,10 @@ class JobCache:
         if view is not None:
             self._jobs[view.job_id] = view
 
+    def put(self, view: JobView) -> None:
+        # Our own status write, ahead of its watch event (which replaces it when it comes).
+        self._jobs[view.job_id] = view
+
     def add_if_absent(self, view: JobView) -> None:
         # Our own create, ahead of its watch event; never overwrite a newer watched state.
         self._jobs.setdefault(view.job_id, view)
@@ -88,13 +113,27 @@ def _unavailable(action: str, exc: KubeError) -> StoreUnavailable:
     return StoreUnavailable(f"{action}: the job store refused the request", status=500)
 
 
+# Who posts the Events of this process.
+COMPONENT = "asyncjobs-api"
+
+# Judge, write, conflict, judge again: a job that keeps changing under a poll is a 503.
+_JUDGE_ROUNDS = 3
+
+
 class KubeJobStore:
     """Jobs as AsyncJobs in one namespace, bodies in Secrets they own."""
 
-    def __init__(self, client: KubeClient, namespace: str, cache: JobCache) -> None:
+    def __init__(
+        self,
+        client: KubeClient,
+        namespace: str,
+        cache: JobCache,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.client = client
         self.namespace = namespace
         self.cache = cache
+        self.clock = clock
         self.synced = False
 
     def ready(self) -> bool:
@@ -141,23 +180,78 @@ class KubeJobStore:
             return cached
         # Another replica may have created it a moment ago: read it directly so a client
         # never sees 404 for a job it was just given (read-your-writes across replicas).
+        obj = await self._get(job_id)
+        return None if obj is None else _view_or_none(obj)
+
+    async def result(self, view: JobView) -> Finished | None:
+        for _ in range(_JUDGE_ROUNDS):
+            if view.phase is not Phase.COMPLETED or view.result_ref is None:
+                return Finished(view)
+            try:
+                body = await payloads.load(self.client, self.namespace, view.result_ref)
+            except KubeError as exc:
+                if exc.status != 404:
+                    raise _unavailable("could not read the job result", exc) from exc
+                cause = Cause.MISSING
+            except payloads.PayloadCorrupt:
+                cause = Cause.CORRUPT
+            else:
+                return Finished(view, body)
+            # The cached view may be stale: judge the job as the apiserver has it now.
+            obj = await self._get(view.job_id)
+            if obj is None:
+                return None
+            judgment = integrity.judge(obj, view, cause, self.clock())
+            if isinstance(judgment, integrity.Gone):
+                return None
+            if isinstance(judgment, integrity.Changed):
+                view = judgment.view
+                continue
+            try:
+                return await self._fail(obj, judgment, cause)
+            except _Conflict:
+                continue  # changed since it was judged: read it again and judge afresh
+        raise StoreUnavailable("the job changed while its result was read, retry later")
+
+    async def _get(self, job_id: str) -> KubeObject | None:
         try:
-            obj = await self.client.get(resources.asyncjobs_path(self.namespace, job_id))
+            return await self.client.get(resources.asyncjobs_path(self.namespace, job_id))
         except KubeError as exc:
             if exc.status == 404:
                 return None
             raise _unavailable("could not read the job", exc) from exc
-        return _view_or_none(obj)
 
-    async def result(self, view: JobView) -> bytes | None:
-        if view.result_ref is None:
-            raise StoreUnavailable("the job has no stored result", status=500)
+    async def _fail(
+        self, obj: KubeObject, judgment: integrity.Fail, cause: Cause
+    ) -> Finished | None:
+        """Records the failure on the AsyncJob, best effort: a write refused (RBAC, an
+        apiserver error) still fails the job in this replica's cache, and the poll
+        answers it all the same. Raises _Conflict when the job changed since judged."""
+        job_id = judgment.view.job_id
+        path = resources.asyncjobs_path(self.namespace, job_id, status=True)
+        failed = judgment.view
         try:
-            return await payloads.load(self.client, self.namespace, view.result_ref)
+            updated = await self.client.merge_patch(path, judgment.patch)
         except KubeError as exc:
+            if exc.status == 409:
+                raise _Conflict(job_id) from exc
             if exc.status == 404:
-                return None  # deleted with its expired job between the read and now
-            raise _unavailable("could not read the job result", exc) from exc
-        except payloads.PayloadCorrupt as exc:
-            log.error("result of job %s is corrupt: %s", view.job_id, exc)
-            raise StoreUnavailable("the stored job result is unreadable", status=500) from exc
+                return None
+            recorded = f"not recorded ({exc.status})"
+        else:
+            failed = _view_or_none(updated) or failed
+            recorded = "recorded"
+        self.cache.put(failed)
+        event = events.warning_event(
+            obj, self.namespace, integrity.REASON, judgment.message, self.clock(), COMPONENT
+        )
+        try:
+            await self.client.create(events.events_path(self.namespace), event)
+        except KubeError as exc:
+            log.warning("could not post an event for job %s (%s)", job_id, exc.status)
+        log.warning("job %s failed: its stored result is %s; %s", job_id, cause.value, recorded)
+        return Finished(failed, unreadable=cause)
+
+
+class _Conflict(Exception):
+    """The AsyncJob changed since it was judged (its resourceVersion precondition failed)."""

@@ -57,7 +57,7 @@ async def poll(request: web.Request) -> web.Response:
     try:
         jobs_api.authorize(request)
         view = await jobs_api.visible_job(request, request.match_info["job_id"], info.request_type)
-        result = await jobs_api.job_result(request, view)
+        view, result = await jobs_api.job_result(request, view)
     except jobs_api.Refusal as refusal:
         return error_response(refusal.status, refusal.message)
     return web.Response(

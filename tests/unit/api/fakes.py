@@ -8,10 +8,14 @@ status exactly as the operator would patch it.
 from __future__ import annotations
 
 import copy
+import hashlib
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from asyncjobs.api.store import StoreUnavailable
+from asyncjobs.api import integrity
+from asyncjobs.api.integrity import Cause
+from asyncjobs.api.store import Finished, StoreUnavailable
 from asyncjobs.core import payloads
 from asyncjobs.core.jobs import JobSpec, JobView, build_asyncjob, format_time
 from asyncjobs.core.kube import KubeObject
@@ -24,6 +28,9 @@ class FakeJobStore:
         self.results: dict[str, bytes] = {}
         self.specs: dict[str, JobSpec] = {}
         self.fail_create: StoreUnavailable | None = None
+        self.status_patches: list[KubeObject] = []
+        # Runs as a result read starts: a test deletes the job there, as expiry may.
+        self.on_result_read: Callable[[str], None] = lambda _job_id: None
         self.is_ready = True
 
     async def create(self, spec: JobSpec, body: bytes) -> None:
@@ -39,8 +46,30 @@ class FakeJobStore:
         obj = self.objects.get(job_id)
         return None if obj is None else JobView.from_object(obj)
 
-    async def result(self, view: JobView) -> bytes | None:
-        return self.results.get(view.job_id)
+    async def result(self, view: JobView) -> Finished | None:
+        """As the Kubernetes store: the stored bytes checked against the reference, and
+        the same judgment (and status patch) when they are missing or do not match."""
+        self.on_result_read(view.job_id)
+        obj = self.objects.get(view.job_id)
+        if obj is None:
+            return None
+        ref = view.result_ref
+        stored = self.results.get(view.job_id)
+        if ref is None or (
+            stored is not None
+            and len(stored) == ref.size
+            and hashlib.sha256(stored).hexdigest() == ref.sha256
+        ):
+            return Finished(view, stored)
+        cause = Cause.MISSING if stored is None else Cause.CORRUPT
+        judgment = integrity.judge(obj, view, cause, now())
+        if isinstance(judgment, integrity.Gone):
+            return None
+        if isinstance(judgment, integrity.Changed):
+            return Finished(judgment.view)
+        self.status_patches.append(judgment.patch)
+        obj["status"] = integrity.merge_patched(obj.get("status") or {}, judgment.patch["status"])
+        return Finished(judgment.view, unreadable=cause)
 
     def ready(self) -> bool:
         return self.is_ready

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from asyncjobs.core.jobs import format_time
+from asyncjobs.core.jobs import format_time, parse_time
 from asyncjobs.core.request_types import REQUEST_TYPES, RequestType
 from tests.unit.api.conftest import KEY_A, KEY_A_ID, KEY_B
 from tests.unit.api.fakes import FakeJobStore, now
@@ -152,14 +152,107 @@ async def test_expired_job_answers_404_before_it_is_deleted(
     assert await response.json() == not_found("job not found or expired")
 
 
-async def test_result_gone_with_its_job_answers_404(client: Client, store: FakeJobStore) -> None:
+def unreadable(message: str, request_type: str = "chat_completion") -> dict[str, Any]:
+    return {
+        "is_bifrost_error": True,
+        "status_code": 500,
+        "error": {"message": message},
+        "extra_fields": {
+            "provider": "local",
+            "model_requested": "echo",
+            "request_type": request_type,
+        },
+    }
+
+
+MISSING = "the job's stored result is missing"
+CORRUPT = "the job's stored result does not match its size and checksum"
+
+
+async def test_completed_job_whose_result_is_corrupt_polls_200_failed_every_time(
+    client: Client, store: FakeJobStore
+) -> None:
+    job_id = new_id()
+    store.put_job(job_id, "chat_completion")
+    store.complete(job_id, b'{"ok":true}', completed=now(), ttl=timedelta(hours=1))
+    store.results[job_id] = b'{"ok":1.0}'  # as long, other bytes: the sha256 differs
+    path = f"/v1/async/chat/completions/{job_id}"
+    first = await client.get(path)
+    assert first.status == 200
+    document = await first.json()
+    assert list(document) == [
+        "id",
+        "status",
+        "created_at",
+        "completed_at",
+        "expires_at",
+        "status_code",
+        "error",
+    ]
+    assert document["status"] == "failed"
+    assert document["status_code"] == 500
+    assert document["error"] == unreadable(CORRUPT)
+    completed = parse_time(document["completed_at"])
+    assert parse_time(document["expires_at"]) == completed + timedelta(hours=1)
+    # Recorded on the job: later polls answer the same failed job, with no second write.
+    again = await client.get(path)
+    assert (again.status, await again.json()) == (200, document)
+    assert len(store.status_patches) == 1
+    status = store.objects[job_id]["status"]
+    assert (status["phase"], status["statusCode"]) == ("Failed", 500)
+    assert "resultRef" not in status
+    assert {c["type"]: c["reason"] for c in status["conditions"] if c["status"] == "True"} == {
+        "Failed": "ResultUnreadable"
+    }
+    metrics = await (await client.get("/metrics")).text()
+    assert 'asyncjobs_api_results_unreadable_total{reason="corrupt"} 1.0' in metrics
+
+
+async def test_completed_job_whose_result_is_missing_polls_200_failed_not_404(
+    client: Client, store: FakeJobStore
+) -> None:
     job_id = new_id()
     store.put_job(job_id, "embedding")
     store.complete(job_id, b"{}", completed=now(), ttl=timedelta(hours=1))
     del store.results[job_id]
     response = await client.get(f"/v1/async/embeddings/{job_id}")
+    assert response.status == 200
+    document = await response.json()
+    assert (document["status"], document["status_code"]) == ("failed", 500)
+    assert document["error"] == unreadable(MISSING, "embedding")
+    metrics = await (await client.get("/metrics")).text()
+    assert 'asyncjobs_api_results_unreadable_total{reason="missing"} 1.0' in metrics
+
+
+async def test_result_gone_with_its_deleted_job_answers_404(
+    client: Client, store: FakeJobStore
+) -> None:
+    job_id = new_id()
+    store.put_job(job_id, "embedding")
+    store.complete(job_id, b"{}", completed=now(), ttl=timedelta(hours=1))
+
+    def expire(gone: str) -> None:
+        # Expiry deletes the job, and garbage collection its result, mid-poll.
+        del store.objects[gone], store.results[gone]
+
+    store.on_result_read = expire
+    response = await client.get(f"/v1/async/embeddings/{job_id}")
     assert response.status == 404
     assert await response.json() == not_found("job not found or expired")
+    assert store.status_patches == []
+
+
+async def test_expired_job_with_its_result_gone_answers_404(
+    client: Client, store: FakeJobStore
+) -> None:
+    job_id = new_id()
+    store.put_job(job_id, "embedding")
+    store.complete(job_id, b"{}", completed=now() - timedelta(seconds=10), ttl=timedelta(seconds=5))
+    del store.results[job_id]
+    response = await client.get(f"/v1/async/embeddings/{job_id}")
+    assert response.status == 404
+    assert await response.json() == not_found("job not found or expired")
+    assert store.status_patches == []
 
 
 # (job's key id, headers of the poll, path family, expected 404 message or None for 202)

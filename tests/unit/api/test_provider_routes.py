@@ -81,6 +81,18 @@ async def test_openai_failed_job_comes_back_as_an_openai_error(
     }
 
 
+async def test_openai_retrieve_of_a_job_whose_result_is_missing_is_a_failed_job(
+    client: Client, store: FakeJobStore
+) -> None:
+    job_id = str(uuid.uuid4())
+    store.put_job(job_id, "responses")
+    store.complete(job_id, b"{}", completed=now(), ttl=timedelta(hours=1))
+    del store.results[job_id]
+    response = await client.post("/openai/v1/responses", headers={"x-bf-async-id": job_id})
+    assert response.status == 500
+    assert (await response.json())["error"]["message"] == "the job's stored result is missing"
+
+
 @pytest.mark.parametrize(
     ("path", "body", "headers", "status", "expected"),
     [
