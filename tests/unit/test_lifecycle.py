@@ -11,22 +11,15 @@ from asyncjobs.core import lifecycle
 from asyncjobs.core.conditions import Reason
 from asyncjobs.core.jobs import Phase, format_time
 from asyncjobs.core.lifecycle import (
-    AttemptStarting,
-    DeadlinePassed,
     Delete,
     ExpireAt,
     Job,
-    Observed,
     Policy,
-    ProviderFailed,
-    RequestMissing,
+    Resume,
     Retry,
     Run,
-    Succeeded,
-    Unrunnable,
     WaitForRequest,
     WriteStatus,
-    decide,
 )
 from asyncjobs.core.providers.base import ProviderError
 
@@ -72,22 +65,22 @@ def failure(status: int | None, retryable: bool, retry_after: float | None = Non
     [
         ("pending job is claimed", job(), at(1), Run(0, 0, Reason.CLAIMED)),
         (
-            "interrupted attempt is resumed as a retry of the same model",
+            "processing job with no task looks for its interrupted call's result",
             job(processing(1)),
             at(5),
-            Run(0, 1, Reason.RESUMED),
+            Resume(call=1),
         ),
         (
-            "interrupted attempt on a fallback resumes on that fallback",
-            job(processing(3, "local/m"), fallbacks=["local/m"], backoffLimit=1),
+            "the call number counts repeated calls too",
+            job({**processing(3), "repeatedCalls": 2}),
             at(5),
-            Run(1, 1, Reason.RESUMED),
+            Resume(call=5),
         ),
         (
-            "interrupted last try moves on to the next fallback",
-            job(processing(1), fallbacks=["local/m"], backoffLimit=0),
-            at(5),
-            Run(1, 0, Reason.RESUMED),
+            "even past the deadline: a result stored in time is final",
+            job(processing(1)),
+            at(601),
+            Resume(call=1),
         ),
         (
             "completed job before expiry waits for it",
@@ -105,25 +98,71 @@ def failure(status: int | None, retryable: bool, retry_after: float | None = Non
     ],
 )
 def test_observed(case: str, the_job: Job, now: datetime, expected: object) -> None:
-    assert decide(the_job, Observed(), now, POLICY) == expected, case
+    assert lifecycle.observed(the_job, now) == expected, case
+
+
+def test_pending_job_past_its_deadline_fails() -> None:
+    step = lifecycle.observed(job(activeDeadlineSeconds=30), at(30))
+    assert isinstance(step, WriteStatus)
+    assert step.reason is Reason.DEADLINE_EXCEEDED
+
+
+def interrupted(
+    attempts: int, on_model: int, interruptions: int = 0, **extra: Any
+) -> dict[str, Any]:
+    return {
+        **processing(attempts, extra.pop("model", "openai/gpt-4o-mini")),
+        "attemptsOnModel": on_model,
+        "interruptions": interruptions,
+        **extra,
+    }
 
 
 @pytest.mark.parametrize(
-    ("case", "the_job", "reason"),
+    ("case", "the_job", "expected"),
     [
-        ("backoff limit spent by crashes", job(processing(3)), Reason.BACKOFF_LIMIT_EXCEEDED),
         (
-            "no tries left on the last target",
-            job(processing(1), backoffLimit=0),
-            Reason.BACKOFF_LIMIT_EXCEEDED,
+            "the lost call is repeated on the same model, in the same place of its budget",
+            job(interrupted(2, 2)),
+            Run(0, 1, Reason.RESUMED),
         ),
-        ("pending past its deadline", job(activeDeadlineSeconds=30), Reason.DEADLINE_EXCEEDED),
-        ("processing past the default deadline", job(processing(1)), Reason.DEADLINE_EXCEEDED),
+        (
+            "an interrupted last try is repeated, not counted as a failure",
+            job(interrupted(3, 3), backoffLimit=2),
+            Run(0, 2, Reason.RESUMED),
+        ),
+        (
+            "an interrupted fallback resumes on that fallback",
+            job(interrupted(3, 1, model="local/m"), fallbacks=["local/m"], backoffLimit=1),
+            Run(1, 0, Reason.RESUMED),
+        ),
+        (
+            "nine interruptions before, the tenth is still survived",
+            job(interrupted(1, 1, interruptions=9)),
+            Run(0, 0, Reason.RESUMED),
+        ),
     ],
 )
-def test_observed_job_that_cannot_go_on_fails(case: str, the_job: Job, reason: Reason) -> None:
-    now = at(30) if reason is Reason.BACKOFF_LIMIT_EXCEEDED else at(600)
-    step = decide(the_job, Observed(), now, POLICY)
+def test_lost_call_is_repeated(case: str, the_job: Job, expected: Run) -> None:
+    assert lifecycle.interrupted_call_lost(the_job, at(30), POLICY) == expected, case
+
+
+@pytest.mark.parametrize(
+    ("case", "the_job", "now", "reason"),
+    [
+        (
+            "a job that keeps stopping the operator ends (a poison pill)",
+            job(interrupted(1, 1, interruptions=10)),
+            at(30),
+            Reason.INTERRUPTION_LIMIT_EXCEEDED,
+        ),
+        ("past the deadline it fails", job(interrupted(1, 1)), at(600), Reason.DEADLINE_EXCEEDED),
+    ],
+)
+def test_lost_call_that_cannot_be_repeated_fails(
+    case: str, the_job: Job, now: datetime, reason: Reason
+) -> None:
+    step = lifecycle.interrupted_call_lost(the_job, now, POLICY)
     assert isinstance(step, WriteStatus), case
     assert step.phase is Phase.FAILED
     assert step.reason is reason
@@ -137,11 +176,11 @@ def test_observed_job_that_cannot_go_on_fails(case: str, the_job: Job, reason: R
 
 
 def test_claim_counts_the_attempt_and_marks_processing() -> None:
-    step = decide(job(), AttemptStarting(0, Reason.CLAIMED), at(2), POLICY)
-    assert isinstance(step, WriteStatus)
+    step = lifecycle.attempt_starting(job(), Run(0, 0, Reason.CLAIMED), at(2))
     assert step.status == {
         "phase": "Processing",
         "attempts": 1,
+        "attemptsOnModel": 1,
         "startTime": format_time(at(2)),
         "provider": "openai",
         "modelUsed": "openai/gpt-4o-mini",
@@ -159,25 +198,69 @@ def test_claim_counts_the_attempt_and_marks_processing() -> None:
     }
 
 
-def test_retry_keeps_the_processing_transition_time() -> None:
-    claimed = decide(job(), AttemptStarting(0, Reason.CLAIMED), at(2), POLICY)
-    assert isinstance(claimed, WriteStatus)
-    retried = decide(job(claimed.status), AttemptStarting(0, Reason.RETRYING), at(9), POLICY)
-    assert isinstance(retried, WriteStatus)
+def test_retry_keeps_the_processing_transition_time_and_the_start_time() -> None:
+    claimed = lifecycle.attempt_starting(job(), Run(0, 0, Reason.CLAIMED), at(2))
+    retried = lifecycle.attempt_starting(job(claimed.status), Run(0, 1, Reason.RETRYING), at(9))
     condition = retried.status["conditions"][0]
     assert retried.status["attempts"] == 2
+    assert retried.status["attemptsOnModel"] == 2
+    assert retried.status["startTime"] == format_time(at(2))  # set once, like a Job's
     assert condition["reason"] == "Retrying"
     assert condition["lastTransitionTime"] == format_time(at(2))
 
 
-def test_success_completes_with_200_ttl_and_flipped_conditions() -> None:
-    claimed = decide(job(), AttemptStarting(0, Reason.CLAIMED), at(2), POLICY)
-    assert isinstance(claimed, WriteStatus)
-    usage = {"promptTokens": 3, "completionTokens": 4, "totalTokens": 7}
-    done = decide(
-        job(claimed.status, resultTTLSeconds=120), Succeeded(0, REF, usage), at(3.5), POLICY
+def test_repeated_call_keeps_its_attempt_number_and_counts_the_interruption() -> None:
+    before = interrupted(2, 2, interruptions=1, repeatedCalls=1)
+    step = lifecycle.attempt_starting(job(before), Run(0, 1, Reason.RESUMED), at(9))
+    assert step.status["attempts"] == 2
+    assert step.status["attemptsOnModel"] == 2
+    assert step.status["interruptions"] == 2
+    assert step.status["repeatedCalls"] == 2
+    assert step.status["conditions"][0]["message"] == (
+        "attempt 2 on openai/gpt-4o-mini (repeated: the operator stopped during it)"
     )
-    assert isinstance(done, WriteStatus)
+    # The repeated call's result is stored under its own call number.
+    assert job(step.status).calls == 4
+
+
+def test_attempts_stay_within_the_budget_however_often_the_operator_stops() -> None:
+    # backoffLimit 1 and one fallback: at most (1 + 1) x 2 = 4 attempts. Every call is
+    # interrupted once and then fails with a 503; the resumes never add attempts.
+    spec = {"backoffLimit": 1, "fallbacks": ["local/m"]}
+    status: dict[str, Any] = {}
+
+    def merged(step: WriteStatus) -> Job:
+        status.update(step.status)  # as the apiserver applies a merge patch
+        return job(dict(status), **spec)
+
+    the_job = job(**spec)
+    run: Run | None = Run(0, 0, Reason.CLAIMED)
+    attempts_seen = []
+    while run is not None:
+        the_job = merged(lifecycle.attempt_starting(the_job, run, at(1)))
+        resumed = lifecycle.interrupted_call_lost(the_job, at(2), POLICY)
+        assert isinstance(resumed, Run)
+        the_job = merged(lifecycle.attempt_starting(the_job, resumed, at(3)))
+        attempts_seen.append(the_job.attempts)
+        tries = resumed.tries_on_target + 1
+        after = lifecycle.provider_failed(
+            the_job, resumed.target, tries, failure(503, True), at(4), POLICY
+        )
+        run = (
+            Run(after.target, after.tries_on_target, after.reason)
+            if isinstance(after, Retry)
+            else None
+        )
+    assert attempts_seen == [1, 2, 3, 4]
+    assert the_job.interruptions == 4
+    assert the_job.repeated_calls == 4
+    assert the_job.calls == 8
+
+
+def test_success_completes_with_200_ttl_and_flipped_conditions() -> None:
+    claimed = lifecycle.attempt_starting(job(), Run(0, 0, Reason.CLAIMED), at(2))
+    usage = {"promptTokens": 3, "completionTokens": 4, "totalTokens": 7}
+    done = lifecycle.succeeded(job(claimed.status, resultTTLSeconds=120), 0, REF, usage, at(3.5))
     status = done.status
     assert done.phase is Phase.COMPLETED
     assert status["statusCode"] == 200
@@ -187,6 +270,7 @@ def test_success_completes_with_200_ttl_and_flipped_conditions() -> None:
     assert status["resultRef"] == REF
     assert status["usage"] == usage
     assert "error" not in status
+    assert "interruptions" not in status
     by_type = {c["type"]: c for c in status["conditions"]}
     assert by_type["Processing"]["status"] == "False"
     assert by_type["Processing"]["lastTransitionTime"] == format_time(at(3.5))
@@ -200,9 +284,17 @@ def test_success_completes_with_200_ttl_and_flipped_conditions() -> None:
     }
 
 
+def test_result_found_after_an_interruption_completes_and_counts_it() -> None:
+    done = lifecycle.succeeded(
+        job(interrupted(1, 1, interruptions=2)), 0, REF, None, at(4), after_interruption=True
+    )
+    assert done.phase is Phase.COMPLETED
+    assert done.status["resultRef"] == REF
+    assert done.status["interruptions"] == 3
+
+
 def test_zero_ttl_means_the_default_hour() -> None:
-    done = decide(job(), Succeeded(0, REF), at(1), POLICY)
-    assert isinstance(done, WriteStatus)
+    done = lifecycle.succeeded(job(), 0, REF, None, at(1))
     assert done.status["expiresAt"] == format_time(at(3601))
 
 
@@ -232,7 +324,7 @@ def test_zero_ttl_means_the_default_hour() -> None:
 def test_retry_and_fallback(
     case: str, error: ProviderError, tries: int, spec: dict[str, Any], expected: Retry
 ) -> None:
-    step = decide(job(processing(tries), **spec), ProviderFailed(0, tries, error), at(5), POLICY)
+    step = lifecycle.provider_failed(job(processing(tries), **spec), 0, tries, error, at(5), POLICY)
     assert isinstance(step, Retry), case
     if error.retry_after is None:
         # Exponential from the 1 s base, with at most 10% stable jitter.
@@ -254,7 +346,7 @@ def test_final_failure_carries_the_provider_error(
     case: str, error: ProviderError, tries: int, status_code: int, reason: Reason
 ) -> None:
     error.error_type = "invalid_request_error"
-    step = decide(job(processing(tries)), ProviderFailed(0, tries, error), at(5), POLICY)
+    step = lifecycle.provider_failed(job(processing(tries)), 0, tries, error, at(5), POLICY)
     assert isinstance(step, WriteStatus), case
     assert step.phase is Phase.FAILED
     assert step.reason is reason
@@ -274,14 +366,14 @@ def test_final_failure_carries_the_provider_error(
 
 def test_failure_of_the_last_fallback_names_that_fallback() -> None:
     the_job = job(processing(2, "local/m"), fallbacks=["local/m"])
-    step = decide(the_job, ProviderFailed(1, 1, failure(404, False)), at(5), POLICY)
+    step = lifecycle.provider_failed(the_job, 1, 1, failure(404, False), at(5), POLICY)
     assert isinstance(step, WriteStatus)
     assert step.status["provider"] == "local"
     assert step.status["error"]["extra_fields"]["model_requested"] == "m"
 
 
 def test_provider_failure_past_the_deadline_is_a_deadline() -> None:
-    step = decide(job(processing(1)), ProviderFailed(0, 1, failure(429, True)), at(601), POLICY)
+    step = lifecycle.provider_failed(job(processing(1)), 0, 1, failure(429, True), at(601), POLICY)
     assert isinstance(step, WriteStatus)
     assert step.reason is Reason.DEADLINE_EXCEEDED
 
@@ -296,13 +388,15 @@ def test_exponential_backoff_doubles_and_caps() -> None:
 @pytest.mark.parametrize(
     ("case", "now", "expected"),
     [
-        ("shortly after submit it waits", at(1), WaitForRequest(0.5)),
-        ("near the end of the grace it waits the rest", at(29.8), "wait-rest"),
-        ("after the grace it fails", at(30), Reason.REQUEST_NOT_FOUND),
+        ("when first found missing it waits", at(100), WaitForRequest(0.5)),
+        ("near the end of the grace it waits the rest", at(129.8), "wait-rest"),
+        ("after the grace it fails", at(130), Reason.REQUEST_NOT_FOUND),
     ],
 )
 def test_missing_request_is_awaited_then_fails(case: str, now: datetime, expected: object) -> None:
-    step = decide(job(), RequestMissing(), now, POLICY)
+    # First found missing 100 s after the submit time the API wrote (a slow apiserver, a
+    # skewed API clock, a backlog): the grace runs from then, not from the submit time.
+    step = lifecycle.request_missing(job(), at(100), now, POLICY)
     if expected == "wait-rest":
         assert isinstance(step, WaitForRequest), case
         assert step.delay == pytest.approx(0.2)
@@ -315,8 +409,7 @@ def test_missing_request_is_awaited_then_fails(case: str, now: datetime, expecte
 
 
 def test_deadline_fails_with_deadline_exceeded_and_504() -> None:
-    step = decide(job(processing(1), activeDeadlineSeconds=45), DeadlinePassed(), at(45), POLICY)
-    assert isinstance(step, WriteStatus)
+    step = lifecycle.deadline_passed(job(processing(1), activeDeadlineSeconds=45), at(45))
     assert step.reason is Reason.DEADLINE_EXCEEDED
     assert step.status["statusCode"] == 504
     assert step.status["error"]["error"]["message"] == (
@@ -326,11 +419,22 @@ def test_deadline_fails_with_deadline_exceeded_and_504() -> None:
 
 
 def test_unrunnable_job_fails_with_its_reason() -> None:
-    event = Unrunnable(Reason.PROVIDER_NOT_CONFIGURED, "no provider named openai", 400)
-    step = decide(job(), event, at(1), POLICY)
-    assert isinstance(step, WriteStatus)
+    message = "no provider named openai"
+    step = lifecycle.unrunnable(job(), Reason.PROVIDER_NOT_CONFIGURED, message, at(1), 400)
     assert step.reason is Reason.PROVIDER_NOT_CONFIGURED
     assert step.status["statusCode"] == 400
+
+
+def test_unreadable_result_turns_a_completed_job_failed() -> None:
+    done = lifecycle.succeeded(job(processing(1)), 0, REF, {"totalTokens": 3}, at(2))
+    step = lifecycle.result_unreadable(job(done.status), at(50), "the result is gone")
+    assert step.phase is Phase.FAILED
+    assert step.reason is Reason.RESULT_UNREADABLE
+    assert step.status["resultRef"] is None  # a merge patch removes the reference
+    assert step.status["usage"] is None
+    assert step.status["statusCode"] == 500
+    by_type = {c["type"]: c["status"] for c in step.status["conditions"]}
+    assert by_type == {"Processing": "False", "Complete": "False", "Failed": "True"}
 
 
 @pytest.mark.parametrize(

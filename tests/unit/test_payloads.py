@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
+from typing import cast
 
 import pytest
 
 from asyncjobs.core import payloads, resources
+from asyncjobs.core.kube import KubeClient
+from tests.unit.controller.fakes import FakeSecrets
 
 OWNER = {"metadata": {"name": "job-1", "uid": "uid-1"}}
 
@@ -46,3 +49,49 @@ def test_reference_round_trips_through_its_resource_form() -> None:
     ref = payloads.describe("job-1", "request", b"abc", "text/plain")
     assert payloads.PayloadRef.from_dict(ref.to_dict()) == ref
     assert ref.sha256 == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+async def test_a_second_store_onto_other_bytes_is_refused_not_recorded() -> None:
+    secrets = FakeSecrets()
+    client = cast(KubeClient, secrets)
+    await payloads.store(client, "ns", OWNER, "result", b"first", "text/plain", call=1)
+    with pytest.raises(payloads.PayloadCorrupt):
+        await payloads.store(client, "ns", OWNER, "result", b"second", "text/plain", call=1)
+    # The same bytes again (a create whose answer was lost) are accepted.
+    ref = await payloads.store(client, "ns", OWNER, "result", b"first", "text/plain", call=1)
+    assert await payloads.load(client, "ns", ref, owner=OWNER) == b"first"
+
+
+async def test_only_the_jobs_own_secrets_are_read() -> None:
+    secrets = FakeSecrets()
+    client = cast(KubeClient, secrets)
+    other = {"metadata": {"name": "job-2", "uid": "uid-2"}}
+    ref = await payloads.store(client, "ns", other, "request", b"secret prompt", "text/plain")
+    with pytest.raises(payloads.PayloadNotOwned):
+        await payloads.load(client, "ns", ref, owner=OWNER)
+    # Same name and label as job-1's, but owned by another object of that name (a
+    # deleted and re-created job): refused too.
+    impostor = {"metadata": {"name": "job-1", "uid": "uid-old"}}
+    ref = await payloads.store(client, "ns", impostor, "request", b"old", "text/plain")
+    with pytest.raises(payloads.PayloadNotOwned):
+        await payloads.load(client, "ns", ref, owner=OWNER)
+
+
+async def test_a_request_applied_by_hand_without_an_owner_is_read_by_its_label() -> None:
+    secrets = FakeSecrets()
+    ref = payloads.describe("job-1", "request", b"{}", "application/json")
+    (secret,) = payloads.build_secrets(ref, "job-1", "request", b"{}", OWNER)
+    del secret["metadata"]["ownerReferences"]
+    secrets.objects[secret["metadata"]["name"]] = secret
+    assert await payloads.load(cast(KubeClient, secrets), "ns", ref, owner=OWNER) == b"{}"
+
+
+async def test_find_result_needs_every_chunk_and_the_right_digest() -> None:
+    secrets = FakeSecrets()
+    client = cast(KubeClient, secrets)
+    assert await payloads.find_result(client, "ns", OWNER, 1) is None
+    body = b"y" * (payloads.CHUNK_SIZE + 1)
+    ref = await payloads.store(client, "ns", OWNER, "result", body, "application/json", call=1)
+    assert await payloads.find_result(client, "ns", OWNER, 1) == (ref, body)
+    del secrets.objects["job-1-result-1-1"]
+    assert await payloads.find_result(client, "ns", OWNER, 1) is None

@@ -4,42 +4,43 @@ For each call the job waits for an admission slot, reads its request body (the A
 writes the Secret a moment after the AsyncJob, so a missing one is awaited for a grace
 period), records the attempt in its status, calls the provider, and then asks the
 lifecycle what follows: a retry after a delay, the next fallback, or the terminal
-status, which is written only after the result Secret exists. The whole run sits under
-the job's deadline; when it passes, whatever is in progress is cancelled and the job
-fails with DeadlineExceeded. Request and result content never reach a log line.
+status. A provider answer is stored (retried in place while the apiserver is away, so
+a Kubernetes error never pays the provider twice) before the terminal status names it,
+and once stored it is final: a job resumed after its operator stopped first looks for
+the result of the interrupted call and finishes from it. The whole run sits under the
+job's deadline; when it passes, whatever is in progress is cancelled and the job fails
+with DeadlineExceeded (unless its result is already stored). Request and result content
+never reach a log line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
 from asyncjobs.controller.admission import Admission
-from asyncjobs.controller.metrics import OUTCOME_COMPLETED, OUTCOME_FAILED, Metrics
+from asyncjobs.controller.metrics import (
+    CALL_FAILED,
+    CALL_NO_ANSWER,
+    CALL_SUCCEEDED,
+    OUTCOME_COMPLETED,
+    OUTCOME_FAILED,
+    RESUME_FAILED,
+    RESUME_REPEATED,
+    RESUME_REUSED,
+    STATUS_NO_ANSWER,
+    Metrics,
+)
 from asyncjobs.controller.writer import JobWriter
-from asyncjobs.core import payloads, results
+from asyncjobs.core import lifecycle, payloads, results
 from asyncjobs.core.conditions import Reason
 from asyncjobs.core.jobs import Phase, parse_time
 from asyncjobs.core.kube import KubeClient, KubeError, KubeObject
-from asyncjobs.core.lifecycle import (
-    AttemptStarting,
-    DeadlinePassed,
-    Job,
-    Policy,
-    ProviderFailed,
-    RequestMissing,
-    Retry,
-    Run,
-    Step,
-    Succeeded,
-    Unrunnable,
-    WaitForRequest,
-    WriteStatus,
-    decide,
-)
+from asyncjobs.core.lifecycle import Job, Policy, Resume, Retry, Run, WaitForRequest, WriteStatus
 from asyncjobs.core.payloads import PayloadRef
 from asyncjobs.core.providers.base import Provider, ProviderError, ProviderRequest, ProviderResult
 from asyncjobs.core.request_types import RequestType
@@ -60,6 +61,9 @@ class Context:
     policy: Policy
     wall: Callable[[], datetime]
     on_terminal: Callable[[KubeObject], None]
+    # Pauses between tries to store a result while the apiserver is unavailable; the
+    # last repeats until the job's deadline.
+    store_retry_delays: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 
 class JobRun:
@@ -71,6 +75,9 @@ class JobRun:
         self.name: str = obj["metadata"]["name"]
         self.request: bytes | None = None
         self.first_start: datetime | None = None
+        self.missing_since: datetime | None = None
+        # The terminal status of a result already stored: final whatever happens next.
+        self.stored: WriteStatus | None = None
 
     @property
     def obj(self) -> KubeObject:
@@ -82,8 +89,18 @@ class JobRun:
         self._obj = value
         self.job = Job.from_object(value, self.ctx.policy)
 
-    async def run(self, first: Run) -> None:
+    @property
+    def policy(self) -> Policy:
+        return self.ctx.policy
+
+    async def run(self, first: Run | Resume) -> None:
         """Carries the job to a terminal status (or until it is deleted)."""
+        if isinstance(first, Resume):
+            resumed = await self._resume(first)
+            if isinstance(resumed, WriteStatus):
+                await self.finish(resumed)
+                return
+            first = resumed
         remaining = (self.job.deadline - self.ctx.wall()).total_seconds()
         try:
             async with asyncio.timeout(max(0.0, remaining)) as scope:
@@ -91,8 +108,7 @@ class JobRun:
         except TimeoutError:
             if not scope.expired():
                 raise
-            step = decide(self.job, DeadlinePassed(), self.ctx.wall(), self.ctx.policy)
-            final = step if isinstance(step, WriteStatus) else None
+            final = self.stored or lifecycle.deadline_passed(self.job, self.ctx.wall())
         if final is not None:
             await self.finish(final)
 
@@ -106,68 +122,103 @@ class JobRun:
         if step.phase is Phase.FAILED:
             await self.ctx.writer.post_event(updated, step.reason.value, step.message)
 
+    async def _resume(self, step: Resume) -> Run | WriteStatus:
+        """An operator stopped during call `step.call`: finish from its stored result if
+        there is one, else let the lifecycle decide whether to repeat the call."""
+        interruptions = self.ctx.metrics.interruptions
+        found = await payloads.find_result(self.ctx.client, self.ctx.namespace, self.obj, step.call)
+        if found is not None:
+            ref, body = found
+            interruptions.labels(RESUME_REUSED).inc()
+            log.info("job %s: finishing from the result stored by call %d", self.name, step.call)
+            return lifecycle.succeeded(
+                self.job,
+                self.job.current_target,
+                ref.to_dict(),
+                _usage_of_stored(body),
+                self.ctx.wall(),
+                after_interruption=True,
+            )
+        decision = lifecycle.interrupted_call_lost(self.job, self.ctx.wall(), self.policy)
+        interruptions.labels(RESUME_REPEATED if isinstance(decision, Run) else RESUME_FAILED).inc()
+        return decision
+
     async def _calls(self, first: Run) -> WriteStatus | None:
-        target, tries, reason = first.target, first.tries_on_target, first.reason
+        run = first
         precondition = self.obj["metadata"].get("resourceVersion")
         while True:
-            chosen = self.job.targets[target]
+            chosen = self.job.targets[run.target]
             provider = self.ctx.providers.get(chosen.provider)
             if provider is None:
                 message = f"provider {chosen.provider!r} is not configured"
-                step = self._decide(Unrunnable(Reason.PROVIDER_NOT_CONFIGURED, message, 400))
-                return step if isinstance(step, WriteStatus) else None
+                return lifecycle.unrunnable(
+                    self.job, Reason.PROVIDER_NOT_CONFIGURED, message, self.ctx.wall(), 400
+                )
             outcome: ProviderResult | ProviderError | None = None
             started = 0.0
             priority = (self.job.submitted_at.timestamp(), self.name)
             async with self.ctx.admission.slot(chosen.provider, priority):
                 if self.request is None:
-                    self.request = await self._load_request()
+                    loaded = await self._load_request()
+                    if isinstance(loaded, WriteStatus):
+                        return loaded
+                    self.request = loaded
                 if self.request is not None:
-                    if not await self._record_attempt(target, reason, precondition):
+                    if not await self._record_attempt(run, precondition):
                         return None
                     precondition = None
                     started = asyncio.get_running_loop().time()
                     outcome = await self._call(provider, chosen.model, self.request)
             if outcome is None:
-                step = self._decide(RequestMissing())
-                if isinstance(step, WaitForRequest):
-                    await asyncio.sleep(step.delay)
-                    continue
-                return step if isinstance(step, WriteStatus) else None
+                now = self.ctx.wall()
+                self.missing_since = self.missing_since or now
+                waiting = lifecycle.request_missing(self.job, self.missing_since, now, self.policy)
+                if not isinstance(waiting, WaitForRequest):
+                    return waiting
+                await asyncio.sleep(waiting.delay)
+                continue
             if isinstance(outcome, ProviderResult):
                 latency = asyncio.get_running_loop().time() - started
-                return await self._store_result(target, outcome, latency)
-            step = self._decide(ProviderFailed(target, tries + 1, outcome))
-            if not isinstance(step, Retry):
-                return step if isinstance(step, WriteStatus) else None
-            self.ctx.metrics.retries.labels(chosen.provider, step.reason.value).inc()
-            await asyncio.sleep(step.delay)
-            target, tries, reason = step.target, step.tries_on_target, step.reason
+                return await self._store_result(run.target, outcome, latency)
+            after = lifecycle.provider_failed(
+                self.job, run.target, run.tries_on_target + 1, outcome, self.ctx.wall(), self.policy
+            )
+            if not isinstance(after, Retry):
+                return after
+            self.ctx.metrics.retries.labels(chosen.provider, after.reason.value).inc()
+            await asyncio.sleep(after.delay)
+            run = Run(after.target, after.tries_on_target, after.reason)
 
-    def _decide(self, event: RequestMissing | ProviderFailed | Unrunnable) -> Step:
-        return decide(self.job, event, self.ctx.wall(), self.ctx.policy)
-
-    async def _load_request(self) -> bytes | None:
+    async def _load_request(self) -> bytes | WriteStatus | None:
+        """The request body; None while it is missing; a failure when it is not usable."""
         ref = PayloadRef.from_dict(self.obj["spec"]["requestRef"])
         try:
-            return await payloads.load(self.ctx.client, self.ctx.namespace, ref)
+            return await payloads.load(self.ctx.client, self.ctx.namespace, ref, owner=self.obj)
         except KubeError as error:
             if error.status == 404:
                 return None
             raise
+        except payloads.PayloadNotOwned:
+            message = f"the request Secret {ref.secret_name} does not belong to this job"
+            reason = Reason.REQUEST_NOT_OWNED
+        except payloads.PayloadCorrupt:
+            message = "the stored request does not match its size and checksum"
+            reason = Reason.REQUEST_INVALID
+        return lifecycle.unrunnable(self.job, reason, message, self.ctx.wall(), 400)
 
-    async def _record_attempt(self, target: int, reason: Reason, precondition: str | None) -> bool:
+    async def _record_attempt(self, run: Run, precondition: str | None) -> bool:
         """Writes the attempt into the status before the call; False if the job is gone."""
         now = self.ctx.wall()
-        step = decide(self.job, AttemptStarting(target, reason), now, self.ctx.policy)
-        assert isinstance(step, WriteStatus)
+        step = lifecycle.attempt_starting(self.job, run, now)
         updated = await self.ctx.writer.patch_status(self.name, step.status, precondition)
         if updated is None:
             return False
         self.obj = updated
+        if run.reason is Reason.RESUMED:
+            self.ctx.metrics.repeated_calls.labels(self.job.targets[run.target].provider).inc()
         if self.first_start is None:
             self.first_start = now
-            if reason is Reason.CLAIMED:
+            if run.reason is Reason.CLAIMED:
                 wait = (now - self.job.submitted_at).total_seconds()
                 self.ctx.metrics.queue_wait.observe(max(0.0, wait))
         return True
@@ -188,10 +239,11 @@ class JobRun:
         outcome: ProviderResult | ProviderError
         try:
             outcome = await provider.call(request)
-            status = str(outcome.status_code)
+            status, counted = str(outcome.status_code), CALL_SUCCEEDED
         except ProviderError as error:
             outcome = error
-            status = str(error.status_code) if error.status_code else "none"
+            status = str(error.status_code) if error.status_code else STATUS_NO_ANSWER
+            counted = CALL_FAILED if error.status_code else CALL_NO_ANSWER
         except Exception as error:  # a provider bug or an unwrapped transport error
             kind = type(error).__name__
             log.warning("job %s: provider %s raised %s", self.name, provider.name, kind)
@@ -200,15 +252,18 @@ class JobRun:
                 status_code=None,
                 retryable=True,
             )
-            status = "none"
+            status, counted = STATUS_NO_ANSWER, CALL_NO_ANSWER
         finally:
             metrics.in_flight.dec()
+        metrics.provider_calls.labels(provider.name, counted).inc()
         metrics.provider_latency.labels(provider.name, status).observe(loop.time() - started)
         return outcome
 
     async def _store_result(
         self, target: int, outcome: ProviderResult, latency: float
     ) -> WriteStatus:
+        """Stores the answer under this call's own name, trying again in place while
+        the apiserver is unavailable (the deadline bounds it), then decides the status."""
         chosen = self.job.targets[target]
         body = results.result_body(
             outcome.body,
@@ -217,18 +272,30 @@ class JobRun:
             model_requested=chosen.model,
             latency_ms=round(latency * 1000),
         )
-        ref = await payloads.store(
-            self.ctx.client, self.ctx.namespace, self.obj, "result", body, results.CONTENT_TYPE
-        )
+        for delay in _repeating_last(self.ctx.store_retry_delays):
+            try:
+                ref = await payloads.store(
+                    self.ctx.client,
+                    self.ctx.namespace,
+                    self.obj,
+                    "result",
+                    body,
+                    results.CONTENT_TYPE,
+                    call=self.job.calls,
+                )
+                break
+            except KubeError as error:
+                if not error.transient:
+                    raise
+                log.warning("job %s: storing the result failed (%s); retrying", self.name, error)
+            except OSError as error:
+                log.warning("job %s: storing the result failed (%s); retrying", self.name, error)
+            await asyncio.sleep(delay)
         self.ctx.metrics.apiserver_writes.labels("POST", "secrets").inc(ref.chunks)
-        step = decide(
-            self.job,
-            Succeeded(target, ref.to_dict(), results.usage_of(outcome.body)),
-            self.ctx.wall(),
-            self.ctx.policy,
+        self.stored = lifecycle.succeeded(
+            self.job, target, ref.to_dict(), results.usage_of(outcome.body), self.ctx.wall()
         )
-        assert isinstance(step, WriteStatus)
-        return step
+        return self.stored
 
     def _count_finished(self, step: WriteStatus) -> None:
         metrics = self.ctx.metrics
@@ -241,3 +308,17 @@ class JobRun:
         metrics.end_to_end.observe(max(0.0, (done - self.job.submitted_at).total_seconds()))
         if self.first_start is not None:
             metrics.execution.observe(max(0.0, (done - self.first_start).total_seconds()))
+
+
+def _repeating_last(delays: tuple[float, ...]) -> Iterator[float]:
+    yield from delays
+    while True:
+        yield delays[-1]
+
+
+def _usage_of_stored(body: bytes) -> Mapping[str, int] | None:
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return None
+    return results.usage_of(parsed) if isinstance(parsed, dict) else None

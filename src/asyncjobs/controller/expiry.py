@@ -3,7 +3,9 @@
 One timer for all jobs (a heap ordered by expiresAt) instead of a sleeping task per
 job: a busy hour leaves tens of thousands of terminal jobs waiting for their TTL. The
 AsyncJob is deleted with background propagation; its Secrets go through their owner
-references (Kubernetes garbage collection), which costs the operator nothing.
+references (Kubernetes garbage collection), which costs the operator nothing. A delete
+that fails is tried again after a growing pause, so an apiserver outage does not leave
+expired jobs behind until the next restart.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import contextlib
 import heapq
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from asyncjobs.core.kube import KubeError
 
@@ -21,11 +23,21 @@ log = logging.getLogger(__name__)
 
 Deleter = Callable[[str, str], Awaitable[None]]
 
+# Pauses before a failed delete is tried again; the last one repeats.
+RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+
 
 class Expiry:
-    def __init__(self, delete: Deleter, wall: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        delete: Deleter,
+        wall: Callable[[], datetime],
+        retry_delays: tuple[float, ...] = RETRY_DELAYS,
+    ) -> None:
         self._delete = delete
         self._wall = wall
+        self._retry_delays = retry_delays
+        self._failures: dict[str, int] = {}
         self._heap: list[tuple[datetime, str, str]] = []
         self._due: dict[str, tuple[datetime, str]] = {}
         self._changed = asyncio.Event()
@@ -43,6 +55,7 @@ class Expiry:
 
     def forget(self, name: str) -> None:
         self._due.pop(name, None)
+        self._failures.pop(name, None)
 
     async def run(self) -> None:
         """Deletes each job at its time; runs until cancelled."""
@@ -59,9 +72,17 @@ class Expiry:
             del self._due[name]
             try:
                 await self._delete(name, uid)
-            except KubeError as error:
-                # The next listing (a restart) or watch event schedules it again.
-                log.warning("could not delete expired job %s (%s)", name, error.status)
+            except (KubeError, OSError) as error:
+                self._retry_later(name, uid, error)
+            else:
+                self._failures.pop(name, None)
+
+    def _retry_later(self, name: str, uid: str, error: Exception) -> None:
+        failures = self._failures.get(name, 0)
+        self._failures[name] = failures + 1
+        delay = self._retry_delays[min(failures, len(self._retry_delays) - 1)]
+        log.warning("could not delete expired job %s (%s); retrying in %gs", name, error, delay)
+        self.schedule(name, uid, self._wall() + timedelta(seconds=delay))
 
     def _next_delay(self) -> float | None:
         while self._heap:

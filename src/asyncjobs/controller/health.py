@@ -5,6 +5,10 @@ operator writes must come back through its own watch: if a write made `stall_sec
 ago has not been echoed, the stream is stuck (kopf would keep waiting on a dead
 connection, and new jobs would never be seen), and the liveness probe fails so the
 kubelet restarts the process, whose fresh list picks everything up. Costs no requests.
+
+A write that changed nothing (a merge patch equal to the stored status) keeps the
+object's resource version and produces no event; one that the watch has already
+delivered is not waited for, so neither can fail the check.
 """
 
 from __future__ import annotations
@@ -24,9 +28,16 @@ class WatchHealth:
         self.stall_seconds = stall_seconds
         self._expected: dict[str, tuple[str, float]] = {}
         self.last_event = clock()
+        # The newest version the watch has delivered (one stream, in version order).
+        self._newest_seen = -1
 
     def wrote(self, name: str, resource_version: str) -> None:
-        """The operator wrote `name`; the watch owes us this version."""
+        """The operator wrote `name`; the watch owes us this version, unless it has
+        delivered it (or a later one) already."""
+        version = _version(resource_version)
+        if version is not None and version <= self._newest_seen:
+            self._expected.pop(name, None)
+            return
         if name not in self._expected:
             self._expected[name] = (resource_version, self._clock())
         else:
@@ -34,10 +45,13 @@ class WatchHealth:
 
     def observed(self, name: str, resource_version: str) -> None:
         self.last_event = self._clock()
+        seen = _version(resource_version)
+        if seen is not None and seen > self._newest_seen:
+            self._newest_seen = seen
         expected = self._expected.get(name)
         if expected is None:
             return
-        want, seen = _version(expected[0]), _version(resource_version)
+        want = _version(expected[0])
         if want is None or seen is None or seen >= want:
             del self._expected[name]
 

@@ -20,6 +20,16 @@ _PHASES = frozenset(phase.value for phase in Phase)
 # Provider calls that got no HTTP answer (timeouts, refused connections).
 STATUS_NO_ANSWER = "none"
 
+# How a provider call ended.
+CALL_SUCCEEDED = "succeeded"
+CALL_FAILED = "failed"  # an HTTP error answer
+CALL_NO_ANSWER = "no_answer"
+
+# What became of a job whose operator stopped during a call.
+RESUME_REUSED = "result_reused"  # its result was stored: finished without a new call
+RESUME_REPEATED = "call_repeated"
+RESUME_FAILED = "failed"  # deadline passed, or interrupted too often
+
 # From a local call in a millisecond to a slow image edit in minutes.
 _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
 
@@ -86,6 +96,27 @@ class Metrics:
             ["provider", "reason"],
             registry=r,
         )
+        self.provider_calls = Counter(
+            "asyncjobs_operator_provider_calls",
+            "Provider calls made, by outcome (succeeded, failed with an HTTP error, "
+            "no_answer); divided by jobs finished, the provider calls each job costs.",
+            ["provider", "outcome"],
+            registry=r,
+        )
+        self.repeated_calls = Counter(
+            "asyncjobs_operator_provider_calls_repeated",
+            "Provider calls made again because an operator stopped during one and left no "
+            "stored result (a subset of provider calls; each job's count is in its status).",
+            ["provider"],
+            registry=r,
+        )
+        self.interruptions = Counter(
+            "asyncjobs_operator_job_interruptions",
+            "Jobs found Processing with no operator running them (an operator stopped "
+            "during a call), by what followed: result_reused, call_repeated, failed.",
+            ["outcome"],
+            registry=r,
+        )
         self.provider_latency = Histogram(
             "asyncjobs_operator_provider_call_seconds",
             "Provider call latency.",
@@ -107,6 +138,12 @@ class Metrics:
         self.last_watch_event = Gauge(
             "asyncjobs_operator_last_watch_event_timestamp_seconds",
             "When the AsyncJob watch last delivered an event.",
+            registry=r,
+        )
+        self.leader = Gauge(
+            "asyncjobs_operator_leader",
+            "1 while this process holds the operator Lease and runs jobs; 0 while it stands "
+            "by (controller/leadership.py).",
             registry=r,
         )
 

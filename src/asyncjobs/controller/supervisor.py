@@ -3,9 +3,10 @@
 kopf delivers every AsyncJob event here (the initial listing included, so a restarted
 operator sees every job again). A job with a task of ours is left alone; otherwise the
 lifecycle decides from the object alone: run it (Pending), resume it (Processing with
-no task here means an operator died during the attempt), fail it (deadline, attempts
-spent), or schedule its deletion (terminal). Phases only move forward, so an event
-older than a terminal status this process wrote is recognised and ignored.
+no task here means an operator stopped during a call: its stored result, if any, is
+used first), fail it (deadline), or schedule its deletion (terminal). Phases only move
+forward, so an event older than a terminal status this process wrote is recognised and
+ignored.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from asyncjobs.controller.executor import Context, JobRun
 from asyncjobs.controller.expiry import Expiry
 from asyncjobs.controller.health import WatchHealth
 from asyncjobs.controller.writer import Conflict
-from asyncjobs.core import resources
+from asyncjobs.core import lifecycle, resources
 from asyncjobs.core.jobs import Phase
 from asyncjobs.core.kube import KubeError, KubeObject
-from asyncjobs.core.lifecycle import Delete, ExpireAt, Job, Observed, Run, WriteStatus, decide
+from asyncjobs.core.lifecycle import Delete, ExpireAt, Job, Resume, Run, WriteStatus
 
 log = logging.getLogger(__name__)
 
@@ -91,20 +92,13 @@ class Supervisor:
             return
         if name in self.terminal and not job.phase.terminal:
             return  # an event from before our own terminal write
-        step = decide(job, Observed(), self.wall(), self.ctx.policy)
-        match step:
-            case ExpireAt(at=at):
-                self.terminal.add(name)
-                self.expiry.schedule(name, job.uid, at)
-            case Delete():
-                self.terminal.add(name)
-                self.expiry.schedule(name, job.uid, self.wall())
-            case Run() | WriteStatus():
-                self._start(name, obj, step)
-            case _:
-                pass
+        step = lifecycle.observed(job, self.wall())
+        if isinstance(step, ExpireAt | Delete):
+            self._schedule_expiry(name, job, step)
+        else:
+            self._start(name, obj, step)
 
-    def _start(self, name: str, obj: KubeObject, step: Run | WriteStatus) -> None:
+    def _start(self, name: str, obj: KubeObject, step: Run | Resume | WriteStatus) -> None:
         task = asyncio.create_task(self._supervise(obj, step), name=f"job {name}")
         self.tasks[name] = task
         task.add_done_callback(lambda _: self._task_done(name, task))
@@ -113,7 +107,7 @@ class Supervisor:
         if self.tasks.get(name) is task:
             del self.tasks[name]
 
-    async def _supervise(self, obj: KubeObject, step: Run | WriteStatus) -> None:
+    async def _supervise(self, obj: KubeObject, step: Run | Resume | WriteStatus) -> None:
         name = obj["metadata"]["name"]
         while True:
             run = JobRun(self.ctx, obj)
@@ -138,19 +132,16 @@ class Supervisor:
                 return
             obj = fresh
             job = Job.from_object(obj, self.ctx.policy)
-            next_step = decide(job, Observed(), self.wall(), self.ctx.policy)
-            if not isinstance(next_step, Run | WriteStatus):
-                self.observe_terminal_step(name, job, next_step)
+            next_step = lifecycle.observed(job, self.wall())
+            if isinstance(next_step, ExpireAt | Delete):
+                self._schedule_expiry(name, job, next_step)
                 return
             step = next_step
 
-    def observe_terminal_step(self, name: str, job: Job, step: object) -> None:
-        if isinstance(step, ExpireAt):
-            self.terminal.add(name)
-            self.expiry.schedule(name, job.uid, step.at)
-        elif isinstance(step, Delete):
-            self.terminal.add(name)
-            self.expiry.schedule(name, job.uid, self.wall())
+    def _schedule_expiry(self, name: str, job: Job, step: ExpireAt | Delete) -> None:
+        self.terminal.add(name)
+        at = step.at if isinstance(step, ExpireAt) else self.wall()
+        self.expiry.schedule(name, job.uid, at)
 
     async def _refetch(self, name: str) -> KubeObject | None:
         path = resources.asyncjobs_path(self.ctx.namespace, name)
@@ -165,10 +156,9 @@ class Supervisor:
     def _terminal_written(self, obj: KubeObject) -> None:
         name = obj["metadata"]["name"]
         job = Job.from_object(obj, self.ctx.policy)
-        if job.phase in (Phase.COMPLETED, Phase.FAILED):
-            self.terminal.add(name)
-            step = decide(job, Observed(), self.wall(), self.ctx.policy)
-            self.observe_terminal_step(name, job, step)
+        step = lifecycle.observed(job, self.wall())
+        if isinstance(step, ExpireAt | Delete):
+            self._schedule_expiry(name, job, step)
 
     def _forget(self, name: str) -> None:
         self.terminal.discard(name)

@@ -31,10 +31,6 @@ class Conflict(Exception):
     """The object changed since it was read (a precondition failed)."""
 
 
-def _transient(error: KubeError) -> bool:
-    return error.status in (0, 429) or error.status >= 500
-
-
 class JobWriter:
     def __init__(
         self,
@@ -56,7 +52,7 @@ class JobWriter:
             try:
                 return await call()
             except KubeError as error:
-                if delay is None or not _transient(error):
+                if delay is None or not error.transient:
                     raise
                 log.warning("apiserver %s %s failed (%s); retrying", verb, resource, error.status)
                 await asyncio.sleep(delay)

@@ -37,6 +37,11 @@ class KubeError(Exception):
         self.reason = reason
         self.message = message
 
+    @property
+    def transient(self) -> bool:
+        """Worth retrying: unreachable, throttled, or a server-side error."""
+        return self.status in (0, 429) or self.status >= 500
+
 
 @dataclass(frozen=True)
 class KubeConfig:

@@ -1,18 +1,25 @@
-"""The AsyncJob state machine: pure decisions from (job, event, now) to the next step.
+"""The AsyncJob state machine: pure decisions from (job, what happened, now) to the next step.
 
 Every choice the operator makes about a job (claim it, resume it after a crash, retry,
 fall back, complete, fail, delete) is taken here, from the object as the apiserver
-returned it, an event saying what just happened, and the time, which the caller passes
-in. Nothing here does I/O or reads a clock, so the rules are table-tested
-(tests/unit/test_lifecycle.py) and the kopf adapter only carries the steps out.
+returned it, what just happened, and the time, which the caller passes in. Each thing
+that can happen has its own function with an exact return type. Nothing here does I/O
+or reads a clock, so the rules are table-tested (tests/unit/test_lifecycle.py) and the
+operator only carries the steps out.
 
-Counting: `attempts` is the number of provider calls started, persisted before each
-call, so a call interrupted by an operator crash still counts. Each target (the model,
-then each fallback in order) gets 1 + backoffLimit tries for retryable failures (429,
-5xx, timeouts, connection errors); any other failure moves to the next target at once,
-and with none left the job fails. A restarted operator resumes an interrupted job while
-attempts < (1 + backoffLimit) x targets, the most an uninterrupted run could use, so a
-job that keeps crashing the operator still ends, with BackoffLimitExceeded.
+Counting, in the status:
+- `attempts`: provider attempts, persisted before each call. Each target (the model,
+  then each fallback in order) gets 1 + backoffLimit of them for retryable failures
+  (429, 5xx, timeouts, connection errors); any other failure moves to the next target
+  at once, and with none left the job fails. `attemptsOnModel` is the attempt's number
+  on `modelUsed`, so a resumed job keeps its place in that budget.
+- `interruptions`: times an operator stopped while the job was Processing (a crash, a
+  node drain, a rolling upgrade). They are not the job's failures and spend no attempt;
+  their own, larger limit (Policy.max_interruptions) still ends a job that crashes the
+  operator every time.
+- `repeatedCalls`: provider calls made again because an operator stopped during one
+  and left no stored result. A stored result is final: a resumed job that finds one
+  finishes from it, without calling the provider again.
 """
 
 from __future__ import annotations
@@ -43,7 +50,10 @@ class Policy:
     default_ttl_seconds: int = 3600
     backoff_base_seconds: float = 1.0
     backoff_max_seconds: float = 60.0
-    # The API creates the AsyncJob a moment before its request Secret.
+    # Operator stops a job survives; a job interrupted more often fails (a poison pill).
+    max_interruptions: int = 10
+    # The API creates the AsyncJob a moment before its request Secret; measured from
+    # when the operator first finds it missing.
     request_grace_seconds: float = 30.0
     request_poll_seconds: float = 0.5
 
@@ -111,68 +121,35 @@ class Job:
         return int(self.status.get("attempts", 0))
 
     @property
+    def attempts_on_model(self) -> int:
+        return int(self.status.get("attemptsOnModel", 0))
+
+    @property
+    def interruptions(self) -> int:
+        return int(self.status.get("interruptions", 0))
+
+    @property
+    def repeated_calls(self) -> int:
+        return int(self.status.get("repeatedCalls", 0))
+
+    @property
+    def current_target(self) -> int:
+        """The index of `modelUsed` among the targets (0 before the first call)."""
+        used = self.status.get("modelUsed")
+        for index, target in enumerate(self.targets):
+            if str(target) == used:
+                return index
+        return 0
+
+    @property
+    def calls(self) -> int:
+        """Provider calls started so far; the latest one's number (results are stored
+        per call, so a repeated call never overwrites or mixes with an earlier one)."""
+        return self.attempts + self.repeated_calls
+
+    @property
     def max_attempts(self) -> int:
         return (1 + self.backoff_limit) * len(self.targets)
-
-
-# --- events: what just happened ---------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Observed:
-    """The job was seen (listed or watched) and no task of this process runs it."""
-
-
-@dataclass(frozen=True)
-class AttemptStarting:
-    """A provider call is about to start on targets[target]."""
-
-    target: int
-    reason: Reason
-
-
-@dataclass(frozen=True)
-class Succeeded:
-    target: int
-    result_ref: Mapping[str, Any]
-    usage: Mapping[str, int] | None = None
-
-
-@dataclass(frozen=True)
-class ProviderFailed:
-    target: int
-    tries_on_target: int  # including the call that just failed
-    error: ProviderError
-
-
-@dataclass(frozen=True)
-class RequestMissing:
-    """The request Secret does not exist (yet)."""
-
-
-@dataclass(frozen=True)
-class Unrunnable:
-    """The job cannot run as specified (bad request body, provider not configured)."""
-
-    reason: Reason
-    message: str
-    status_code: int = NO_PROVIDER_STATUS
-
-
-@dataclass(frozen=True)
-class DeadlinePassed:
-    pass
-
-
-Event = (
-    Observed
-    | AttemptStarting
-    | Succeeded
-    | ProviderFailed
-    | RequestMissing
-    | Unrunnable
-    | DeadlinePassed
-)
 
 
 # --- steps: what to do next -------------------------------------------------------
@@ -180,11 +157,23 @@ Event = (
 
 @dataclass(frozen=True)
 class Run:
-    """Start (or resume) the job: the next call goes to targets[target]."""
+    """Start a call on targets[target], after `tries_on_target` calls already made on it.
+
+    A RESUMED run repeats the call an operator lost when it stopped: same attempt
+    number, counted as an interruption and a repeated call, not as a failure."""
 
     target: int
     tries_on_target: int
     reason: Reason
+
+
+@dataclass(frozen=True)
+class Resume:
+    """A Processing job that no task of this process runs: an operator stopped during
+    call number `call`. Its stored result, if any, is looked for before anything else,
+    because a stored result is final."""
+
+    call: int
 
 
 @dataclass(frozen=True)
@@ -224,79 +213,89 @@ class Delete:
     pass
 
 
-Step = Run | Retry | WriteStatus | WaitForRequest | ExpireAt | Delete
+# --- decisions: one function per thing that happened --------------------------------
 
 
-def decide(job: Job, event: Event, now: datetime, policy: Policy) -> Step:
-    """The one entry point: the next step for a job after an event."""
-    match event:
-        case Observed():
-            return _observed(job, now)
-        case AttemptStarting(target=target, reason=reason):
-            return _attempt_starting(job, target, reason, now)
-        case Succeeded():
-            return _succeeded(job, event, now)
-        case ProviderFailed():
-            return _provider_failed(job, event, now, policy)
-        case RequestMissing():
-            return _request_missing(job, now, policy)
-        case Unrunnable(reason=reason, message=message, status_code=status_code):
-            return _fail_by_gateway(job, now, reason, message, status_code)
-        case DeadlinePassed():
-            return _deadline(job, now)
-
-
-def _observed(job: Job, now: datetime) -> Step:
+def observed(job: Job, now: datetime) -> Run | Resume | WriteStatus | ExpireAt | Delete:
+    """The job was seen (listed or watched) and no task of this process runs it."""
     if job.phase.terminal:
         expires = _expires_at(job, now)
         return Delete() if now >= expires else ExpireAt(expires)
+    if job.phase is Phase.PROCESSING:
+        # Before the deadline is judged: a result stored just in time still counts.
+        return Resume(call=job.calls)
     if now >= job.deadline:
-        return _deadline(job, now)
-    if job.phase is Phase.PENDING:
-        return Run(target=0, tries_on_target=0, reason=Reason.CLAIMED)
-    # Processing, yet no task of ours runs it: an operator died during this attempt.
-    interrupted = _target_index(job, job.status.get("modelUsed"))
-    following = _next_call(job, interrupted, 1)
-    if job.attempts >= job.max_attempts or following is None:
-        return _fail_by_gateway(
-            job,
-            now,
-            Reason.BACKOFF_LIMIT_EXCEEDED,
-            f"the operator stopped during attempt {job.attempts} and no attempts are left",
-            NO_PROVIDER_STATUS,
+        return deadline_passed(job, now)
+    return Run(target=0, tries_on_target=0, reason=Reason.CLAIMED)
+
+
+def interrupted_call_lost(job: Job, now: datetime, policy: Policy) -> Run | WriteStatus:
+    """The interrupted call left no stored result: repeat it, unless the deadline has
+    passed or the job has been interrupted too often (a job that crashes the operator
+    every time must still end). Interruptions spend no provider attempt."""
+    if now >= job.deadline:
+        return deadline_passed(job, now)
+    if job.interruptions >= policy.max_interruptions:
+        message = (
+            f"the operator stopped {job.interruptions + 1} times while running this job "
+            f"(at most {policy.max_interruptions} interruptions are allowed)"
         )
-    return Run(target=following[0], tries_on_target=following[1], reason=Reason.RESUMED)
+        return _fail_by_gateway(
+            job, now, Reason.INTERRUPTION_LIMIT_EXCEEDED, message, NO_PROVIDER_STATUS
+        )
+    target = job.current_target
+    return Run(target, max(0, job.attempts_on_model - 1), Reason.RESUMED)
 
 
-def _attempt_starting(job: Job, target: int, reason: Reason, now: datetime) -> WriteStatus:
-    chosen = job.targets[target]
-    attempts = job.attempts + 1
+def attempt_starting(job: Job, run: Run, now: datetime) -> WriteStatus:
+    """The status written before a provider call, so a crash during it is known."""
+    chosen = job.targets[run.target]
+    repeated = run.reason is Reason.RESUMED
+    attempts = max(job.attempts, 1) if repeated else job.attempts + 1
     message = f"attempt {attempts} on {chosen}"
+    if repeated:
+        message += " (repeated: the operator stopped during it)"
     status = {
         "phase": Phase.PROCESSING.value,
         "attempts": attempts,
-        "startTime": format_time(now),
+        "attemptsOnModel": run.tries_on_target + 1,
+        "interruptions": job.interruptions + 1 if repeated else None,
+        "repeatedCalls": job.repeated_calls + 1 if repeated else None,
+        # Set once, like a Kubernetes Job's: when the first call started.
+        "startTime": job.status.get("startTime") or format_time(now),
         "provider": chosen.provider,
         "modelUsed": str(chosen),
         "conditions": set_condition(
             job.status.get("conditions", []),
             ConditionType.PROCESSING,
             True,
-            reason,
+            run.reason,
             message,
             format_time(now),
             job.generation,
         ),
         "observedGeneration": job.generation,
     }
-    return WriteStatus(_without_none(status), Phase.PROCESSING, reason, message)
+    return WriteStatus(_without_none(status), Phase.PROCESSING, run.reason, message)
 
 
-def _succeeded(job: Job, event: Succeeded, now: datetime) -> WriteStatus:
-    chosen = job.targets[event.target]
-    extra: dict[str, Any] = {"resultRef": dict(event.result_ref)}
-    if event.usage:
-        extra["usage"] = dict(event.usage)
+def succeeded(
+    job: Job,
+    target: int,
+    result_ref: Mapping[str, Any],
+    usage: Mapping[str, int] | None,
+    now: datetime,
+    *,
+    after_interruption: bool = False,
+) -> WriteStatus:
+    """The provider answered and its result is stored. `after_interruption`: the result
+    was found stored by a resumed job, whose previous operator stopped before finishing."""
+    chosen = job.targets[target]
+    extra: dict[str, Any] = {"resultRef": dict(result_ref)}
+    if usage:
+        extra["usage"] = dict(usage)
+    if after_interruption:
+        extra["interruptions"] = job.interruptions + 1
     return _finish(
         job,
         now,
@@ -309,16 +308,23 @@ def _succeeded(job: Job, event: Succeeded, now: datetime) -> WriteStatus:
     )
 
 
-def _provider_failed(job: Job, event: ProviderFailed, now: datetime, policy: Policy) -> Step:
+def provider_failed(
+    job: Job,
+    target: int,
+    tries_on_target: int,
+    error: ProviderError,
+    now: datetime,
+    policy: Policy,
+) -> Retry | WriteStatus:
+    """A call failed; `tries_on_target` includes it."""
     if now >= job.deadline:
-        return _deadline(job, now)
-    error = event.error
-    if error.retryable and event.tries_on_target <= job.backoff_limit:
-        delay = backoff_delay(job.name, event.tries_on_target, error.retry_after, policy)
-        return Retry(delay, event.target, event.tries_on_target, Reason.RETRYING)
-    if event.target + 1 < len(job.targets):
-        return Retry(0.0, event.target + 1, 0, Reason.FALLING_BACK)
-    chosen = job.targets[event.target]
+        return deadline_passed(job, now)
+    if error.retryable and tries_on_target <= job.backoff_limit:
+        delay = backoff_delay(job.name, tries_on_target, error.retry_after, policy)
+        return Retry(delay, target, tries_on_target, Reason.RETRYING)
+    if target + 1 < len(job.targets):
+        return Retry(0.0, target + 1, 0, Reason.FALLING_BACK)
+    chosen = job.targets[target]
     status_code = error.status_code or NO_PROVIDER_STATUS
     reason = Reason.BACKOFF_LIMIT_EXCEEDED if error.retryable else Reason.PROVIDER_ERROR
     bifrost = BifrostError(
@@ -341,8 +347,13 @@ def _provider_failed(job: Job, event: ProviderFailed, now: datetime, policy: Pol
     )
 
 
-def _request_missing(job: Job, now: datetime, policy: Policy) -> Step:
-    waited = (now - job.submitted_at).total_seconds()
+def request_missing(
+    job: Job, missing_since: datetime, now: datetime, policy: Policy
+) -> WaitForRequest | WriteStatus:
+    """The request Secret is not there (yet). The grace runs from when this process
+    first found it missing, on its own clock: neither the API's clock nor apiserver
+    latency can shorten it, and the deadline still bounds the wait."""
+    waited = (now - missing_since).total_seconds()
     if waited < policy.request_grace_seconds:
         remaining = policy.request_grace_seconds - waited
         return WaitForRequest(min(policy.request_poll_seconds, remaining))
@@ -355,7 +366,15 @@ def _request_missing(job: Job, now: datetime, policy: Policy) -> Step:
     )
 
 
-def _deadline(job: Job, now: datetime) -> WriteStatus:
+def unrunnable(
+    job: Job, reason: Reason, message: str, now: datetime, status_code: int = NO_PROVIDER_STATUS
+) -> WriteStatus:
+    """The job cannot run as specified (bad request body, provider not configured, a
+    request Secret that is not the job's own)."""
+    return _fail_by_gateway(job, now, reason, message, status_code)
+
+
+def deadline_passed(job: Job, now: datetime) -> WriteStatus:
     seconds = (job.deadline - job.submitted_at).total_seconds()
     return _fail_by_gateway(
         job,
@@ -389,7 +408,7 @@ def _fail_by_gateway(
     job: Job, now: datetime, reason: Reason, message: str, status_code: int
 ) -> WriteStatus:
     """A failure the gateway itself reports (no provider error to pass on)."""
-    chosen = job.targets[_target_index(job, job.status.get("modelUsed"))]
+    chosen = job.targets[job.current_target]
     bifrost = BifrostError(
         message=message,
         status_code=status_code,
@@ -460,22 +479,6 @@ def _expires_at(job: Job, now: datetime) -> datetime:
         return parse_time(job.status["expiresAt"])
     completed = job.status.get("completionTime")
     return (parse_time(completed) if completed else now) + timedelta(seconds=job.ttl_seconds)
-
-
-def _next_call(job: Job, target: int, tries_done: int) -> tuple[int, int] | None:
-    """Where the call after `tries_done` calls on `target` goes, if anywhere."""
-    if tries_done <= job.backoff_limit:
-        return target, tries_done
-    if target + 1 < len(job.targets):
-        return target + 1, 0
-    return None
-
-
-def _target_index(job: Job, model_used: object) -> int:
-    for index, target in enumerate(job.targets):
-        if str(target) == model_used:
-            return index
-    return 0
 
 
 def _extra_fields(job: Job, target: Target) -> ExtraFields:

@@ -19,6 +19,13 @@ LABEL_PAYLOAD = f"{GROUP}/payload"  # "request" or "result"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "asyncjobs"
 
+# On every chunk Secret of a body: the whole body's reference, so a stored result can
+# be found and checked from the Secret alone (a resumed job finishing from it).
+ANNOTATION_PAYLOAD_SIZE = f"{GROUP}/payload-size"
+ANNOTATION_PAYLOAD_SHA256 = f"{GROUP}/payload-sha256"
+ANNOTATION_PAYLOAD_CHUNKS = f"{GROUP}/payload-chunks"
+ANNOTATION_PAYLOAD_CONTENT_TYPE = f"{GROUP}/payload-content-type"
+
 # Secrets labelled with this are virtual keys the API recognises.
 LABEL_VIRTUAL_KEY = f"{GROUP}/virtual-key"
 

@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 from asyncjobs.controller.expiry import Expiry
+from asyncjobs.core.kube import KubeError
 
 
 async def test_jobs_are_deleted_in_expiry_order_and_forgotten_ones_are_not() -> None:
@@ -46,3 +47,24 @@ async def test_an_earlier_job_wakes_a_long_wait() -> None:
     await asyncio.wait_for(deleted.wait(), timeout=5)
     runner.cancel()
     assert len(expiry) == 1
+
+
+async def test_a_failed_delete_is_retried_until_it_succeeds() -> None:
+    attempts: list[str] = []
+    deleted = asyncio.Event()
+
+    async def delete(name: str, uid: str) -> None:
+        attempts.append(name)
+        if len(attempts) == 1:
+            raise KubeError(503, "ServiceUnavailable", "apiserver restarting")
+        if len(attempts) == 2:
+            raise OSError("connection refused")
+        deleted.set()
+
+    expiry = Expiry(delete, lambda: datetime.now(UTC), retry_delays=(0.0,))
+    runner = asyncio.create_task(expiry.run())
+    expiry.schedule("j1", "u1", datetime.now(UTC))
+    await asyncio.wait_for(deleted.wait(), timeout=5)
+    runner.cancel()
+    assert attempts == ["j1", "j1", "j1"]
+    assert len(expiry) == 0

@@ -51,3 +51,23 @@ def test_a_later_event_or_deletion_counts_as_the_echo() -> None:
     health.forget("j2")
     clock.now += 120
     assert health.healthy()
+
+
+def test_write_that_changed_nothing_does_not_fail_liveness() -> None:
+    # A merge patch equal to the stored status keeps the resource version: the watch
+    # delivered that version before and sends no new event for it.
+    clock = Clock()
+    health = WatchHealth(clock, stall_seconds=60)
+    health.observed("j1", "41")
+    health.wrote("j1", "41")
+    clock.now += 300
+    assert health.healthy()
+
+
+def test_write_already_passed_by_the_watch_is_not_awaited() -> None:
+    clock = Clock()
+    health = WatchHealth(clock, stall_seconds=60)
+    health.observed("j2", "50")  # the stream is past the version written to j1
+    health.wrote("j1", "45")
+    clock.now += 300
+    assert health.healthy()

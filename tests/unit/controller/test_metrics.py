@@ -3,6 +3,7 @@ the watch without drifting."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -11,22 +12,11 @@ import pytest
 from asyncjobs.controller.executor import Context, JobRun
 from asyncjobs.controller.metrics import Metrics
 from asyncjobs.controller.writer import JobWriter
+from asyncjobs.core import lifecycle
 from asyncjobs.core.conditions import Reason
 from asyncjobs.core.jobs import format_time
 from asyncjobs.core.kube import KubeClient, KubeObject
-from asyncjobs.core.lifecycle import (
-    DeadlinePassed,
-    Event,
-    Job,
-    Observed,
-    Policy,
-    ProviderFailed,
-    RequestMissing,
-    Succeeded,
-    Unrunnable,
-    WriteStatus,
-    decide,
-)
+from asyncjobs.core.lifecycle import Job, Policy, WriteStatus
 from asyncjobs.core.providers.base import ProviderError
 
 SUBMITTED = datetime(2026, 1, 1, tzinfo=UTC)
@@ -64,16 +54,31 @@ class StatusWriter:
         self.events.append(reason)
 
 
-PROCESSING_SPENT = {"phase": "Processing", "attempts": 4, "modelUsed": "anthropic/claude"}
+PROCESSING_TOO_OFTEN = {
+    "phase": "Processing",
+    "attempts": 1,
+    "modelUsed": "anthropic/claude",
+    "interruptions": 10,
+}
+BAD_REQUEST = ProviderError("bad", status_code=400, retryable=False)
+OVERLOADED = ProviderError("busy", status_code=529, retryable=True)
+Decision = Callable[[Job, datetime], WriteStatus | object]
 
 
 @pytest.mark.parametrize(
-    ("status", "event", "seconds", "outcome", "provider", "reason"),
+    ("status", "decision", "seconds", "outcome", "provider", "reason"),
     [
-        ({}, Succeeded(0, {"name": "r"}), 2, "completed", "openai", Reason.SUCCEEDED),
         (
             {},
-            ProviderFailed(1, 1, ProviderError("bad", status_code=400, retryable=False)),
+            lambda job, now: lifecycle.succeeded(job, 0, {"name": "r"}, None, now),
+            2,
+            "completed",
+            "openai",
+            Reason.SUCCEEDED,
+        ),
+        (
+            {},
+            lambda job, now: lifecycle.provider_failed(job, 1, 1, BAD_REQUEST, now, POLICY),
             2,
             "failed",
             "anthropic",
@@ -81,21 +86,37 @@ PROCESSING_SPENT = {"phase": "Processing", "attempts": 4, "modelUsed": "anthropi
         ),
         (
             {},
-            ProviderFailed(1, 2, ProviderError("busy", status_code=529, retryable=True)),
+            lambda job, now: lifecycle.provider_failed(job, 1, 2, OVERLOADED, now, POLICY),
             2,
             "failed",
             "anthropic",
             Reason.BACKOFF_LIMIT_EXCEEDED,
         ),
-        ({}, DeadlinePassed(), 61, "failed", "openai", Reason.DEADLINE_EXCEEDED),
+        ({}, lifecycle.deadline_passed, 61, "failed", "openai", Reason.DEADLINE_EXCEEDED),
         # Found past its deadline at start-up, before any call.
-        ({}, Observed(), 61, "failed", "openai", Reason.DEADLINE_EXCEEDED),
-        # Found Processing at start-up with every attempt spent.
-        (PROCESSING_SPENT, Observed(), 2, "failed", "anthropic", Reason.BACKOFF_LIMIT_EXCEEDED),
-        ({}, RequestMissing(), 6, "failed", "openai", Reason.REQUEST_NOT_FOUND),
+        ({}, lifecycle.observed, 61, "failed", "openai", Reason.DEADLINE_EXCEEDED),
+        # Found Processing at start-up, interrupted too often already.
+        (
+            PROCESSING_TOO_OFTEN,
+            lambda job, now: lifecycle.interrupted_call_lost(job, now, POLICY),
+            2,
+            "failed",
+            "anthropic",
+            Reason.INTERRUPTION_LIMIT_EXCEEDED,
+        ),
         (
             {},
-            Unrunnable(Reason.PROVIDER_NOT_CONFIGURED, "no such provider", 400),
+            lambda job, now: lifecycle.request_missing(job, SUBMITTED, now, POLICY),
+            6,
+            "failed",
+            "openai",
+            Reason.REQUEST_NOT_FOUND,
+        ),
+        (
+            {},
+            lambda job, now: lifecycle.unrunnable(
+                job, Reason.PROVIDER_NOT_CONFIGURED, "no such provider", now, 400
+            ),
             2,
             "failed",
             "openai",
@@ -105,7 +126,7 @@ PROCESSING_SPENT = {"phase": "Processing", "attempts": 4, "modelUsed": "anthropi
 )
 async def test_finished_jobs_are_counted_with_the_terminal_condition_reason(
     status: dict[str, Any],
-    event: Event,
+    decision: Decision,
     seconds: int,
     outcome: str,
     provider: str,
@@ -113,7 +134,7 @@ async def test_finished_jobs_are_counted_with_the_terminal_condition_reason(
 ) -> None:
     now = SUBMITTED + timedelta(seconds=seconds)
     obj = asyncjob(status)
-    step = decide(Job.from_object(obj, POLICY), event, now, POLICY)
+    step = decision(Job.from_object(obj, POLICY), now)
     assert isinstance(step, WriteStatus)
     metrics = Metrics()
     writer = StatusWriter(obj)

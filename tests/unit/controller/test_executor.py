@@ -1,0 +1,238 @@
+"""A job run without a cluster: a stored result is final, a Kubernetes error never pays
+the provider twice, an interruption spends no attempt, and a job reads only its own
+request."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from asyncjobs.controller.executor import JobRun
+from asyncjobs.core import payloads
+from asyncjobs.core.conditions import Reason
+from asyncjobs.core.kube import KubeError
+from asyncjobs.core.lifecycle import Policy, Resume, Run
+from asyncjobs.core.providers.base import ProviderError
+from tests.unit.controller.fakes import (
+    REQUEST,
+    SUBMITTED,
+    Clock,
+    FakeSecrets,
+    ScriptedProvider,
+    StatusWriter,
+    answer,
+    asyncjob,
+    context,
+)
+
+INTERRUPTED = {
+    "phase": "Processing",
+    "attempts": 1,
+    "attemptsOnModel": 1,
+    "modelUsed": "openai/gpt-4o",
+    "provider": "openai",
+}
+
+
+def stored_result(secrets: FakeSecrets, name: str) -> dict[str, object]:
+    ref = payloads.PayloadRef.from_dict(
+        {
+            **{"secretName": name, "contentType": "application/json"},
+            **_ref_fields(secrets, name),
+        }
+    )
+    chunks = [secrets.objects[chunk] for chunk in ref.chunk_names()]
+    return json.loads(payloads._joined(chunks, ref))  # type: ignore[no-any-return]
+
+
+def _ref_fields(secrets: FakeSecrets, name: str) -> dict[str, object]:
+    annotations = secrets.objects[f"{name}-0"]["metadata"]["annotations"]
+    return {
+        "chunks": int(annotations["asyncjobs.dev/payload-chunks"]),
+        "size": int(annotations["asyncjobs.dev/payload-size"]),
+        "sha256": annotations["asyncjobs.dev/payload-sha256"],
+    }
+
+
+async def test_claimed_job_stores_its_result_under_the_call_number_and_completes() -> None:
+    obj = asyncjob()
+    secrets, writer, provider = FakeSecrets(), StatusWriter(obj), ScriptedProvider("openai")
+    await secrets.put_body(obj, "request", REQUEST)
+    await JobRun(context(writer, secrets, {"openai": provider}), obj).run(Run(0, 0, Reason.CLAIMED))
+    status = writer.status
+    assert status["phase"] == "Completed"
+    assert status["resultRef"]["secretName"] == "j1-result-1"
+    assert (status["attempts"], status["attemptsOnModel"]) == (1, 1)
+    assert "interruptions" not in status
+    assert "repeatedCalls" not in status
+    assert stored_result(secrets, "j1-result-1")["choices"][0]["message"]["content"] == "hello"
+    assert len(provider.calls) == 1
+
+
+async def test_resumed_job_finishes_from_the_stored_result_without_calling_again() -> None:
+    # The previous operator stored the answer of call 1 and stopped before the status.
+    obj = asyncjob(INTERRUPTED)
+    secrets, writer, provider = FakeSecrets(), StatusWriter(obj), ScriptedProvider("openai")
+    await secrets.put_body(obj, "request", REQUEST)
+    await secrets.put_body(
+        obj, "result", json.dumps({"usage": {"total_tokens": 9}}).encode(), call=1
+    )
+    await JobRun(context(writer, secrets, {"openai": provider}), obj).run(Resume(call=1))
+    status = writer.status
+    assert provider.calls == []
+    assert status["phase"] == "Completed"
+    assert status["resultRef"]["secretName"] == "j1-result-1"
+    assert status["usage"] == {"totalTokens": 9}
+    assert status["interruptions"] == 1
+    assert status["attempts"] == 1
+
+
+async def test_resumed_job_without_a_stored_result_repeats_the_call_once() -> None:
+    obj = asyncjob(INTERRUPTED)
+    secrets, writer, provider = FakeSecrets(), StatusWriter(obj), ScriptedProvider("openai")
+    await secrets.put_body(obj, "request", REQUEST)
+    ctx = context(writer, secrets, {"openai": provider})
+    await JobRun(ctx, obj).run(Resume(call=1))
+    status = writer.status
+    assert len(provider.calls) == 1
+    assert status["phase"] == "Completed"
+    assert (status["attempts"], status["interruptions"], status["repeatedCalls"]) == (1, 1, 1)
+    assert status["resultRef"]["secretName"] == "j1-result-2"  # never call 1's name
+    repeated = ctx.metrics.registry.get_sample_value(
+        "asyncjobs_operator_provider_calls_repeated_total", {"provider": "openai"}
+    )
+    assert repeated == 1.0
+
+
+async def test_a_partly_stored_result_is_not_used_and_not_mixed_with_the_new_one() -> None:
+    # Call 1 stored chunk 0 of a two-chunk result, then its operator stopped.
+    obj = asyncjob(INTERRUPTED)
+    secrets, writer, provider = FakeSecrets(), StatusWriter(obj), ScriptedProvider("openai")
+    await secrets.put_body(obj, "request", REQUEST)
+    await secrets.put_body(obj, "result", b"x" * (payloads.CHUNK_SIZE + 10), call=1)
+    del secrets.objects["j1-result-1-1"]
+    await JobRun(context(writer, secrets, {"openai": provider}), obj).run(Resume(call=1))
+    status = writer.status
+    assert len(provider.calls) == 1
+    assert status["phase"] == "Completed"
+    assert status["resultRef"]["secretName"] == "j1-result-2"
+    assert stored_result(secrets, "j1-result-2")["choices"][0]["message"]["content"] == "hello"
+
+
+async def test_apiserver_errors_while_storing_the_result_are_retried_without_a_new_call() -> None:
+    obj = asyncjob()
+    secrets, writer, provider = FakeSecrets(), StatusWriter(obj), ScriptedProvider("openai")
+    await secrets.put_body(obj, "request", REQUEST)
+    secrets.failures = [
+        KubeError(503, "ServiceUnavailable", "apiserver restarting"),
+        OSError("connection refused"),
+        KubeError(0, "", "timeout"),
+    ]
+    await JobRun(context(writer, secrets, {"openai": provider}), obj).run(Run(0, 0, Reason.CLAIMED))
+    assert len(provider.calls) == 1
+    assert writer.status["phase"] == "Completed"
+    assert writer.status["resultRef"]["secretName"] == "j1-result-1"
+
+
+async def test_a_create_that_succeeded_unseen_is_recognised_by_its_bytes() -> None:
+    # The first create happened, but its answer was lost: the retry meets a 409 on the
+    # same bytes and goes on.
+    obj = asyncjob()
+    secrets, writer, provider = FakeSecrets(), StatusWriter(obj), ScriptedProvider("openai")
+    await secrets.put_body(obj, "request", REQUEST)
+    real_create = secrets.create
+    lost_once = []
+
+    async def create_then_lose_the_answer(path: str, secret: dict[str, object]) -> object:
+        created = await real_create(path, secret)
+        if not lost_once:
+            lost_once.append(True)
+            raise KubeError(0, "", "connection reset")
+        return created
+
+    secrets.create = create_then_lose_the_answer  # type: ignore[method-assign]
+    await JobRun(context(writer, secrets, {"openai": provider}), obj).run(Run(0, 0, Reason.CLAIMED))
+    assert len(provider.calls) == 1
+    assert writer.status["phase"] == "Completed"
+
+
+async def test_job_interrupted_too_often_fails_without_a_call() -> None:
+    obj = asyncjob({**INTERRUPTED, "interruptions": 3})
+    secrets, writer, provider = FakeSecrets(), StatusWriter(obj), ScriptedProvider("openai")
+    await secrets.put_body(obj, "request", REQUEST)
+    policy = Policy(max_interruptions=3)
+    await JobRun(context(writer, secrets, {"openai": provider}, policy), obj).run(Resume(1))
+    assert provider.calls == []
+    assert writer.status["phase"] == "Failed"
+    assert writer.status["conditions"][-1]["reason"] == "InterruptionLimitExceeded"
+    assert writer.events == ["InterruptionLimitExceeded"]
+
+
+async def test_request_secret_of_another_job_fails_the_job_and_is_never_sent() -> None:
+    victim = asyncjob(name="victim", uid="uid-victim")
+    thief = asyncjob(name="thief", uid="uid-thief")
+    thief["spec"]["requestRef"] = victim["spec"]["requestRef"]
+    secrets, writer, provider = FakeSecrets(), StatusWriter(thief), ScriptedProvider("openai")
+    await secrets.put_body(victim, "request", REQUEST)
+    await JobRun(context(writer, secrets, {"openai": provider}), thief).run(
+        Run(0, 0, Reason.CLAIMED)
+    )
+    assert provider.calls == []
+    assert writer.status["phase"] == "Failed"
+    assert writer.status["statusCode"] == 400
+    assert writer.status["conditions"][-1]["reason"] == "RequestNotOwned"
+
+
+async def test_request_that_appears_late_runs_even_long_after_the_submit_time() -> None:
+    # The operator first sees the job 10 minutes after the API's submit time (a backlog,
+    # a skewed API clock); the request Secret shows up two reads later.
+    obj = asyncjob()
+    secrets, writer, provider = FakeSecrets(), StatusWriter(obj), ScriptedProvider("openai")
+    real_get = secrets.get
+    misses = []
+
+    async def get_appearing_late(path: str) -> dict[str, object]:
+        if path.endswith("-request-0") and len(misses) < 2:
+            misses.append(path)
+            if len(misses) == 2:
+                await secrets.put_body(obj, "request", REQUEST)
+            raise KubeError(404, "NotFound", "not yet")
+        return await real_get(path)
+
+    secrets.get = get_appearing_late  # type: ignore[method-assign]
+    wall = Clock(SUBMITTED + timedelta(minutes=10), step_seconds=0.001)
+    ctx = context(writer, secrets, {"openai": provider}, wall=wall)
+    await JobRun(ctx, obj).run(Run(0, 0, Reason.CLAIMED))
+    assert len(misses) == 2
+    assert writer.status["phase"] == "Completed"
+    assert len(provider.calls) == 1
+
+
+async def test_missing_request_fails_after_the_grace_on_the_operators_clock() -> None:
+    obj = asyncjob()
+    writer, provider = StatusWriter(obj), ScriptedProvider("openai")
+    policy = Policy(request_grace_seconds=5, request_poll_seconds=0.001)
+    wall = Clock(SUBMITTED, step_seconds=1.0)  # each read of the clock: one second later
+    await JobRun(context(writer, None, {"openai": provider}, policy, wall), obj).run(
+        Run(0, 0, Reason.CLAIMED)
+    )
+    assert provider.calls == []
+    assert writer.status["conditions"][-1]["reason"] == "RequestNotFound"
+
+
+async def test_retries_then_fallback_then_success() -> None:
+    obj = asyncjob(fallbacks=["anthropic/claude"], backoffLimit=1)
+    secrets, writer = FakeSecrets(), StatusWriter(obj)
+    await secrets.put_body(obj, "request", REQUEST)
+    busy = ProviderError("busy", status_code=503, retryable=True, retry_after=0)
+    openai = ScriptedProvider("openai", busy, busy)
+    anthropic = ScriptedProvider("anthropic", answer("from claude"))
+    await JobRun(context(writer, secrets, {"openai": openai, "anthropic": anthropic}), obj).run(
+        Run(0, 0, Reason.CLAIMED)
+    )
+    status = writer.status
+    assert (len(openai.calls), len(anthropic.calls)) == (2, 1)
+    assert status["phase"] == "Completed"
+    assert (status["attempts"], status["attemptsOnModel"]) == (3, 1)
+    assert status["modelUsed"] == "anthropic/claude"
+    assert status["resultRef"]["secretName"] == "j1-result-3"
