@@ -215,7 +215,7 @@ class JobRun:
             return False
         self.obj = updated
         if run.reason is Reason.RESUMED:
-            self.ctx.metrics.repeated_calls.labels(self.job.targets[run.target].provider).inc()
+            self.ctx.metrics.repeated_calls.inc()
         if self.first_start is None:
             self.first_start = now
             if run.reason is Reason.CLAIMED:

@@ -107,7 +107,6 @@ class Metrics:
             "asyncjobs_operator_provider_calls_repeated",
             "Provider calls made again because an operator stopped during one and left no "
             "stored result (a subset of provider calls; each job's count is in its status).",
-            ["provider"],
             registry=r,
         )
         self.interruptions = Counter(
@@ -117,6 +116,8 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        for outcome in (RESUME_REUSED, RESUME_REPEATED, RESUME_FAILED):
+            self.interruptions.labels(outcome)  # every series exists from the start
         self.provider_latency = Histogram(
             "asyncjobs_operator_provider_call_seconds",
             "Provider call latency.",

@@ -99,7 +99,7 @@ async def test_resumed_job_without_a_stored_result_repeats_the_call_once() -> No
     assert (status["attempts"], status["interruptions"], status["repeatedCalls"]) == (1, 1, 1)
     assert status["resultRef"]["secretName"] == "j1-result-2"  # never call 1's name
     repeated = ctx.metrics.registry.get_sample_value(
-        "asyncjobs_operator_provider_calls_repeated_total", {"provider": "openai"}
+        "asyncjobs_operator_provider_calls_repeated_total"
     )
     assert repeated == 1.0
 
