@@ -8,7 +8,9 @@ it. Only these async forms are served; a plain synchronous call is refused.
 OpenAI Responses bodies are stored as they are (a `responses` job). Anthropic Messages
 bodies are translated to a chat completion on submit (a `chat_completion` job, which
 the operator already knows how to run) and the chat result is translated back into a
-Message on retrieval; content blocks without a chat equivalent are refused.
+Message on retrieval; content blocks without a chat equivalent are refused. Both
+translations live in core.providers.anthropic_messages, beside the operator's
+translation of chat to Messages and back.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from asyncjobs.api import jobs_api, state
 from asyncjobs.api.responses import dumps, json_response
 from asyncjobs.api.validation import Rejected, split_model, validate_json_fields
 from asyncjobs.core.jobs import JobView, Phase, parse_time
+from asyncjobs.core.providers import anthropic_messages
+from asyncjobs.core.providers.transport import BadRequestBody
 from asyncjobs.core.request_types import RequestType
 
 ASYNC_HEADER = "x-bf-async"
@@ -33,10 +37,6 @@ SYNC_REFUSED = (
     "only async requests are served here: send x-bf-async to submit a job "
     "or x-bf-async-id to retrieve one"
 )
-
-
-class TranslationError(ValueError):
-    """A provider body that cannot become a job (the message is the client's answer)."""
 
 
 @dataclass(frozen=True)
@@ -101,106 +101,14 @@ _ANTHROPIC_ERROR_TYPES = {
     429: "rate_limit_error",
     529: "overloaded_error",
 }
-_STOP_REASONS = {
-    "stop": "end_turn",
-    "length": "max_tokens",
-    "tool_calls": "tool_use",
-    "content_filter": "refusal",
-}
-# Messages parameters with the same meaning under another name in chat completions.
-_RENAMED = {"stop_sequences": "stop"}
-_COPIED = ("model", "fallbacks", "max_tokens", "temperature", "top_p", "stream")
-
-
-def _text_of(blocks: Any, where: str) -> str:
-    if isinstance(blocks, str):
-        return blocks
-    if not isinstance(blocks, list):
-        raise TranslationError(f"{where} must be a string or a list of content blocks")
-    texts = []
-    for block in blocks:
-        if not isinstance(block, dict) or block.get("type") != "text":
-            raise TranslationError(f"{where} accepts only text blocks")
-        texts.append(str(block.get("text", "")))
-    return "\n".join(texts)
-
-
-def _chat_part(block: Any) -> dict[str, Any]:
-    if not isinstance(block, dict):
-        raise TranslationError("content blocks must be objects")
-    kind = block.get("type")
-    if kind == "text":
-        return {"type": "text", "text": str(block.get("text", ""))}
-    if kind == "image":
-        source = block.get("source") or {}
-        if source.get("type") == "base64":
-            url = f"data:{source.get('media_type', '')};base64,{source.get('data', '')}"
-        elif source.get("type") == "url":
-            url = str(source.get("url", ""))
-        else:
-            raise TranslationError("image blocks need a base64 or url source")
-        return {"type": "image_url", "image_url": {"url": url}}
-    raise TranslationError(f"content block type {kind!r} is not supported for async messages")
-
-
-def _anthropic_to_chat(body: dict[str, Any]) -> dict[str, Any]:
-    chat: dict[str, Any] = {key: body[key] for key in _COPIED if key in body}
-    for source, target in _RENAMED.items():
-        if source in body:
-            chat[target] = body[source]
-    messages: list[dict[str, Any]] = []
-    if body.get("system"):
-        messages.append({"role": "system", "content": _text_of(body["system"], "system")})
-    raw_messages = body.get("messages")
-    if raw_messages is not None and not isinstance(raw_messages, list):
-        raise TranslationError("messages must be a list")
-    for message in raw_messages or []:
-        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
-            raise TranslationError("each message needs role user or assistant")
-        content = message.get("content")
-        if isinstance(content, list):
-            content = [_chat_part(block) for block in content]
-        elif not isinstance(content, str):
-            raise TranslationError("message content must be a string or a list of blocks")
-        messages.append({"role": message["role"], "content": content})
-    chat["messages"] = messages
-    user = (body.get("metadata") or {}).get("user_id")
-    if user:
-        chat["user"] = user
-    return chat
-
-
-def _anthropic_message(job_id: str, model: str | None) -> dict[str, Any]:
-    return {
-        "id": job_id,
-        "type": "message",
-        "role": "assistant",
-        "model": model or "",
-        "content": [],
-        "stop_reason": None,
-        "stop_sequence": None,
-        "usage": {"input_tokens": 0, "output_tokens": 0},
-    }
 
 
 def _anthropic_pending(view: JobView, model: str | None) -> dict[str, Any]:
-    return _anthropic_message(view.job_id, model)
+    return anthropic_messages.empty_message(view.job_id, model)
 
 
 def _anthropic_completed(view: JobView, result: bytes) -> dict[str, Any]:
-    chat = json.loads(result)
-    message = _anthropic_message(view.job_id, chat.get("model"))
-    choice = (chat.get("choices") or [{}])[0]
-    text = (choice.get("message") or {}).get("content")
-    if text:
-        message["content"] = [{"type": "text", "text": text}]
-    message["stop_reason"] = _STOP_REASONS.get(choice.get("finish_reason") or "", "end_turn")
-    usage = chat.get("usage") or {}
-    message["usage"] = {
-        "input_tokens": usage.get("prompt_tokens", 0),
-        "output_tokens": usage.get("completion_tokens", 0),
-    }
-    return message
+    return anthropic_messages.answer_as_message(json.loads(result), view.job_id)
 
 
 def _anthropic_error(status: int, message: str, stored: dict[str, Any] | None) -> dict[str, Any]:
@@ -220,7 +128,7 @@ OPENAI = Dialect(
 ANTHROPIC = Dialect(
     "anthropic",
     RequestType.CHAT_COMPLETION,
-    _anthropic_to_chat,
+    anthropic_messages.request_as_chat,
     _anthropic_pending,
     _anthropic_completed,
     _anthropic_error,
@@ -261,9 +169,11 @@ async def _submit(
     try:
         body = json.loads(raw)
         if not isinstance(body, dict):
-            raise TranslationError("expected a JSON object")
+            raise BadRequestBody("invalid request format: expected a JSON object")
         body["model"] = _qualified(body.get("model"), dialect, providers)
         fields = dialect.to_job_body(body)
+    except BadRequestBody as exc:  # its message is the client's answer
+        return error(400, str(exc))
     except (ValueError, UnicodeDecodeError) as exc:
         return error(400, f"invalid request format: {exc}")
     outcome = validate_json_fields(dialect.request_type, fields, providers)

@@ -1,10 +1,15 @@
-"""OpenAI chat and Responses bodies to Anthropic's Messages API and back (pure functions).
+"""OpenAI chat and Responses bodies ⇄ Anthropic's Messages API, both ways (pure functions).
 
 Anthropic keeps the system prompt beside the messages, has only `user` and `assistant`
 turns (tool results travel in a user turn as `tool_result` blocks, tool calls in an
 assistant turn as `tool_use` blocks with parsed input), wants `max_tokens` always, and
-names stop reasons and usage its own way. Both directions live here so a test can
-check a translation without a server.
+names stop reasons and usage its own way. The operator sends chat and Responses bodies
+as Messages and reads the answers back (`chat_request`, `chat_answer`,
+`responses_request`, `responses_answer`); the API's `/anthropic/v1/messages` route runs
+a Messages body as a chat job and gives the chat answer back as a Message
+(`request_as_chat`, `answer_as_message`). Both directions share one stop-reason table
+and one reading of each content block, so they cannot drift apart, and a test can check
+a translation without a server.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ PROVIDER = "anthropic"
 # Anthropic requires max_tokens; this is used when the client set no limit.
 DEFAULT_MAX_TOKENS = 4096
 
+# Anthropic's stop reasons and the chat finish reason each one means. Where several mean
+# the same, the first is the one a chat finish reason goes back as (STOP_REASONS).
 FINISH_REASONS = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -37,6 +44,12 @@ FINISH_REASONS = {
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
+STOP_REASONS = {finish: stop for stop, finish in reversed(FINISH_REASONS.items())}
+_DEFAULT_FINISH_REASON = "stop"
+
+# Messages parameters a chat completion takes under the same name (stop_sequences is
+# chat's stop).
+_SAME_IN_CHAT = ("model", "fallbacks", "max_tokens", "temperature", "top_p", "stream")
 
 # OpenAI parameters with no Anthropic meaning whose default is harmless to drop.
 _DROPPED_CHAT = {
@@ -66,6 +79,16 @@ class _Turns:
             self.messages.append({"role": role, "content": list(blocks)})
 
 
+def finish_reason(stop_reason: Any) -> str:
+    """The chat finish reason of an Anthropic stop reason; an unknown one reads as stop."""
+    return FINISH_REASONS.get(stop_reason or "", _DEFAULT_FINISH_REASON)
+
+
+def stop_reason(finish_reason: Any) -> str:
+    """The Anthropic stop reason of a chat finish reason; an unknown one reads as end_turn."""
+    return STOP_REASONS.get(finish_reason or "", STOP_REASONS[_DEFAULT_FINISH_REASON])
+
+
 def _text_block(text: str) -> list[dict[str, Any]]:
     # Anthropic refuses empty text blocks.
     return [{"type": "text", "text": text}] if text else []
@@ -77,6 +100,16 @@ def _image_block(url: str) -> dict[str, Any]:
         return {"type": "image", "source": {"type": "url", "url": url}}
     source = {"type": "base64", "media_type": inline.media_type, "data": inline.data}
     return {"type": "image", "source": source}
+
+
+def _image_url(block: dict[str, Any]) -> str:
+    """The URL of an image block (_image_block's inverse): a data URL for base64 data."""
+    source = block.get("source") or {}
+    if source.get("type") == "base64":
+        return f"data:{source.get('media_type', '')};base64,{source.get('data', '')}"
+    if source.get("type") == "url":
+        return str(source.get("url", ""))
+    raise BadRequestBody("invalid request format: image blocks need a base64 or url source")
 
 
 def _content_blocks(content: Any) -> list[dict[str, Any]]:
@@ -307,7 +340,7 @@ def chat_answer(message: dict[str, Any], created: int) -> dict[str, Any]:
             {
                 "index": 0,
                 "message": reply,
-                "finish_reason": FINISH_REASONS.get(message.get("stop_reason") or "", "stop"),
+                "finish_reason": finish_reason(message.get("stop_reason")),
                 "logprobs": None,
             }
         ],
@@ -351,7 +384,7 @@ def responses_answer(message: dict[str, Any], created: int) -> dict[str, Any]:
                     "status": "completed",
                 }
             )
-    truncated = message.get("stop_reason") in ("max_tokens", "model_context_window_exceeded")
+    truncated = finish_reason(message.get("stop_reason")) == "length"
     prompt, completion, cached = _usage_numbers(message)
     return {
         "id": message_id,
@@ -370,3 +403,98 @@ def responses_answer(message: dict[str, Any], created: int) -> dict[str, Any]:
         },
         "error": None,
     }
+
+
+# -- Messages to chat, for the API's /anthropic/v1/messages route ----------------------
+
+
+def _system_text(system: Any) -> str:
+    if isinstance(system, str):
+        return system
+    if not isinstance(system, list):
+        raise BadRequestBody(
+            "invalid request format: system must be a string or a list of content blocks"
+        )
+    texts = []
+    for block in system:
+        if not isinstance(block, dict) or block.get("type") != "text":
+            raise BadRequestBody("invalid request format: system accepts only text blocks")
+        texts.append(str(block.get("text", "")))
+    return "\n".join(texts)
+
+
+def _chat_part(block: Any) -> dict[str, Any]:
+    """The chat content part of a content block (_content_blocks' inverse)."""
+    if not isinstance(block, dict):
+        raise BadRequestBody("invalid request format: content blocks must be objects")
+    kind = block.get("type")
+    if kind == "text":
+        return {"type": "text", "text": str(block.get("text", ""))}
+    if kind == "image":
+        return {"type": "image_url", "image_url": {"url": _image_url(block)}}
+    raise BadRequestBody(
+        f"invalid request format: content block type {kind!r} is not supported for async messages"
+    )
+
+
+def request_as_chat(body: dict[str, Any]) -> dict[str, Any]:
+    """The chat completion body of a Messages request (chat_request's inverse).
+
+    Text and images travel; other blocks fail, since a chat job offers the model no
+    tools the route could hand back. A missing `messages` is left for validation.
+    """
+    chat: dict[str, Any] = {name: body[name] for name in _SAME_IN_CHAT if name in body}
+    if "stop_sequences" in body:
+        chat["stop"] = body["stop_sequences"]
+    messages: list[dict[str, Any]] = []
+    if body.get("system"):
+        messages.append({"role": "system", "content": _system_text(body["system"])})
+    turns = body.get("messages")
+    if turns is not None and not isinstance(turns, list):
+        raise BadRequestBody("invalid request format: messages must be a list")
+    for turn in turns or []:
+        if not isinstance(turn, dict) or turn.get("role") not in ("user", "assistant"):
+            raise BadRequestBody(
+                "invalid request format: each message needs role user or assistant"
+            )
+        content = turn.get("content")
+        if isinstance(content, list):
+            content = [_chat_part(block) for block in content]
+        elif not isinstance(content, str):
+            raise BadRequestBody(
+                "invalid request format: message content must be a string or a list of blocks"
+            )
+        messages.append({"role": turn["role"], "content": content})
+    chat["messages"] = messages
+    user = (body.get("metadata") or {}).get("user_id")
+    if user:
+        chat["user"] = user
+    return chat
+
+
+def empty_message(message_id: str, model: str | None) -> dict[str, Any]:
+    """A Messages answer with nothing in it yet (what a job that is still running shows)."""
+    return {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model or "",
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 0, "output_tokens": 0},
+    }
+
+
+def answer_as_message(chat: dict[str, Any], message_id: str) -> dict[str, Any]:
+    """The Messages answer of a chat.completion body (chat_answer's inverse for text)."""
+    message = empty_message(message_id, chat.get("model"))
+    choice = (chat.get("choices") or [{}])[0]
+    message["content"] = _text_block((choice.get("message") or {}).get("content") or "")
+    message["stop_reason"] = stop_reason(choice.get("finish_reason"))
+    usage = chat.get("usage") or {}
+    message["usage"] = {
+        "input_tokens": usage.get("prompt_tokens", 0),
+        "output_tokens": usage.get("completion_tokens", 0),
+    }
+    return message
