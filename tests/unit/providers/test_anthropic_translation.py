@@ -84,12 +84,10 @@ def test_unknown_reasons_read_as_a_normal_end(unknown: str | None) -> None:
 
 # -- requests -------------------------------------------------------------------------
 
+# One user turn of text blocks reads the same in both APIs.
+MINIMAL = {"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": [text("hi")]}]}
 MESSAGES_REQUESTS = {
-    "minimal": {
-        "model": MODEL,
-        "max_tokens": 5,
-        "messages": [{"role": "user", "content": [text("hi")]}],
-    },
+    "minimal": MINIMAL,
     "parameters": {
         "model": MODEL,
         "max_tokens": 64,
@@ -118,11 +116,7 @@ def test_a_messages_request_survives_the_way_to_chat_and_back(body: dict[str, An
 
 
 CHAT_REQUESTS = {
-    "minimal": {
-        "model": MODEL,
-        "max_tokens": 5,
-        "messages": [{"role": "user", "content": [text("hi")]}],
-    },
+    "minimal": MINIMAL,
     "parameters": {
         "model": MODEL,
         "max_tokens": 64,
