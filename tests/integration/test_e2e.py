@@ -216,7 +216,10 @@ async def test_operator_killed_during_a_call_is_resumed_after_restart(
     document = await client.poll(RequestType.CHAT_COMPLETION, job_id)
     assert document["status"] == "completed"
     job = await kube.get(resources.asyncjobs_path(namespace, job_id))
-    assert job["status"]["attempts"] == 2
+    assert job["status"]["attempts"] == 1  # an interruption is not a provider failure
+    assert job["status"]["interruptions"] == 1
+    assert job["status"]["repeatedCalls"] == 1
+    assert fake.stats()["count"] == 2  # the lost call, and its one repetition
 
 
 async def test_jobs_submitted_with_no_operator_complete_once_it_starts(

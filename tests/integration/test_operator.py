@@ -62,7 +62,7 @@ async def test_every_request_type_completes_with_a_result_secret_owned_by_the_jo
             metadata = done["metadata"]
             assert not metadata.get("finalizers")
             assert not [a for a in metadata.get("annotations", {}) if "kopf" in a]
-            secret = await kube.get(resources.secrets_path(namespace, f"{name}-result-0"))
+            secret = await kube.get(resources.secrets_path(namespace, f"{name}-result-1-0"))
             assert secret["metadata"]["ownerReferences"][0]["uid"] == metadata["uid"]
         finished = operator.metrics()
         assert (
@@ -121,11 +121,11 @@ async def test_expired_job_is_deleted_and_its_secrets_are_collected(
         assert done["status"]["phase"] == "Completed"
         assert sorted(await job_secrets(kube, namespace, name)) == [
             f"{name}-request-0",
-            f"{name}-result-0",
+            f"{name}-result-1-0",
         ]
         await wait_gone(kube, resources.asyncjobs_path(namespace, name), timeout=15)
     # kube-controller-manager's garbage collector follows the owner references.
-    for secret in (f"{name}-request-0", f"{name}-result-0"):
+    for secret in (f"{name}-request-0", f"{name}-result-1-0"):
         await wait_gone(kube, resources.secrets_path(namespace, secret), timeout=60)
 
 
@@ -145,5 +145,10 @@ async def test_processing_job_is_resumed_after_the_operator_is_killed(
         done = await wait_terminal(kube, namespace, name)
     status = done["status"]
     assert status["phase"] == "Completed"
-    assert status["attempts"] == 2
+    # The operator's death spent no attempt: the lost call was repeated under a new
+    # call number, so the two can never mix.
+    assert status["attempts"] == 1
+    assert status["interruptions"] == 1
+    assert status["repeatedCalls"] == 1
+    assert status["resultRef"]["secretName"] == f"{name}-result-2"
     assert status["conditions"][0]["type"] == "Processing"
