@@ -8,7 +8,8 @@ event queues, login, signals) and nothing that writes to the apiserver on its ow
 - no on.delete handler, hence no finalizer: a job can always be deleted, even while the
   operator is down (and the names kopf would use are under asyncjobs.dev anyway);
 - no Kubernetes Events from kopf's log lines (the operator posts its own, for failures);
-- bounded retries and timeouts for kopf's own API calls, and no peering (one replica).
+- bounded retries and timeouts for kopf's own API calls, and no kopf peering (a Lease
+  decides which replica runs jobs: leadership.py).
 """
 
 from __future__ import annotations

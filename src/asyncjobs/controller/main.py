@@ -4,7 +4,8 @@ Everything is built here and passed in (clients, clocks, limits), so no part cre
 client at import time and each one can be tested alone. With a providers file, the
 providers follow it (core/providers/reloading.py) and each reload also sets the call
 limits of the admission queue, so neither a new key, URL or provider nor a new limit
-needs a restart.
+needs a restart. Jobs run only while this process holds the operator Lease
+(leadership.py); a standby serves /healthz and /metrics and waits.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import argparse
 import asyncio
 import base64
 import logging
+import os
+import socket
 import sys
 import time
 from datetime import UTC, datetime
@@ -24,6 +27,7 @@ from asyncjobs.controller.admission import Admission
 from asyncjobs.controller.executor import Context
 from asyncjobs.controller.expiry import Expiry
 from asyncjobs.controller.health import WatchHealth
+from asyncjobs.controller.leadership import LeaderOnly, Leadership, LeadershipLost, Timing
 from asyncjobs.controller.metrics import Metrics
 from asyncjobs.controller.supervisor import Supervisor
 from asyncjobs.controller.writer import JobWriter
@@ -40,6 +44,14 @@ from asyncjobs.core.providers.registry import (
 from asyncjobs.core.providers.reloading import ProvidersReloader
 
 log = logging.getLogger("asyncjobs.operator")
+
+# kopf stops its watches in well under a second once cancelled; a leader that lost its
+# Lease must not linger for longer than this.
+_KOPF_STOP_SECONDS = 5.0
+
+# Exit code after losing the Lease: the kubelet restarts the container, which waits for
+# the Lease like any standby and re-lists everything once it holds it.
+EXIT_LEADERSHIP_LOST = 3
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,6 +79,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backoff-max-seconds", type=float, default=60.0)
     parser.add_argument("--request-grace-seconds", type=float, default=30.0)
     parser.add_argument("--watch-stall-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--lease-name",
+        default="asyncjobs-operator",
+        help="the coordination.k8s.io Lease, in the jobs namespace, that the one operator "
+        "running jobs holds",
+    )
+    parser.add_argument(
+        "--lease-identity",
+        help="this process's name on the Lease; default: $POD_NAME, else <hostname>-<pid>. "
+        "Unique per running process: one that finds its own name there takes it at once",
+    )
+    parser.add_argument(
+        "--lease-duration-seconds",
+        type=int,
+        default=15,
+        help="how long a standby waits after the holder's last renewal before taking over; "
+        "the holder renews every 2/15 of it and stops after 2/3 of it without a renewal",
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
@@ -84,6 +114,11 @@ def secret_reader(client: KubeClient, namespace: str) -> SecretReader:
 
 def wall() -> datetime:
     return datetime.now(UTC)
+
+
+def lease_identity(args: argparse.Namespace) -> str:
+    explicit: str | None = args.lease_identity or os.environ.get("POD_NAME")
+    return explicit or f"{socket.gethostname()}-{os.getpid()}"
 
 
 async def operate(args: argparse.Namespace, config: KubeConfig) -> None:
@@ -143,32 +178,75 @@ async def operate(args: argparse.Namespace, config: KubeConfig) -> None:
         metrics.waiting.set_function(admission.waiting)
         metrics.jobs_running.set_function(lambda: len(supervisor.tasks))
         metrics.jobs_expiring.set_function(lambda: len(expiry))
-        listed = await client.list(resources.asyncjobs_path(namespace), limit="1")
-        existing = len(listed.get("items", [])) + listed["metadata"].get("remainingItemCount", 0)
-        supervisor.expect_listed(existing)
+        leadership = Leadership(
+            client,
+            namespace,
+            args.lease_name,
+            lease_identity(args),
+            Timing.for_duration(args.lease_duration_seconds),
+            on_change=metrics.leader.set,
+        )
+        # A standby answers /healthz and /metrics (leader 0) while it waits.
         app = probes.create_app(metrics, health)
         runner = await probes.start(app, args.metrics_host, args.metrics_port)
-        expiry_task = asyncio.create_task(expiry.run(), name="expiry")
-        # Should the listing never be confirmed (a bug, an odd apiserver), run anyway.
-        loop.call_later(30, supervisor.listing_done)
-        log.info(
-            "serving namespace %s with providers %s (max %d calls in flight)",
-            namespace,
-            ", ".join(sorted(providers)),
-            providers.max_in_flight,
-        )
         try:
-            await kopf.operator(
-                registry=kopf_setup.registry(config, supervisor),
-                settings=kopf_setup.settings(),
-                namespaces=[namespace],
-                standalone=True,
+            await leadership.acquire()
+            listed = await client.list(resources.asyncjobs_path(namespace), limit="1")
+            existing = len(listed.get("items", []))
+            supervisor.expect_listed(existing + listed["metadata"].get("remainingItemCount", 0))
+            # Should the listing never be confirmed (a bug, an odd apiserver), run anyway.
+            loop.call_later(30, supervisor.listing_done)
+            log.info(
+                "serving namespace %s with providers %s (max %d calls in flight)",
+                namespace,
+                ", ".join(sorted(providers)),
+                providers.max_in_flight,
             )
+            await run_while_leading(leadership, supervisor, expiry, config, namespace)
         finally:
-            expiry_task.cancel()
-            await supervisor.close()
             await runner.cleanup()
             await providers.close()
+
+
+async def run_while_leading(
+    leadership: Leadership,
+    supervisor: Supervisor,
+    expiry: Expiry,
+    config: KubeConfig,
+    namespace: str,
+) -> None:
+    """Runs kopf until it stops (SIGTERM) or the Lease is lost (LeadershipLost). Jobs stop
+    before the Lease is released, so the next holder never overlaps with this one."""
+    gate = LeaderOnly(supervisor, leadership)
+    holding = asyncio.create_task(leadership.hold(), name="lease")
+    expiring = asyncio.create_task(expiry.run(), name="expiry")
+    operator = asyncio.create_task(
+        kopf.operator(
+            registry=kopf_setup.registry(config, gate),
+            settings=kopf_setup.settings(),
+            namespaces=[namespace],
+            standalone=True,
+        ),
+        name="kopf",
+    )
+    lost = False
+    try:
+        await asyncio.wait({holding, operator}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gate.close()
+        lost = holding.done()  # hold() ends only when the Lease is lost (or on a bug)
+        holding.cancel()
+        expiring.cancel()
+        await supervisor.close()
+        if not lost:
+            await leadership.release()
+        # Cancelled rather than given a stop flag: kopf would wait 5 s for the task that
+        # watches such a flag, as for any task it did not start itself.
+        operator.cancel()
+        await asyncio.wait({operator}, timeout=_KOPF_STOP_SECONDS)
+    if lost:
+        raise LeadershipLost(leadership.name) from holding.exception()
+    await operator
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -188,6 +266,8 @@ def main(argv: list[str] | None = None) -> None:
     except (OSError, ValueError) as error:
         log.error("cannot start: %s", error)
         raise SystemExit(2) from None
+    except LeadershipLost:
+        raise SystemExit(EXIT_LEADERSHIP_LOST) from None
     except KeyboardInterrupt:
         pass
 
