@@ -127,11 +127,40 @@ def test_non_default_values_render_optional_objects() -> None:
     } in container["env"]
 
 
+def test_operator_replicas_elect_one_leader_through_their_own_lease() -> None:
+    docs = render("operator.replicas=3")
+    operator = next(
+        d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "aj-asyncjobs-operator"
+    )
+    assert operator["spec"]["replicas"] == 3, "standbys are safe: only the holder runs jobs"
+    assert operator["spec"]["strategy"] == {"type": "Recreate"}
+    (container,) = operator["spec"]["template"]["spec"]["containers"]
+    assert "--lease-name=aj-asyncjobs-operator" in container["args"]
+    assert {
+        "name": "POD_NAME",
+        "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+    } in container["env"]
+    role = next(
+        r for r in by_kind(docs, "Role") if r["metadata"]["name"] == "aj-asyncjobs-operator"
+    )
+    assert role["metadata"]["namespace"] == "platform-jobs"
+    lease_rules = [r for r in role["rules"] if r["apiGroups"] == ["coordination.k8s.io"]]
+    assert lease_rules == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["get", "update"],
+            "resourceNames": ["aj-asyncjobs-operator"],
+        },
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+    ]
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [
         pytest.param("api.replicas=-1", "/api/replicas", id="negative-replicas"),
-        pytest.param("operator.replicas=2", "/operator/replicas", id="two-operators"),
+        pytest.param("operator.replicas=-1", "/operator/replicas", id="negative-operators"),
         pytest.param("image.pullPolicy=Sometimes", "/image/pullPolicy", id="bad-pull-policy"),
         pytest.param("api.port=70000", "/api/port", id="port-out-of-range"),
         pytest.param("providers.providers.x.type=telepathy", "type", id="unknown-provider-type"),

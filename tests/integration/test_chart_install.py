@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 import yaml
 
+from asyncjobs.controller.leadership import leases_path
 from asyncjobs.core import resources
 from asyncjobs.core.kube import KubeClient, KubeError, load_config
 from tests.support.identity import service_account_kubeconfig
@@ -156,6 +157,8 @@ async def test_installed_chart_objects_are_accepted_and_its_rbac_runs_a_job(
             str(providers),
             "--metrics-port",
             str(metrics_port),
+            "--lease-name",
+            "aj-asyncjobs-operator",
         ),
         log_dir=log_dir,
     )
@@ -200,6 +203,11 @@ async def test_installed_chart_objects_are_accepted_and_its_rbac_runs_a_job(
         with pytest.raises(KubeError) as refused:
             await as_operator.list(resources.secrets_path(jobs_namespace))
         assert refused.value.status == 403, "the operator never lists Secrets (virtual keys)"
+        lease = await as_operator.get(leases_path(jobs_namespace, "aj-asyncjobs-operator"))
+        assert "holderIdentity" not in lease["spec"], "released when the operator stopped"
+        with pytest.raises(KubeError) as refused:
+            await as_operator.get(leases_path(jobs_namespace, "another-controller"))
+        assert refused.value.status == 403, "the operator reads only its own Lease"
 
 
 async def submit_and_poll(base: str) -> dict[str, Any]:

@@ -12,6 +12,11 @@
 {{- default (printf "%s-jobs" .Release.Namespace) .Values.jobs.namespace -}}
 {{- end -}}
 
+{{/* The Lease the operator replicas elect their leader with, in the jobs namespace. */}}
+{{- define "asyncjobs.operatorLease" -}}
+{{- printf "%s-operator" (include "asyncjobs.fullname" .) -}}
+{{- end -}}
+
 {{- define "asyncjobs.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
