@@ -78,6 +78,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backoff-base-seconds", type=float, default=1.0)
     parser.add_argument("--backoff-max-seconds", type=float, default=60.0)
     parser.add_argument("--request-grace-seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--max-interruptions",
+        type=int,
+        default=10,
+        help="operator stops a job survives (they spend none of its attempts); one more "
+        "fails it with InterruptionLimitExceeded",
+    )
     parser.add_argument("--watch-stall-seconds", type=float, default=60.0)
     parser.add_argument(
         "--lease-name",
@@ -130,6 +137,7 @@ async def operate(args: argparse.Namespace, config: KubeConfig) -> None:
         backoff_base_seconds=args.backoff_base_seconds,
         backoff_max_seconds=args.backoff_max_seconds,
         request_grace_seconds=args.request_grace_seconds,
+        max_interruptions=args.max_interruptions,
     )
     configuration = provider_config.load(args.providers_config)
     metrics = Metrics()

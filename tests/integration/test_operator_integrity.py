@@ -1,0 +1,151 @@
+"""Integrity against the real plane: a stored result is final, a job reads only its own
+request, and a request Secret that comes late is awaited on the operator's clock."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from asyncjobs.core import payloads, resources
+from asyncjobs.core.jobs import format_time
+from asyncjobs.core.kube import KubeClient
+from tests.integration.test_operator_support import (
+    FAKE_KEY,
+    FakeOpenAI,
+    create_key_secret,
+    get_job,
+    read_result,
+    running_operator,
+    submit,
+    wait_terminal,
+)
+
+MODEL = "openai/gpt-integrity"
+
+
+def chat(text: str) -> dict[str, object]:
+    return {"model": MODEL, "messages": [{"role": "user", "content": text}]}
+
+
+@pytest.fixture
+async def fake(log_dir: Path, kube: KubeClient, namespace: str) -> AsyncIterator[FakeOpenAI]:
+    await create_key_secret(kube, namespace)
+    with FakeOpenAI(log_dir) as server:
+        server.config(api_keys=[FAKE_KEY])
+        yield server
+
+
+async def test_job_found_processing_with_its_result_stored_completes_without_a_new_call(
+    kube: KubeClient,
+    namespace: str,
+    kubeconfig_path: str,
+    log_dir: Path,
+    tmp_path: Path,
+    fake: FakeOpenAI,
+) -> None:
+    # What an operator killed between storing the answer of call 1 and writing the
+    # terminal status leaves behind.
+    name = await submit(kube, namespace, chat("hi"), model=MODEL)
+    status_path = resources.asyncjobs_path(namespace, name, status=True)
+    interrupted = {
+        "phase": "Processing",
+        "attempts": 1,
+        "attemptsOnModel": 1,
+        "provider": "openai",
+        "modelUsed": MODEL,
+    }
+    job = await kube.merge_patch(status_path, {"status": interrupted})
+    stored = {"object": "chat.completion", "choices": [], "usage": {"total_tokens": 11}}
+    await payloads.store(
+        kube, namespace, job, "result", json.dumps(stored).encode(), "application/json", call=1
+    )
+    providers = fake.providers_config(tmp_path / "p.yaml")
+    with running_operator(kubeconfig_path, namespace, providers, log_dir) as operator:
+        operator.start()
+        done = await wait_terminal(kube, namespace, name)
+        assert 'asyncjobs_operator_job_interruptions_total{outcome="result_reused"} 1.0' in (
+            operator.metrics()
+        )
+    status = done["status"]
+    assert status["phase"] == "Completed", status
+    assert status["resultRef"]["secretName"] == f"{name}-result-1"
+    assert (status["attempts"], status["interruptions"]) == (1, 1)
+    assert status["usage"] == {"totalTokens": 11}
+    assert await read_result(kube, namespace, done) == stored
+    assert fake.stats()["count"] == 0
+
+
+async def test_request_secret_of_another_job_fails_the_job_and_is_never_sent(
+    kube: KubeClient,
+    namespace: str,
+    kubeconfig_path: str,
+    log_dir: Path,
+    tmp_path: Path,
+    fake: FakeOpenAI,
+) -> None:
+    victim = await submit(kube, namespace, chat("the victim's private prompt"), model=MODEL)
+    victim_ref = (await get_job(kube, namespace, victim) or {})["spec"]["requestRef"]
+    thief = await submit(
+        kube,
+        namespace,
+        chat("unused"),
+        model=MODEL,
+        spec={"requestRef": victim_ref},
+        store_request=False,
+    )
+    providers = fake.providers_config(tmp_path / "p.yaml")
+    with running_operator(kubeconfig_path, namespace, providers, log_dir) as operator:
+        operator.start()
+        stolen = await wait_terminal(kube, namespace, thief)
+        assert (await wait_terminal(kube, namespace, victim))["status"]["phase"] == "Completed"
+    assert stolen["status"]["phase"] == "Failed"
+    assert stolen["status"]["statusCode"] == 400
+    assert stolen["status"]["conditions"][-1]["reason"] == "RequestNotOwned"
+    assert "private prompt" not in json.dumps(stolen["status"])
+    # Only the victim's own job reached the provider.
+    assert fake.stats()["count"] == 1
+
+
+async def test_request_secret_that_appears_late_is_awaited_on_the_operators_clock(
+    kube: KubeClient,
+    namespace: str,
+    kubeconfig_path: str,
+    log_dir: Path,
+    tmp_path: Path,
+    fake: FakeOpenAI,
+) -> None:
+    # The API's clock said ten minutes ago (a skewed clock, or a job that waited in a
+    # slow apiserver): the grace must still count from when the operator looks.
+    long_ago = format_time(datetime.now(UTC) - timedelta(minutes=10))
+    body = json.dumps(chat("late")).encode()
+    name = await submit(
+        kube,
+        namespace,
+        body,
+        model=MODEL,
+        spec={"submittedAt": long_ago, "activeDeadlineSeconds": 3600},
+        store_request=False,
+    )
+    providers = fake.providers_config(tmp_path / "p.yaml")
+    with running_operator(kubeconfig_path, namespace, providers, log_dir) as operator:
+        operator.start()
+        # The operator has the job, and has looked for its request more than once (it
+        # looks every 0.5 s), before the Secret exists.
+        deadline = time.monotonic() + 30
+        while "asyncjobs_operator_jobs_running 1.0" not in operator.metrics():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.5)
+        job = await get_job(kube, namespace, name)
+        assert job is not None
+        assert (job.get("status") or {}).get("phase", "Pending") == "Pending", job.get("status")
+        await payloads.store(kube, namespace, job, "request", body, "application/json")
+        done = await wait_terminal(kube, namespace, name)
+    assert done["status"]["phase"] == "Completed", done["status"]
+    assert fake.stats()["count"] == 1
