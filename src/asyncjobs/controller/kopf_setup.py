@@ -15,12 +15,13 @@ event queues, login, signals) and nothing that writes to the apiserver on its ow
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 import kopf
 
 from asyncjobs.core import resources
+from asyncjobs.core.credentials import Credential, CredentialError
 from asyncjobs.core.kube import KubeConfig
 
 PREFIX = resources.GROUP
@@ -63,19 +64,41 @@ def settings() -> kopf.OperatorSettings:
     return s
 
 
-def connection(config: KubeConfig) -> kopf.ConnectionInfo:
-    """kopf's credentials from the same kubeconfig the operator's own client uses."""
+def connection(config: KubeConfig, credential: Credential) -> kopf.ConnectionInfo:
+    """kopf's credentials: the ones the operator's own client uses, valid until they are
+    due for renewal (kopf logs in again then)."""
     return kopf.ConnectionInfo(
         server=config.server,
         ca_path=config.ca_file,
         ca_data=config.ca_data,
         insecure=config.insecure,
-        scheme="Bearer" if config.bearer_token() else None,
-        token=config.bearer_token(),
-        certificate_path=config.client_cert_file,
-        private_key_path=config.client_key_file,
+        scheme="Bearer" if credential.token else None,
+        token=credential.token,
+        certificate_path=credential.cert_file,
+        certificate_data=credential.cert_data,
+        private_key_path=credential.key_file,
+        private_key_data=credential.key_data,
         default_namespace=config.namespace,
+        expiration=credential.renew_at,
     )
+
+
+def login_handler(config: KubeConfig) -> Callable[..., Awaitable[kopf.ConnectionInfo]]:
+    """kopf asks again only once the last credentials expired or were refused (401), so
+    every later ask renews them (an exec plugin runs again); kopf would refuse the same
+    ones a second time."""
+    given: list[Credential] = []
+
+    async def login(**_: Any) -> kopf.ConnectionInfo:
+        source = config.credentials
+        try:
+            credential = await (source.renew(given[-1]) if given else source.current())
+        except CredentialError as error:
+            raise kopf.TemporaryError(str(error), delay=5) from None
+        given[:] = [credential]
+        return connection(config, credential)
+
+    return login
 
 
 class Observer(Protocol):
@@ -87,9 +110,7 @@ class Observer(Protocol):
 def registry(config: KubeConfig, observer: Observer) -> kopf.OperatorRegistry:
     reg = kopf.OperatorRegistry()
 
-    @kopf.on.login(registry=reg)
-    async def login(**_: Any) -> kopf.ConnectionInfo:
-        return connection(config)
+    kopf.on.login(registry=reg, id="login")(login_handler(config))
 
     @kopf.on.event(
         resources.GROUP, resources.VERSION, resources.PLURAL, id="job_event", registry=reg

@@ -2,34 +2,45 @@
 
 The API and the tests need a handful of verbs (get, list, create, patch, delete, watch)
 on a few resource kinds; a generated client would add megabytes of models and a
-deserialisation cost on every poll. kopf brings its own client for the operator's
-watches. Objects are plain dicts, as the apiserver sends them.
+deserialisation cost on every poll (kubernetes_asyncio's config loader alone imports its
+whole generated client: +70 MB resident and seconds of start-up). kopf brings its own
+client for the operator's watches. Objects are plain dicts, as the apiserver sends them.
+
+Each request asks the config's credential source for the current credential, so exec
+plugins' tokens are renewed before they expire; a 401 renews it and retries once.
 """
 
 from __future__ import annotations
 
-import base64
+import functools
 import io
 import json
-import os
 import ssl
-import tempfile
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-import yaml
+
+from asyncjobs.core.credentials import Credential, CredentialError
+from asyncjobs.core.kubeconfig import KubeConfig, load_config, load_kubeconfig
+
+__all__ = [
+    "KubeClient",
+    "KubeConfig",
+    "KubeError",
+    "KubeObject",
+    "load_config",
+    "load_kubeconfig",
+]
 
 KubeObject = dict[str, Any]
 
-SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 LARGE_BODY = 1024 * 1024
 
 
 class KubeError(Exception):
-    """The apiserver answered with an error status (or could not be reached: status 0)."""
+    """The apiserver answered with an error status (or could not be reached, or no
+    credential could be had for it: status 0)."""
 
     def __init__(self, status: int, reason: str, message: str) -> None:
         super().__init__(f"{status} {reason}: {message}")
@@ -43,106 +54,6 @@ class KubeError(Exception):
         return self.status in (0, 429) or self.status >= 500
 
 
-@dataclass(frozen=True)
-class KubeConfig:
-    """Where the apiserver is and how to authenticate to it."""
-
-    server: str
-    namespace: str = "default"
-    token: str | None = None
-    token_file: Path | None = None
-    ca_file: str | None = None
-    ca_data: bytes | None = None
-    client_cert_file: str | None = None
-    client_key_file: str | None = None
-    insecure: bool = False
-    _temp_files: list[str] = field(default_factory=list, compare=False, repr=False)
-
-    def bearer_token(self) -> str | None:
-        # Projected ServiceAccount tokens rotate, so a token file is read on each use.
-        if self.token_file is not None:
-            return self.token_file.read_text().strip()
-        return self.token
-
-    def ssl_context(self) -> ssl.SSLContext | bool:
-        if self.insecure:
-            return False
-        context = ssl.create_default_context(cafile=self.ca_file)
-        if self.ca_data:
-            context.load_verify_locations(cadata=self.ca_data.decode())
-        if self.client_cert_file:
-            context.load_cert_chain(self.client_cert_file, self.client_key_file)
-        return context
-
-
-def _materialise(data_b64: str, suffix: str, temps: list[str]) -> str:
-    """Writes inline kubeconfig data (certificates, keys) to a private temp file."""
-    handle, path = tempfile.mkstemp(suffix=suffix)
-    with os.fdopen(handle, "wb") as out:
-        out.write(base64.b64decode(data_b64))
-    temps.append(path)
-    return path
-
-
-def load_kubeconfig(path: str | os.PathLike[str], context: str | None = None) -> KubeConfig:
-    raw = yaml.safe_load(Path(path).read_text())
-    base = Path(path).resolve().parent
-    name = context or raw.get("current-context")
-    contexts = {c["name"]: c["context"] for c in raw.get("contexts", [])}
-    if name not in contexts:
-        raise ValueError(f"kubeconfig {path} has no context {name!r}")
-    ctx = contexts[name]
-    cluster = {c["name"]: c["cluster"] for c in raw.get("clusters", [])}[ctx["cluster"]]
-    user = {u["name"]: u.get("user") or {} for u in raw.get("users", [])}.get(
-        ctx.get("user", ""), {}
-    )
-    temps: list[str] = []
-
-    def file_or_data(file_key: str, data_key: str, source: Mapping[str, Any]) -> str | None:
-        if source.get(file_key):
-            return str(base / source[file_key])
-        if source.get(data_key):
-            return _materialise(source[data_key], ".pem", temps)
-        return None
-
-    token = user.get("token")
-    token_file = Path(base / user["tokenFile"]) if user.get("tokenFile") else None
-    return KubeConfig(
-        server=cluster["server"].rstrip("/"),
-        namespace=ctx.get("namespace", "default"),
-        token=token,
-        token_file=token_file,
-        ca_file=file_or_data("certificate-authority", "certificate-authority-data", cluster),
-        client_cert_file=file_or_data("client-certificate", "client-certificate-data", user),
-        client_key_file=file_or_data("client-key", "client-key-data", user),
-        insecure=bool(cluster.get("insecure-skip-tls-verify")),
-        _temp_files=temps,
-    )
-
-
-def load_incluster_config() -> KubeConfig:
-    host = os.environ["KUBERNETES_SERVICE_HOST"]
-    port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-    if ":" in host:
-        host = f"[{host}]"
-    return KubeConfig(
-        server=f"https://{host}:{port}",
-        namespace=(SERVICE_ACCOUNT_DIR / "namespace").read_text().strip(),
-        token_file=SERVICE_ACCOUNT_DIR / "token",
-        ca_file=str(SERVICE_ACCOUNT_DIR / "ca.crt"),
-    )
-
-
-def load_config(kubeconfig: str | None = None) -> KubeConfig:
-    """The explicit kubeconfig, else $KUBECONFIG, else in-cluster, else ~/.kube/config."""
-    path = kubeconfig or os.environ.get("KUBECONFIG")
-    if path:
-        return load_kubeconfig(path.split(os.pathsep)[0])
-    if "KUBERNETES_SERVICE_HOST" in os.environ:
-        return load_incluster_config()
-    return load_kubeconfig(Path.home() / ".kube" / "config")
-
-
 class KubeClient:
     """Verbs on Kubernetes paths. Open with `async with KubeClient(config)`."""
 
@@ -150,6 +61,8 @@ class KubeClient:
         self.config = config
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+        # The SSL context of the client certificate last used (exec plugins may rotate it).
+        self._tls: tuple[tuple[object, ...], ssl.SSLContext | bool] | None = None
 
     async def __aenter__(self) -> KubeClient:
         await self.open()
@@ -159,7 +72,7 @@ class KubeClient:
         await self.close()
 
     async def open(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self._max_connections, ssl=self.config.ssl_context())
+        connector = aiohttp.TCPConnector(limit=self._max_connections)
         self._session = aiohttp.ClientSession(
             base_url=self.config.server,
             connector=connector,
@@ -177,11 +90,29 @@ class KubeClient:
             raise RuntimeError("KubeClient is not open")
         return self._session
 
-    def _headers(self, content_type: str | None = None) -> dict[str, str]:
+    async def _credential(self, stale: Credential | None = None) -> Credential:
+        """The current credential, or with `stale` one renewed after a 401."""
+        try:
+            if stale is None:
+                return await self.config.credentials.current()
+            return await self.config.credentials.renew(stale)
+        except CredentialError as error:
+            raise KubeError(0, "CredentialsUnavailable", str(error)) from None
+
+    def _ssl(self, credential: Credential) -> ssl.SSLContext | bool:
+        if not self.config.server.startswith("https:"):
+            return True  # plain HTTP (fake apiservers in tests): nothing to verify
+        key = (credential.cert_file, credential.key_file, credential.cert_data, credential.key_data)
+        if self._tls is None or self._tls[0] != key:
+            # Connections are pooled per SSL context, so a rotated certificate gets new ones.
+            self._tls = (key, self.config.ssl_context(credential))
+        return self._tls[1]
+
+    @staticmethod
+    def _headers(credential: Credential, content_type: str | None = None) -> dict[str, str]:
         headers = {"Accept": "application/json"}
-        token = self.config.bearer_token()
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
+        if credential.token:
+            headers["Authorization"] = f"Bearer {credential.token}"
         if content_type:
             headers["Content-Type"] = content_type
         return headers
@@ -196,25 +127,43 @@ class KubeClient:
         content_type: str = "application/json",
         timeout: float = 30,
     ) -> KubeObject:
-        data: bytes | io.BytesIO | None = None
-        if body is not None:
-            data = json.dumps(body, separators=(",", ":")).encode()
-            if len(data) >= LARGE_BODY:
-                # aiohttp sends a large bytes body in one blocking write; a stream does not.
-                data = io.BytesIO(data)
+        data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        send = functools.partial(self._send, method, path, data, params, content_type, timeout)
+        credential = await self._credential()
+        status, text = await send(credential)
+        if status == 401:
+            renewed = await self._credential(stale=credential)
+            if renewed != credential:
+                status, text = await send(renewed)
+        if status >= 400:
+            raise _error_from(status, text)
+        return json.loads(text) if text else {}
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        data: bytes | None,
+        params: Mapping[str, str] | None,
+        content_type: str,
+        timeout: float,
+        credential: Credential,
+    ) -> tuple[int, str]:
+        payload: bytes | io.BytesIO | None = data
+        if data is not None and len(data) >= LARGE_BODY:
+            # aiohttp sends a large bytes body in one blocking write; a stream does not.
+            payload = io.BytesIO(data)
         try:
             async with self.session.request(
                 method,
                 path,
-                data=data,
+                data=payload,
                 params=params,
-                headers=self._headers(content_type if data is not None else None),
+                headers=self._headers(credential, content_type if data is not None else None),
+                ssl=self._ssl(credential),
                 timeout=aiohttp.ClientTimeout(total=timeout),
             ) as response:
-                text = await response.text()
-                if response.status >= 400:
-                    raise _error_from(response.status, text)
-                return json.loads(text) if text else {}
+                return response.status, await response.text()
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             raise KubeError(0, "Unreachable", str(exc) or type(exc).__name__) from exc
 
@@ -250,27 +199,38 @@ class KubeClient:
             "timeoutSeconds": str(timeout_seconds),
             **params,
         }
+        credential = await self._credential()
+        retried = False
         try:
-            async with self.session.get(
-                path,
-                params=query,
-                headers=self._headers(),
-                timeout=aiohttp.ClientTimeout(total=None, sock_read=timeout_seconds + 30),
-            ) as response:
-                if response.status >= 400:
-                    raise _error_from(response.status, await response.text())
-                async for line in response.content:
-                    if not line.strip():
-                        continue
-                    event = json.loads(line)
-                    if event.get("type") == "ERROR":
-                        status = event.get("object", {})
-                        raise KubeError(
-                            int(status.get("code", 500)),
-                            status.get("reason", "Error"),
-                            status.get("message", ""),
-                        )
-                    yield event
+            while True:
+                async with self.session.get(
+                    path,
+                    params=query,
+                    headers=self._headers(credential),
+                    ssl=self._ssl(credential),
+                    timeout=aiohttp.ClientTimeout(total=None, sock_read=timeout_seconds + 30),
+                ) as response:
+                    if response.status == 401 and not retried:
+                        retried = True
+                        renewed = await self._credential(stale=credential)
+                        if renewed != credential:
+                            credential = renewed
+                            continue
+                    if response.status >= 400:
+                        raise _error_from(response.status, await response.text())
+                    async for line in response.content:
+                        if not line.strip():
+                            continue
+                        event = json.loads(line)
+                        if event.get("type") == "ERROR":
+                            status = event.get("object", {})
+                            raise KubeError(
+                                int(status.get("code", 500)),
+                                status.get("reason", "Error"),
+                                status.get("message", ""),
+                            )
+                        yield event
+                    return
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
             raise KubeError(0, "Unreachable", str(exc) or type(exc).__name__) from exc
 
