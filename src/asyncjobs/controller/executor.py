@@ -39,8 +39,9 @@ from asyncjobs.controller.writer import JobWriter
 from asyncjobs.core import lifecycle, payloads, results
 from asyncjobs.core.conditions import Reason
 from asyncjobs.core.jobs import Phase, parse_time
-from asyncjobs.core.kube import KubeClient, KubeError, KubeObject
+from asyncjobs.core.kube import KubeClient, KubeError
 from asyncjobs.core.lifecycle import Job, Policy, Resume, Retry, Run, WaitForRequest, WriteStatus
+from asyncjobs.core.model import AsyncJob, Usage
 from asyncjobs.core.payloads import PayloadRef
 from asyncjobs.core.providers.base import Provider, ProviderError, ProviderRequest, ProviderResult
 from asyncjobs.core.request_types import RequestType
@@ -60,7 +61,7 @@ class Context:
     metrics: Metrics
     policy: Policy
     wall: Callable[[], datetime]
-    on_terminal: Callable[[KubeObject], None]
+    on_terminal: Callable[[AsyncJob], None]
     # Pauses between tries to store a result while the apiserver is unavailable; the
     # last repeats until the job's deadline.
     store_retry_delays: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 5.0)
@@ -69,7 +70,7 @@ class Context:
 class JobRun:
     """One job from its first (or resumed) attempt to its terminal status."""
 
-    def __init__(self, ctx: Context, obj: KubeObject) -> None:
+    def __init__(self, ctx: Context, obj: AsyncJob) -> None:
         self.ctx = ctx
         self.obj = obj
         self.name: str = obj["metadata"]["name"]
@@ -80,11 +81,11 @@ class JobRun:
         self.stored: WriteStatus | None = None
 
     @property
-    def obj(self) -> KubeObject:
+    def obj(self) -> AsyncJob:
         return self._obj
 
     @obj.setter
-    def obj(self, value: KubeObject) -> None:
+    def obj(self, value: AsyncJob) -> None:
         # Parsed once per version of the object: the job's facts are read on every step.
         self._obj = value
         self.job = Job.from_object(value, self.ctx.policy)
@@ -316,7 +317,7 @@ def _repeating_last(delays: tuple[float, ...]) -> Iterator[float]:
         yield delays[-1]
 
 
-def _usage_of_stored(body: bytes) -> Mapping[str, int] | None:
+def _usage_of_stored(body: bytes) -> Usage | None:
     try:
         parsed = json.loads(body)
     except ValueError:

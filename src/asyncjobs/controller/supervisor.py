@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
+from typing import Any
 
 from asyncjobs.controller.executor import Context, JobRun
 from asyncjobs.controller.expiry import Expiry
 from asyncjobs.controller.health import WatchHealth
 from asyncjobs.controller.writer import Conflict
 from asyncjobs.core import lifecycle, resources
-from asyncjobs.core.jobs import Phase
-from asyncjobs.core.kube import KubeError, KubeObject
+from asyncjobs.core.kube import KubeError
 from asyncjobs.core.lifecycle import Delete, ExpireAt, Job, Resume, Run, WriteStatus
+from asyncjobs.core.model import AsyncJob, as_asyncjob, phase_of
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +69,9 @@ class Supervisor:
     def wall(self) -> Callable[[], datetime]:
         return self.ctx.wall
 
-    def observe(self, event_type: str | None, obj: KubeObject) -> None:
+    def observe(self, event_type: str | None, raw: Mapping[str, Any]) -> None:
         """Handles one watch event; never blocks and never raises for one bad object."""
-        metadata = obj.get("metadata") or {}
+        metadata = raw.get("metadata") or {}
         name = metadata.get("name", "")
         self.health.observed(name, metadata.get("resourceVersion", ""))
         if self._seen_at_start is not None:
@@ -81,8 +82,10 @@ class Supervisor:
             self.ctx.metrics.phases.forget(name)
             self._forget(name)
             return
-        status = obj.get("status") or {}
-        self.ctx.metrics.phases.seen(name, status.get("phase") or Phase.PENDING.value)
+        if not name:
+            return
+        obj = as_asyncjob(raw)
+        self.ctx.metrics.phases.seen(name, phase_of(obj))
         if name in self.tasks:
             return
         try:
@@ -98,7 +101,7 @@ class Supervisor:
         else:
             self._start(name, obj, step)
 
-    def _start(self, name: str, obj: KubeObject, step: Run | Resume | WriteStatus) -> None:
+    def _start(self, name: str, obj: AsyncJob, step: Run | Resume | WriteStatus) -> None:
         task = asyncio.create_task(self._supervise(obj, step), name=f"job {name}")
         self.tasks[name] = task
         task.add_done_callback(lambda _: self._task_done(name, task))
@@ -107,7 +110,7 @@ class Supervisor:
         if self.tasks.get(name) is task:
             del self.tasks[name]
 
-    async def _supervise(self, obj: KubeObject, step: Run | Resume | WriteStatus) -> None:
+    async def _supervise(self, obj: AsyncJob, step: Run | Resume | WriteStatus) -> None:
         name = obj["metadata"]["name"]
         while True:
             run = JobRun(self.ctx, obj)
@@ -143,17 +146,17 @@ class Supervisor:
         at = step.at if isinstance(step, ExpireAt) else self.wall()
         self.expiry.schedule(name, job.uid, at)
 
-    async def _refetch(self, name: str) -> KubeObject | None:
+    async def _refetch(self, name: str) -> AsyncJob | None:
         path = resources.asyncjobs_path(self.ctx.namespace, name)
         while True:
             try:
-                return await self.ctx.client.get(path)
+                return as_asyncjob(await self.ctx.client.get(path))
             except KubeError as error:
                 if error.status == 404:
                     return None
                 await asyncio.sleep(_RETRY_AFTER_ERROR)
 
-    def _terminal_written(self, obj: KubeObject) -> None:
+    def _terminal_written(self, obj: AsyncJob) -> None:
         name = obj["metadata"]["name"]
         job = Job.from_object(obj, self.ctx.policy)
         step = lifecycle.observed(job, self.wall())

@@ -18,7 +18,8 @@ from asyncjobs.controller.health import WatchHealth
 from asyncjobs.controller.metrics import Metrics
 from asyncjobs.core import resources
 from asyncjobs.core.jobs import format_time
-from asyncjobs.core.kube import KubeClient, KubeError, KubeObject
+from asyncjobs.core.kube import KubeClient, KubeError
+from asyncjobs.core.model import AsyncJob, StatusPatch, as_asyncjob
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,8 @@ class JobWriter:
         raise AssertionError("unreachable")
 
     async def patch_status(
-        self, name: str, status: dict[str, Any], resource_version: str | None = None
-    ) -> KubeObject | None:
+        self, name: str, status: StatusPatch, resource_version: str | None = None
+    ) -> AsyncJob | None:
         """Merge-patches the status; None when the job is gone. With a resource
         version, raises Conflict when the job changed since (the claim uses this, so a
         stale event can never start a job twice)."""
@@ -79,7 +80,7 @@ class JobWriter:
                 raise Conflict(name) from error
             raise
         self.health.wrote(name, updated["metadata"].get("resourceVersion", ""))
-        return updated
+        return as_asyncjob(updated)
 
     async def delete_job(self, name: str, uid: str) -> None:
         path = resources.asyncjobs_path(self.namespace, name)
@@ -93,7 +94,7 @@ class JobWriter:
             if error.status not in (404, 409):  # gone already, or a new job of that name
                 raise
 
-    async def post_event(self, job: KubeObject, reason: str, message: str) -> None:
+    async def post_event(self, job: AsyncJob, reason: str, message: str) -> None:
         """A Warning Event on the job, best effort: an Event never fails a job."""
         metadata = job["metadata"]
         stamp = format_time_seconds(self._wall())

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
+
+from asyncjobs.core.model import Condition
 
 
 class ConditionType(enum.StrEnum):
@@ -45,14 +47,14 @@ def set_condition(
     message: str,
     now: str,
     generation: int | None,
-) -> list[dict[str, Any]]:
+) -> list[Condition]:
     """The conditions with one of them set; the others are kept as they are."""
     wanted = "True" if status else "False"
-    result: list[dict[str, Any]] = []
+    result: list[Condition] = []
     found = False
     for condition in conditions:
         if condition.get("type") != type_.value:
-            result.append(dict(condition))
+            result.append(cast(Condition, dict(condition)))
             continue
         found = True
         flipped = condition.get("status") != wanted
@@ -70,14 +72,14 @@ def _condition(
     message: str,
     since: str,
     generation: int | None,
-) -> dict[str, Any]:
-    condition: dict[str, Any] = {
-        "type": type_.value,
-        "status": status,
-        "reason": reason.value,
-        "message": message,
-        "lastTransitionTime": since,
-    }
+) -> Condition:
+    condition = Condition(
+        type=type_.value,
+        status=status,
+        reason=reason.value,
+        message=message,
+        lastTransitionTime=since,
+    )
     if generation is not None:
         condition["observedGeneration"] = generation
     return condition

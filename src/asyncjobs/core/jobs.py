@@ -5,17 +5,28 @@ and the few fields a poll needs, read from the object the apiserver returns.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from asyncjobs.core import resources
-from asyncjobs.core.kube import KubeObject
+from asyncjobs.core.model import (
+    AsyncJob,
+    AsyncJobSpec,
+    ObjectMeta,
+    as_asyncjob,
+    phase_of,
+    status_of,
+    submitted_text,
+)
 from asyncjobs.core.payloads import PayloadRef
 from asyncjobs.core.request_types import RequestType
 
 
 class Phase(enum.StrEnum):
+    """The job's phase (status.phase; model.DEFAULT_PHASE when there is none yet)."""
+
     PENDING = "Pending"
     PROCESSING = "Processing"
     COMPLETED = "Completed"
@@ -56,27 +67,27 @@ class JobSpec:
     virtual_key_id: str | None = None
 
 
-def build_asyncjob(spec: JobSpec) -> KubeObject:
-    body: dict[str, Any] = {
-        "requestType": spec.request_type.value,
-        "model": spec.model,
-        "resultTTLSeconds": spec.result_ttl_seconds,
-        "submittedAt": format_time(spec.submitted_at),
-        "requestRef": spec.request_ref.to_dict(),
-    }
+def build_asyncjob(spec: JobSpec) -> AsyncJob:
+    body = AsyncJobSpec(
+        requestType=spec.request_type.value,
+        model=spec.model,
+        resultTTLSeconds=spec.result_ttl_seconds,
+        submittedAt=format_time(spec.submitted_at),
+        requestRef=spec.request_ref.to_dict(),
+    )
     if spec.fallbacks:
         body["fallbacks"] = list(spec.fallbacks)
     if spec.virtual_key_id:
         body["virtualKeyId"] = spec.virtual_key_id
-    return {
-        "apiVersion": resources.API_VERSION,
-        "kind": resources.KIND,
-        "metadata": {
-            "name": spec.job_id,
-            "labels": {resources.LABEL_MANAGED_BY: resources.MANAGED_BY},
-        },
-        "spec": body,
-    }
+    return AsyncJob(
+        apiVersion=resources.API_VERSION,
+        kind=resources.KIND,
+        metadata=ObjectMeta(
+            name=spec.job_id,
+            labels={resources.LABEL_MANAGED_BY: resources.MANAGED_BY},
+        ),
+        spec=body,
+    )
 
 
 @dataclass(frozen=True)
@@ -97,22 +108,23 @@ class JobView:
     resource_version: str = ""
 
     @classmethod
-    def from_object(cls, obj: KubeObject) -> JobView:
-        metadata = obj["metadata"]
-        spec = obj.get("spec", {})
-        status = obj.get("status") or {}
+    def from_object(cls, obj: Mapping[str, Any]) -> JobView:
+        """The view of an AsyncJob; raises KeyError, ValueError or TypeError for a
+        mangled object."""
+        job = as_asyncjob(obj)
+        metadata = job["metadata"]
+        spec = job.get("spec")
+        status = status_of(job)
         expires = status.get("expiresAt")
         result_ref = status.get("resultRef")
         completed = status.get("completionTime")
         return cls(
             job_id=metadata["name"],
             uid=metadata.get("uid", ""),
-            request_type=spec.get("requestType", ""),
-            phase=Phase(status.get("phase", Phase.PENDING.value)),
-            created_at=_seconds_to_millis(
-                spec.get("submittedAt") or metadata.get("creationTimestamp", "")
-            ),
-            virtual_key_id=spec.get("virtualKeyId"),
+            request_type=spec.get("requestType", "") if spec else "",
+            phase=Phase(phase_of(job)),
+            created_at=_seconds_to_millis(submitted_text(job)),
+            virtual_key_id=spec.get("virtualKeyId") if spec else None,
             completed_at=_seconds_to_millis(completed) if completed else None,
             expires_at=parse_time(expires) if expires else None,
             status_code=status.get("statusCode"),

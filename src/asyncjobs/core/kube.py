@@ -173,10 +173,10 @@ class KubeClient:
     async def list(self, path: str, **params: str) -> KubeObject:
         return await self.request("GET", path, params=params)
 
-    async def create(self, path: str, body: KubeObject) -> KubeObject:
+    async def create(self, path: str, body: Mapping[str, Any]) -> KubeObject:
         return await self.request("POST", path, body=body)
 
-    async def merge_patch(self, path: str, patch: KubeObject) -> KubeObject:
+    async def merge_patch(self, path: str, patch: Mapping[str, Any]) -> KubeObject:
         return await self.request(
             "PATCH", path, body=patch, content_type="application/merge-patch+json"
         )

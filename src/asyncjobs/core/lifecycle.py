@@ -34,7 +34,17 @@ from typing import Any
 from asyncjobs.core.conditions import ConditionType, Reason, set_condition
 from asyncjobs.core.errors import BifrostError, ExtraFields
 from asyncjobs.core.jobs import Phase, format_time, parse_time
-from asyncjobs.core.kube import KubeObject
+from asyncjobs.core.model import (
+    DEFAULT_PHASE,
+    AsyncJobSpec,
+    AsyncJobStatus,
+    PayloadRefFields,
+    StatusPatch,
+    Usage,
+    as_asyncjob,
+    status_of,
+    submitted_text,
+)
 from asyncjobs.core.providers.base import ProviderError
 
 # The status code of a failure that has no provider answer to report (spec §3).
@@ -56,6 +66,10 @@ class Policy:
     # when the operator first finds it missing.
     request_grace_seconds: float = 30.0
     request_poll_seconds: float = 0.5
+
+
+# Stands in for the request reference of an AsyncJob without a spec (never read).
+_NO_REF = PayloadRefFields(secretName="", chunks=0, size=0, sha256="", contentType="")
 
 
 @dataclass(frozen=True)
@@ -87,14 +101,16 @@ class Job:
     submitted_at: datetime
     deadline: datetime
     backoff_limit: int
-    status: Mapping[str, Any] = field(default_factory=dict)
+    status: AsyncJobStatus = field(default_factory=lambda: AsyncJobStatus())
 
     @classmethod
-    def from_object(cls, obj: KubeObject, policy: Policy) -> Job:
-        metadata = obj["metadata"]
-        spec = obj.get("spec") or {}
-        submitted_text = spec.get("submittedAt") or metadata["creationTimestamp"]
-        submitted_at = parse_time(submitted_text)
+    def from_object(cls, obj: Mapping[str, Any], policy: Policy) -> Job:
+        """The facts of an AsyncJob, with the policy's defaults for what its spec
+        leaves unset; raises KeyError, ValueError or TypeError for a mangled object."""
+        job = as_asyncjob(obj)
+        metadata = job["metadata"]
+        spec = job.get("spec") or AsyncJobSpec(requestType="", model="", requestRef=_NO_REF)
+        submitted_at = parse_time(submitted_text(job))
         deadline_seconds = spec.get("activeDeadlineSeconds") or policy.default_deadline_seconds
         backoff_limit = spec.get("backoffLimit")
         return cls(
@@ -109,12 +125,12 @@ class Job:
             submitted_at=submitted_at,
             deadline=submitted_at + timedelta(seconds=deadline_seconds),
             backoff_limit=policy.default_backoff_limit if backoff_limit is None else backoff_limit,
-            status=obj.get("status") or {},
+            status=status_of(job),
         )
 
     @property
     def phase(self) -> Phase:
-        return Phase(self.status.get("phase", Phase.PENDING.value))
+        return Phase(self.status.get("phase") or DEFAULT_PHASE)
 
     @property
     def attempts(self) -> int:
@@ -190,7 +206,7 @@ class Retry:
 class WriteStatus:
     """Merge-patch the status; `phase` is the phase it moves the job to."""
 
-    status: dict[str, Any]
+    status: StatusPatch
     phase: Phase
     reason: Reason
     message: str
@@ -255,17 +271,15 @@ def attempt_starting(job: Job, run: Run, now: datetime) -> WriteStatus:
     message = f"attempt {attempts} on {chosen}"
     if repeated:
         message += " (repeated: the operator stopped during it)"
-    status = {
-        "phase": Phase.PROCESSING.value,
-        "attempts": attempts,
-        "attemptsOnModel": run.tries_on_target + 1,
-        "interruptions": job.interruptions + 1 if repeated else None,
-        "repeatedCalls": job.repeated_calls + 1 if repeated else None,
+    status = StatusPatch(
+        phase=Phase.PROCESSING.value,
+        attempts=attempts,
+        attemptsOnModel=run.tries_on_target + 1,
         # Set once, like a Kubernetes Job's: when the first call started.
-        "startTime": job.status.get("startTime") or format_time(now),
-        "provider": chosen.provider,
-        "modelUsed": str(chosen),
-        "conditions": set_condition(
+        startTime=job.status.get("startTime") or format_time(now),
+        provider=chosen.provider,
+        modelUsed=str(chosen),
+        conditions=set_condition(
             job.status.get("conditions", []),
             ConditionType.PROCESSING,
             True,
@@ -274,16 +288,20 @@ def attempt_starting(job: Job, run: Run, now: datetime) -> WriteStatus:
             format_time(now),
             job.generation,
         ),
-        "observedGeneration": job.generation,
-    }
-    return WriteStatus(_without_none(status), Phase.PROCESSING, run.reason, message)
+    )
+    if repeated:
+        status["interruptions"] = job.interruptions + 1
+        status["repeatedCalls"] = job.repeated_calls + 1
+    if job.generation is not None:
+        status["observedGeneration"] = job.generation
+    return WriteStatus(status, Phase.PROCESSING, run.reason, message)
 
 
 def succeeded(
     job: Job,
     target: int,
-    result_ref: Mapping[str, Any],
-    usage: Mapping[str, int] | None,
+    result_ref: PayloadRefFields,
+    usage: Usage | None,
     now: datetime,
     *,
     after_interruption: bool = False,
@@ -291,9 +309,9 @@ def succeeded(
     """The provider answered and its result is stored. `after_interruption`: the result
     was found stored by a resumed job, whose previous operator stopped before finishing."""
     chosen = job.targets[target]
-    extra: dict[str, Any] = {"resultRef": dict(result_ref)}
+    extra = StatusPatch(resultRef=result_ref)
     if usage:
-        extra["usage"] = dict(usage)
+        extra["usage"] = usage
     if after_interruption:
         extra["interruptions"] = job.interruptions + 1
     return _finish(
@@ -343,7 +361,7 @@ def provider_failed(
         message=f"{chosen} answered {status_code} after {job.attempts} attempt(s)",
         status_code=status_code,
         target=chosen,
-        extra={"error": bifrost.to_dict()},
+        extra=StatusPatch(error=bifrost.to_dict()),
     )
 
 
@@ -423,7 +441,7 @@ def _fail_by_gateway(
         message=message,
         status_code=status_code,
         target=chosen,
-        extra={"error": bifrost.to_dict()},
+        extra=StatusPatch(error=bifrost.to_dict()),
     )
 
 
@@ -436,7 +454,7 @@ def _finish(
     message: str,
     status_code: int,
     target: Target,
-    extra: dict[str, Any],
+    extra: StatusPatch,
 ) -> WriteStatus:
     stamp = format_time(now)
     conditions = set_condition(
@@ -458,19 +476,20 @@ def _finish(
         job.generation,
     )
     phase = Phase.COMPLETED if completed else Phase.FAILED
-    status: dict[str, Any] = {
-        "phase": phase.value,
-        "completionTime": stamp,
-        "expiresAt": format_time(now + timedelta(seconds=job.ttl_seconds)),
-        "duration": format_duration((now - job.submitted_at).total_seconds()),
-        "statusCode": status_code,
-        "provider": target.provider,
-        "modelUsed": str(target),
-        "conditions": conditions,
-        "observedGeneration": job.generation,
-        **extra,
-    }
-    return WriteStatus(_without_none(status), phase, reason, message)
+    status = StatusPatch(
+        phase=phase.value,
+        completionTime=stamp,
+        expiresAt=format_time(now + timedelta(seconds=job.ttl_seconds)),
+        duration=format_duration((now - job.submitted_at).total_seconds()),
+        statusCode=status_code,
+        provider=target.provider,
+        modelUsed=str(target),
+        conditions=conditions,
+    )
+    if job.generation is not None:
+        status["observedGeneration"] = job.generation
+    status.update(extra)
+    return WriteStatus(status, phase, reason, message)
 
 
 def _expires_at(job: Job, now: datetime) -> datetime:
@@ -510,7 +529,3 @@ def format_duration(seconds: float) -> str:
     if minutes:
         return f"{minutes}m{secs}s"
     return f"{secs}s"
-
-
-def _without_none(values: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in values.items() if value is not None}

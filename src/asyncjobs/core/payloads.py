@@ -18,11 +18,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from asyncjobs.core import resources
 from asyncjobs.core.kube import KubeClient, KubeError, KubeObject
+from asyncjobs.core.model import PayloadRefFields
 
 # A Secret may hold 1 MiB of data, and its base64 form must still fit etcd's 1.5 MiB
 # request limit with room for metadata; 768 KiB leaves a margin on both.
@@ -46,17 +48,17 @@ class PayloadRef:
     sha256: str
     content_type: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "secretName": self.secret_name,
-            "chunks": self.chunks,
-            "size": self.size,
-            "sha256": self.sha256,
-            "contentType": self.content_type,
-        }
+    def to_dict(self) -> PayloadRefFields:
+        return PayloadRefFields(
+            secretName=self.secret_name,
+            chunks=self.chunks,
+            size=self.size,
+            sha256=self.sha256,
+            contentType=self.content_type,
+        )
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> PayloadRef:
+    def from_dict(cls, raw: Mapping[str, Any]) -> PayloadRef:
         return cls(
             secret_name=str(raw["secretName"]),
             chunks=int(raw["chunks"]),
@@ -88,7 +90,7 @@ def stored_name(job_id: str, kind: str, call: int | None = None) -> str:
 
 
 def build_secrets(
-    ref: PayloadRef, job_id: str, kind: str, body: bytes, owner: KubeObject
+    ref: PayloadRef, job_id: str, kind: str, body: bytes, owner: Mapping[str, Any]
 ) -> list[KubeObject]:
     """The Secret objects that hold the body, owned by the job."""
     secrets: list[KubeObject] = []
@@ -124,7 +126,7 @@ def build_secrets(
 async def store(
     client: KubeClient,
     namespace: str,
-    job: KubeObject,
+    job: Mapping[str, Any],
     kind: str,
     body: bytes,
     content_type: str,
@@ -159,7 +161,7 @@ async def store(
 
 
 async def load(
-    client: KubeClient, namespace: str, ref: PayloadRef, *, owner: KubeObject | None = None
+    client: KubeClient, namespace: str, ref: PayloadRef, *, owner: Mapping[str, Any] | None = None
 ) -> bytes:
     """Reads a body back and checks it against its reference; with an owner, also that
     every chunk belongs to that job (PayloadNotOwned otherwise)."""
@@ -173,7 +175,7 @@ async def load(
 
 
 async def find_result(
-    client: KubeClient, namespace: str, job: KubeObject, call: int
+    client: KubeClient, namespace: str, job: Mapping[str, Any], call: int
 ) -> tuple[PayloadRef, bytes] | None:
     """The result stored by provider call number `call`, if it was stored completely
     and intact; None otherwise (not stored, or cut short by a crash)."""
@@ -215,7 +217,7 @@ def _annotated_ref(secret: KubeObject) -> PayloadRef | None:
         return None
 
 
-def _check_owned(secret: KubeObject, owner: KubeObject) -> None:
+def _check_owned(secret: KubeObject, owner: Mapping[str, Any]) -> None:
     """A Secret belongs to a job when it carries the job's id label and no AsyncJob
     owner reference to another object (a Secret applied by hand with a job may have no
     owner reference; one written by asyncjobs always has one)."""

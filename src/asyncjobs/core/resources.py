@@ -6,6 +6,9 @@ operator, the chart and the tests cannot drift apart.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 GROUP = "asyncjobs.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -48,10 +51,9 @@ def namespaces_path(name: str | None = None) -> str:
     return "/api/v1/namespaces" if name is None else f"/api/v1/namespaces/{name}"
 
 
-def owner_reference(job: dict[str, object]) -> dict[str, object]:
+def owner_reference(job: Mapping[str, Any]) -> dict[str, object]:
     """An ownerReference to the job, so garbage collection deletes what the job owns."""
     metadata = job["metadata"]
-    assert isinstance(metadata, dict)
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,

@@ -12,6 +12,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from asyncjobs.core.model import Usage
+
 CONTENT_TYPE = "application/json"
 
 
@@ -35,7 +37,7 @@ def result_body(
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def usage_of(provider_body: Mapping[str, Any]) -> dict[str, int] | None:
+def usage_of(provider_body: Mapping[str, Any]) -> Usage | None:
     """Token counts in the status's shape, from chat/completions (prompt/completion) or
     responses-style (input/output) usage; None when the provider reported none."""
     usage = provider_body.get("usage")
@@ -46,9 +48,14 @@ def usage_of(provider_body: Mapping[str, Any]) -> dict[str, int] | None:
     total = _int(usage.get("total_tokens"))
     if total is None and (prompt is not None or completion is not None):
         total = (prompt or 0) + (completion or 0)
-    counts = {"promptTokens": prompt, "completionTokens": completion, "totalTokens": total}
-    present = {key: value for key, value in counts.items() if value is not None}
-    return present or None
+    usage = Usage()
+    if prompt is not None:
+        usage["promptTokens"] = prompt
+    if completion is not None:
+        usage["completionTokens"] = completion
+    if total is not None:
+        usage["totalTokens"] = total
+    return usage or None
 
 
 def _int(value: object) -> int | None:
