@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import base64
-from typing import cast
 
 import pytest
 
 from asyncjobs.core import payloads, resources
-from asyncjobs.core.kube import KubeClient
 from tests.unit.controller.fakes import FakeSecrets
 
 OWNER = {"metadata": {"name": "job-1", "uid": "uid-1"}}
@@ -53,7 +51,7 @@ def test_reference_round_trips_through_its_resource_form() -> None:
 
 async def test_a_second_store_onto_other_bytes_is_refused_not_recorded() -> None:
     secrets = FakeSecrets()
-    client = cast(KubeClient, secrets)
+    client = secrets
     await payloads.store(client, "ns", OWNER, "result", b"first", "text/plain", call=1)
     with pytest.raises(payloads.PayloadCorrupt):
         await payloads.store(client, "ns", OWNER, "result", b"second", "text/plain", call=1)
@@ -64,7 +62,7 @@ async def test_a_second_store_onto_other_bytes_is_refused_not_recorded() -> None
 
 async def test_only_the_jobs_own_secrets_are_read() -> None:
     secrets = FakeSecrets()
-    client = cast(KubeClient, secrets)
+    client = secrets
     other = {"metadata": {"name": "job-2", "uid": "uid-2"}}
     ref = await payloads.store(client, "ns", other, "request", b"secret prompt", "text/plain")
     with pytest.raises(payloads.PayloadNotOwned):
@@ -83,12 +81,12 @@ async def test_a_request_applied_by_hand_without_an_owner_is_read_by_its_label()
     (secret,) = payloads.build_secrets(ref, "job-1", "request", b"{}", OWNER)
     del secret["metadata"]["ownerReferences"]
     secrets.objects[secret["metadata"]["name"]] = secret
-    assert await payloads.load(cast(KubeClient, secrets), "ns", ref, owner=OWNER) == b"{}"
+    assert await payloads.load(secrets, "ns", ref, owner=OWNER) == b"{}"
 
 
 async def test_find_result_needs_every_chunk_and_the_right_digest() -> None:
     secrets = FakeSecrets()
-    client = cast(KubeClient, secrets)
+    client = secrets
     assert await payloads.find_result(client, "ns", OWNER, 1) is None
     body = b"y" * (payloads.CHUNK_SIZE + 1)
     ref = await payloads.store(client, "ns", OWNER, "result", body, "application/json", call=1)

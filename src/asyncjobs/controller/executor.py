@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from asyncjobs.controller.admission import Admission
 from asyncjobs.controller.metrics import (
@@ -35,13 +36,12 @@ from asyncjobs.controller.metrics import (
     STATUS_NO_ANSWER,
     Metrics,
 )
-from asyncjobs.controller.writer import JobWriter
 from asyncjobs.core import lifecycle, payloads, results
 from asyncjobs.core.conditions import Reason
 from asyncjobs.core.jobs import Phase, parse_time
-from asyncjobs.core.kube import KubeClient, KubeError
+from asyncjobs.core.kube import KubeError, ObjectClient
 from asyncjobs.core.lifecycle import Job, Policy, Resume, Retry, Run, WaitForRequest, WriteStatus
-from asyncjobs.core.model import AsyncJob, Usage
+from asyncjobs.core.model import AsyncJob, StatusPatch, Usage
 from asyncjobs.core.payloads import PayloadRef
 from asyncjobs.core.providers.base import Provider, ProviderError, ProviderRequest, ProviderResult
 from asyncjobs.core.request_types import RequestType
@@ -49,19 +49,31 @@ from asyncjobs.core.request_types import RequestType
 log = logging.getLogger(__name__)
 
 
+class StatusWriter(Protocol):
+    """Writes a job's status and Events (controller/writer.py JobWriter)."""
+
+    async def patch_status(
+        self, name: str, status: StatusPatch, resource_version: str | None = None
+    ) -> AsyncJob | None:
+        """The job after the merge patch; None when it is gone. With a resource
+        version, raises writer.Conflict when the job changed since."""
+        ...
+
+    async def post_event(self, job: AsyncJob, reason: str, message: str) -> None: ...
+
+
 @dataclass
 class Context:
     """What every job run shares."""
 
-    client: KubeClient
+    client: ObjectClient
     namespace: str
     providers: Mapping[str, Provider]
     admission: Admission
-    writer: JobWriter
+    writer: StatusWriter
     metrics: Metrics
     policy: Policy
     wall: Callable[[], datetime]
-    on_terminal: Callable[[AsyncJob], None]
     # Pauses between tries to store a result while the apiserver is unavailable; the
     # last repeats until the job's deadline.
     store_retry_delays: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 5.0)
@@ -94,13 +106,13 @@ class JobRun:
     def policy(self) -> Policy:
         return self.ctx.policy
 
-    async def run(self, first: Run | Resume) -> None:
-        """Carries the job to a terminal status (or until it is deleted)."""
+    async def run(self, first: Run | Resume) -> AsyncJob | None:
+        """Carries the job to a terminal status; the job as written, or None when it
+        was deleted meanwhile."""
         if isinstance(first, Resume):
             resumed = await self._resume(first)
             if isinstance(resumed, WriteStatus):
-                await self.finish(resumed)
-                return
+                return await self.finish(resumed)
             first = resumed
         remaining = (self.job.deadline - self.ctx.wall()).total_seconds()
         try:
@@ -110,18 +122,18 @@ class JobRun:
             if not scope.expired():
                 raise
             final = self.stored or lifecycle.deadline_passed(self.job, self.ctx.wall())
-        if final is not None:
-            await self.finish(final)
+        return None if final is None else await self.finish(final)
 
-    async def finish(self, step: WriteStatus) -> None:
+    async def finish(self, step: WriteStatus) -> AsyncJob | None:
+        """Writes the terminal status; the job as written, None when it is gone."""
         updated = await self.ctx.writer.patch_status(self.name, step.status)
         if updated is None:
-            return  # deleted meanwhile
+            return None
         self.obj = updated
-        self.ctx.on_terminal(updated)
         self._count_finished(step)
         if step.phase is Phase.FAILED:
             await self.ctx.writer.post_event(updated, step.reason.value, step.message)
+        return updated
 
     async def _resume(self, step: Resume) -> Run | WriteStatus:
         """An operator stopped during call `step.call`: finish from its stored result if

@@ -180,7 +180,6 @@ async def operate(args: argparse.Namespace, config: KubeConfig) -> None:
             metrics=metrics,
             policy=policy,
             wall=wall,
-            on_terminal=lambda _: None,
         )
         supervisor = Supervisor(ctx, expiry, health)
         metrics.waiting.set_function(admission.waiting)

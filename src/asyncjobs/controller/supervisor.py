@@ -40,7 +40,6 @@ class Supervisor:
         self.health = health
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.terminal: set[str] = set()
-        ctx.on_terminal = self._terminal_written
         # Names seen since start, kept only until every listed job has been seen.
         self._seen_at_start: set[str] | None = set()
         self._listed = 1 << 62  # unknown until expect_listed()
@@ -116,9 +115,11 @@ class Supervisor:
             run = JobRun(self.ctx, obj)
             try:
                 if isinstance(step, WriteStatus):
-                    await run.finish(step)
+                    written = await run.finish(step)
                 else:
-                    await run.run(step)
+                    written = await run.run(step)
+                if written is not None:
+                    self._terminal_written(written)
                 return
             except Conflict:
                 log.info("job %s changed while being claimed; looking again", name)

@@ -17,7 +17,7 @@ import io
 import json
 import ssl
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -29,6 +29,7 @@ __all__ = [
     "KubeConfig",
     "KubeError",
     "KubeObject",
+    "ObjectClient",
     "load_config",
     "load_kubeconfig",
 ]
@@ -52,6 +53,15 @@ class KubeError(Exception):
     def transient(self) -> bool:
         """Worth retrying: unreachable, throttled, or a server-side error."""
         return self.status in (0, 429) or self.status >= 500
+
+
+class ObjectClient(Protocol):
+    """Reading and creating single objects: what payload storage and a job run need
+    from KubeClient, so they can be tested against an in-memory apiserver."""
+
+    async def get(self, path: str) -> KubeObject: ...
+
+    async def create(self, path: str, body: Mapping[str, Any]) -> KubeObject: ...
 
 
 class KubeClient:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from asyncjobs.core import resources
-from asyncjobs.core.kube import KubeClient, KubeError, KubeObject
+from asyncjobs.core.kube import KubeError, KubeObject, ObjectClient
 from asyncjobs.core.model import PayloadRefFields
 
 # A Secret may hold 1 MiB of data, and its base64 form must still fit etcd's 1.5 MiB
@@ -124,7 +124,7 @@ def build_secrets(
 
 
 async def store(
-    client: KubeClient,
+    client: ObjectClient,
     namespace: str,
     job: Mapping[str, Any],
     kind: str,
@@ -161,7 +161,7 @@ async def store(
 
 
 async def load(
-    client: KubeClient, namespace: str, ref: PayloadRef, *, owner: Mapping[str, Any] | None = None
+    client: ObjectClient, namespace: str, ref: PayloadRef, *, owner: Mapping[str, Any] | None = None
 ) -> bytes:
     """Reads a body back and checks it against its reference; with an owner, also that
     every chunk belongs to that job (PayloadNotOwned otherwise)."""
@@ -175,7 +175,7 @@ async def load(
 
 
 async def find_result(
-    client: KubeClient, namespace: str, job: Mapping[str, Any], call: int
+    client: ObjectClient, namespace: str, job: Mapping[str, Any], call: int
 ) -> tuple[PayloadRef, bytes] | None:
     """The result stored by provider call number `call`, if it was stored completely
     and intact; None otherwise (not stored, or cut short by a crash)."""

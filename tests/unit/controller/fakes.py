@@ -8,15 +8,15 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from asyncjobs.controller.admission import Admission
 from asyncjobs.controller.executor import Context
 from asyncjobs.controller.metrics import Metrics
-from asyncjobs.controller.writer import JobWriter
+from asyncjobs.controller.writer import Conflict
 from asyncjobs.core import payloads
 from asyncjobs.core.jobs import format_time
-from asyncjobs.core.kube import KubeClient, KubeError, KubeObject
+from asyncjobs.core.kube import KubeError, KubeObject
 from asyncjobs.core.lifecycle import Policy
 from asyncjobs.core.limits import CallBudget
 from asyncjobs.core.providers.base import ProviderError, ProviderRequest, ProviderResult
@@ -89,10 +89,17 @@ class StatusWriter:
         self.obj = obj
         self.events: list[str] = []
         self.patches: list[dict[str, Any]] = []
+        self.conflicts = 0  # claims (patches with a precondition) to refuse with Conflict
+        self.gone = False  # the job was deleted: every patch answers None
 
     async def patch_status(
         self, name: str, status: dict[str, Any], precondition: str | None = None
-    ) -> KubeObject:
+    ) -> KubeObject | None:
+        if self.gone:
+            return None
+        if precondition is not None and self.conflicts:
+            self.conflicts -= 1
+            raise Conflict(name)
         self.patches.append(status)
         merged = {**(self.obj.get("status") or {}), **status}
         merged = {key: value for key, value in merged.items() if value is not None}
@@ -168,14 +175,13 @@ def context(
     wall: Callable[[], datetime] | None = None,
 ) -> Context:
     return Context(
-        client=cast(KubeClient, secrets or FakeSecrets()),
+        client=secrets or FakeSecrets(),
         namespace="ns",
         providers=providers or {},
         admission=admission_for(providers or {}),
-        writer=cast(JobWriter, writer),
+        writer=writer,
         metrics=Metrics(),
         policy=policy or Policy(request_poll_seconds=0.001),
         wall=wall or Clock(SUBMITTED + timedelta(seconds=1)),
-        on_terminal=lambda _: None,
         store_retry_delays=(0.0,),
     )

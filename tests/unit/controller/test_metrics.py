@@ -5,19 +5,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
-from asyncjobs.controller.executor import Context, JobRun
+from asyncjobs.controller.executor import JobRun
 from asyncjobs.controller.metrics import Metrics
-from asyncjobs.controller.writer import JobWriter
 from asyncjobs.core import lifecycle
 from asyncjobs.core.conditions import Reason
 from asyncjobs.core.jobs import format_time
-from asyncjobs.core.kube import KubeClient, KubeObject
+from asyncjobs.core.kube import KubeObject
 from asyncjobs.core.lifecycle import Job, Policy, WriteStatus
 from asyncjobs.core.providers.base import ProviderError
+from tests.unit.controller.fakes import StatusWriter, context
 
 SUBMITTED = datetime(2026, 1, 1, tzinfo=UTC)
 POLICY = Policy(default_deadline_seconds=60, default_backoff_limit=1, request_grace_seconds=5)
@@ -35,23 +35,6 @@ def asyncjob(status: dict[str, Any] | None = None) -> KubeObject:
         },
         "status": status or {},
     }
-
-
-class StatusWriter:
-    """Applies merge patches to one object in memory and records the Events posted."""
-
-    def __init__(self, obj: KubeObject) -> None:
-        self.obj = obj
-        self.events: list[str] = []
-
-    async def patch_status(
-        self, name: str, status: dict[str, Any], precondition: str | None = None
-    ) -> KubeObject:
-        self.obj = {**self.obj, "status": {**(self.obj.get("status") or {}), **status}}
-        return self.obj
-
-    async def post_event(self, obj: KubeObject, reason: str, message: str) -> None:
-        self.events.append(reason)
 
 
 PROCESSING_TOO_OFTEN = {
@@ -136,19 +119,8 @@ async def test_finished_jobs_are_counted_with_the_terminal_condition_reason(
     obj = asyncjob(status)
     step = decision(Job.from_object(obj, POLICY), now)
     assert isinstance(step, WriteStatus)
-    metrics = Metrics()
     writer = StatusWriter(obj)
-    ctx = Context(
-        client=cast(KubeClient, None),
-        namespace="ns",
-        providers={},
-        admission=cast(Any, None),
-        writer=cast(JobWriter, writer),
-        metrics=metrics,
-        policy=POLICY,
-        wall=lambda: now,
-        on_terminal=lambda _: None,
-    )
+    ctx = context(writer, policy=POLICY, wall=lambda: now)
     await JobRun(ctx, obj).finish(step)
     labels = {
         "request_type": "chat_completion",
@@ -156,7 +128,9 @@ async def test_finished_jobs_are_counted_with_the_terminal_condition_reason(
         "outcome": outcome,
         "reason": reason.value,
     }
-    finished = metrics.registry.get_sample_value("asyncjobs_operator_jobs_finished_total", labels)
+    finished = ctx.metrics.registry.get_sample_value(
+        "asyncjobs_operator_jobs_finished_total", labels
+    )
     assert finished == 1.0
     assert writer.events == ([] if outcome == "completed" else [reason.value])
 
