@@ -21,10 +21,9 @@ def test_provider_error_keeps_every_field_in_contract_order() -> None:
         type="requests",
         code="rate_limit",
         param="model",
-        event_id="evt-1",
         extra_fields=ExtraFields("openai", "gpt-4o", "chat_completion"),
     ).to_dict()
-    assert list(error) == ["event_id", "is_bifrost_error", "status_code", "error", "extra_fields"]
+    assert list(error) == ["is_bifrost_error", "status_code", "error", "extra_fields"]
     assert list(error["error"]) == ["type", "code", "message", "param"]
     assert error["extra_fields"] == {
         "provider": "openai",

@@ -27,7 +27,6 @@ class WatchHealth:
         self._clock = clock
         self.stall_seconds = stall_seconds
         self._expected: dict[str, tuple[str, float]] = {}
-        self.last_event = clock()
         # The newest version the watch has delivered (one stream, in version order).
         self._newest_seen = -1
 
@@ -44,7 +43,6 @@ class WatchHealth:
             self._expected[name] = (resource_version, self._expected[name][1])
 
     def observed(self, name: str, resource_version: str) -> None:
-        self.last_event = self._clock()
         seen = _version(resource_version)
         if seen is not None and seen > self._newest_seen:
             self._newest_seen = seen

@@ -33,7 +33,6 @@ class Reason(enum.StrEnum):
     REQUEST_NOT_FOUND = "RequestNotFound"
     REQUEST_INVALID = "RequestInvalid"
     PROVIDER_NOT_CONFIGURED = "ProviderNotConfigured"
-    OPERATOR_ERROR = "OperatorError"
     RESULT_UNREADABLE = "ResultUnreadable"
     INTERRUPTION_LIMIT_EXCEEDED = "InterruptionLimitExceeded"
     REQUEST_NOT_OWNED = "RequestNotOwned"
@@ -83,10 +82,3 @@ def _condition(
     if generation is not None:
         condition["observedGeneration"] = generation
     return condition
-
-
-def find(conditions: Iterable[Mapping[str, Any]], type_: ConditionType) -> Mapping[str, Any] | None:
-    for condition in conditions:
-        if condition.get("type") == type_.value:
-            return condition
-    return None

@@ -1,7 +1,9 @@
 """BifrostError: the one error shape of the API, for gateway and provider errors alike.
 
 Key order and omission rules follow the contract (spec §4): optional keys are left out
-when empty, never sent as null, and `extra_fields` is always present.
+when empty, never sent as null, and `extra_fields` is always present. The contract's
+`event_id` identifies an event of a stream; async endpoints never stream, so it is
+never sent and has no field here.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ class BifrostError:
     type: str | None = None
     code: str | None = None
     param: str | None = None
-    event_id: str | None = None
     extra_fields: ExtraFields = ExtraFields()
 
     def to_dict(self) -> dict[str, Any]:
@@ -47,10 +48,7 @@ class BifrostError:
             }
         )
         error["message"] = self.message  # required even when empty
-        outer: dict[str, Any] = {}
-        if self.event_id:
-            outer["event_id"] = self.event_id
-        outer["is_bifrost_error"] = self.is_bifrost_error
+        outer: dict[str, Any] = {"is_bifrost_error": self.is_bifrost_error}
         if self.status_code is not None:
             outer["status_code"] = self.status_code
         outer["error"] = _in_order(error, ("type", "code", "message", "param"))

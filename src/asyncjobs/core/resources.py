@@ -14,7 +14,6 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "AsyncJob"
 PLURAL = "asyncjobs"
-CRD_NAME = f"{PLURAL}.{GROUP}"
 
 # Labels put on every Secret that belongs to a job, so one selector finds them all.
 LABEL_JOB_ID = f"{GROUP}/job-id"

@@ -162,7 +162,7 @@ class Clock:
 
 def admission_for(providers: dict[str, Any]) -> Admission:
     admission = Admission(CallBudget(max_in_flight=10))
-    limits = {name: ProviderLimits(4, None, 30.0) for name in providers}
+    limits = {name: ProviderLimits(4, None) for name in providers}
     admission.reconfigure(10, limits)
     return admission
 

@@ -66,8 +66,8 @@ async def test_builds_each_configured_provider_reading_its_keys() -> None:
 
 def test_limits_are_exposed_per_provider() -> None:
     assert provider_limits(CONFIG) == {
-        "local": ProviderLimits(max_concurrency=64, requests_per_minute=None, timeout_seconds=120),
-        "openai": ProviderLimits(max_concurrency=8, requests_per_minute=600, timeout_seconds=30),
+        "local": ProviderLimits(max_concurrency=64, requests_per_minute=None),
+        "openai": ProviderLimits(max_concurrency=8, requests_per_minute=600),
     }
 
 

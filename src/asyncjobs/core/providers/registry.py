@@ -2,9 +2,9 @@
 
 The operator calls `build_providers` once at start with a function that reads one key
 of one Kubernetes Secret; keys go straight from that function into the providers and
-are never logged or put into messages. The per-provider numbers (concurrency, requests
-per minute, timeout) are exposed as data: the operator owns the limiters, because only
-it sees every call in flight.
+are never logged or put into messages. The per-provider limits (concurrency, requests per
+minute) are exposed as data: the operator owns the limiters, because only it sees every
+call in flight. The timeout is the provider's own (its transport enforces it).
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ class ProviderConfigError(Exception):
 class ProviderLimits:
     max_concurrency: int
     requests_per_minute: int | None  # None: no rate limit
-    timeout_seconds: float
 
 
 def provider_limits(config: ProvidersFile) -> dict[str, ProviderLimits]:
@@ -45,7 +44,6 @@ def provider_limits(config: ProvidersFile) -> dict[str, ProviderLimits]:
         name: ProviderLimits(
             max_concurrency=provider.max_concurrency,
             requests_per_minute=provider.requests_per_minute,
-            timeout_seconds=provider.timeout_seconds,
         )
         for name, provider in config.providers.items()
     }
