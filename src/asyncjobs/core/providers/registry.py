@@ -13,6 +13,7 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from asyncjobs.core.provider_config import KeyConfig, ProviderConfig, ProvidersFile
 from asyncjobs.core.providers import anthropic, azure, cohere, gemini, mistral
@@ -116,38 +117,40 @@ def _supported(config: ProviderConfig, default: frozenset[RequestType]) -> froze
     return default if config.request_types is None else frozenset(config.request_types)
 
 
+# The provider types with a wire format of their own (the OpenAI family shares one,
+# openai_family.FAMILY). Each wire class holds its type's defaults (base URL, API version,
+# supported request types), so a new type is one row here.
+WIRE_FORMATS: dict[str, Callable[..., WireFormat]] = {
+    "azure": azure.AzureWire,
+    "anthropic": anthropic.AnthropicWire,
+    "gemini": gemini.GeminiWire,
+    "mistral": mistral.MistralWire,
+    "cohere": cohere.CohereWire,
+}
+
+
 def wire_format(config: ProviderConfig) -> WireFormat:
-    """The pure wire format of a provider type that has its own (not the OpenAI family)."""
-    if config.type == "azure":
-        assert config.base_url is not None  # the config validator insists
-        return azure.AzureWire(
-            base_url=config.base_url,
-            api_version=config.api_version or azure.DEFAULT_API_VERSION,
-            deployments=dict(config.deployments),
-            supported=_supported(config, azure.SUPPORTED),
-        )
-    if config.type == "anthropic":
-        return anthropic.AnthropicWire(
-            base_url=config.base_url or anthropic.DEFAULT_BASE_URL,
-            version=config.version or anthropic.DEFAULT_VERSION,
-            supported=_supported(config, anthropic.SUPPORTED),
-        )
-    if config.type == "gemini":
-        return gemini.GeminiWire(
-            base_url=config.base_url or gemini.DEFAULT_BASE_URL,
-            supported=_supported(config, gemini.SUPPORTED),
-        )
-    if config.type == "mistral":
-        return mistral.MistralWire(
-            base_url=config.base_url or mistral.DEFAULT_BASE_URL,
-            supported=_supported(config, mistral.SUPPORTED),
-        )
-    if config.type == "cohere":
-        return cohere.CohereWire(
-            base_url=config.base_url or cohere.DEFAULT_BASE_URL,
-            supported=_supported(config, cohere.SUPPORTED),
-        )
-    raise ProviderConfigError(f"provider type {config.type!r} has no wire format")
+    """The pure wire format of a provider type that has its own (not the OpenAI family):
+    its wire class, with what the configuration sets in place of the class's defaults."""
+    wire = WIRE_FORMATS.get(config.type)
+    if wire is None:
+        raise ProviderConfigError(f"provider type {config.type!r} has no wire format")
+    return wire(**_wire_settings(config))
+
+
+def _wire_settings(config: ProviderConfig) -> dict[str, Any]:
+    # The config validator admits apiVersion and deployments on azure only and version on
+    # anthropic only, and insists on azure's base URL; an empty string keeps the default.
+    settings: dict[str, Any] = {
+        "base_url": config.base_url,
+        "api_version": config.api_version,
+        "version": config.version,
+        "deployments": dict(config.deployments),
+    }
+    chosen = {name: value for name, value in settings.items() if value}
+    if config.request_types is not None:  # an empty list means none
+        chosen["supported"] = frozenset(config.request_types)
+    return chosen
 
 
 async def _read_key(name: str, key: KeyConfig, read_secret: SecretReader) -> ApiKey:
