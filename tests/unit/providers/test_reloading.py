@@ -101,7 +101,7 @@ async def test_a_running_call_finishes_on_the_old_set_before_it_closes(config_pa
     reloader = ProvidersReloader(config_path, no_secrets, build=builds)
     await reloader.start(poll=False)
     try:
-        old = builds.sets[0]["a"]
+        old_set, old = reloader.current, builds.sets[0]["a"]
         old.gate.clear()
         running = asyncio.create_task(reloader["a"].call(sample_request(RequestType.EMBEDDING)))
         await old.started.wait()
@@ -109,7 +109,7 @@ async def test_a_running_call_finishes_on_the_old_set_before_it_closes(config_pa
         assert await reloader.check()
         new_call = await reloader["a"].call(sample_request(RequestType.EMBEDDING))
         assert new_call.body == {"generation": 1}
-        await asyncio.sleep(0)
+        await asyncio.wait_for(reloader.draining(old_set), 5)
         assert not old.closed  # still serving the running call
         old.gate.set()
         assert (await running).body == {"generation": 0}

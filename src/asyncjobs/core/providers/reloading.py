@@ -49,6 +49,8 @@ class _Generation:
     digest: str
     in_flight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set once the set, replaced while calls were running on it, waits for them to end.
+    draining: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self.idle.set()
@@ -101,7 +103,7 @@ class ProvidersReloader(Mapping[str, Provider]):
         self._build = build
         self._generation: _Generation | None = None
         self._failed_digest: str | None = None
-        self._retiring: set[asyncio.Task[None]] = set()
+        self._retiring: dict[asyncio.Task[None], _Generation] = {}
         self._poller: asyncio.Task[None] | None = None
 
     # -- the Mapping the operator reads ---------------------------------------------------
@@ -184,8 +186,20 @@ class ProvidersReloader(Mapping[str, Provider]):
 
     def _retire(self, generation: _Generation) -> None:
         task = asyncio.create_task(_close_when_idle(generation), name="providers-retire")
-        self._retiring.add(task)
-        task.add_done_callback(self._retiring.discard)
+        self._retiring[task] = generation
+        task.add_done_callback(self._retired)
+
+    def _retired(self, task: asyncio.Task[None]) -> None:
+        del self._retiring[task]
+
+    async def draining(self, providers: ProviderSet) -> None:
+        """Returns once `providers`, replaced while calls were running on it, waits for
+        them to end before it closes: the point a test awaits to see it kept open."""
+        for generation in self._retiring.values():
+            if generation.providers is providers:
+                await generation.draining.wait()
+                return
+        raise LookupError("not a replaced provider set that is still open")
 
     async def close(self) -> None:
         if self._poller is not None:
@@ -201,7 +215,9 @@ class ProvidersReloader(Mapping[str, Provider]):
 
 
 async def _close_when_idle(generation: _Generation) -> None:
-    await generation.idle.wait()
+    if generation.in_flight:
+        generation.draining.set()
+        await generation.idle.wait()
     await generation.providers.close()
 
 
