@@ -22,9 +22,17 @@ from asyncjobs.core.kube import KubeError
 log = logging.getLogger(__name__)
 
 Deleter = Callable[[str, str], Awaitable[None]]
+# wait(changed, seconds) returns once `changed` is set or `seconds` have passed (None: on a
+# change only). Injected with the wall clock, so tests move time by hand and see each wait.
+Waiter = Callable[[asyncio.Event, float | None], Awaitable[None]]
 
 # Pauses before a failed delete is tried again; the last one repeats.
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+
+
+async def wait_for_change(changed: asyncio.Event, seconds: float | None) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(changed.wait(), timeout=seconds)
 
 
 class Expiry:
@@ -33,10 +41,12 @@ class Expiry:
         delete: Deleter,
         wall: Callable[[], datetime],
         retry_delays: tuple[float, ...] = RETRY_DELAYS,
+        wait: Waiter = wait_for_change,
     ) -> None:
         self._delete = delete
         self._wall = wall
         self._retry_delays = retry_delays
+        self._wait = wait
         self._failures: dict[str, int] = {}
         self._heap: list[tuple[datetime, str, str]] = []
         self._due: dict[str, tuple[datetime, str]] = {}
@@ -63,8 +73,7 @@ class Expiry:
             self._changed.clear()
             delay = self._next_delay()
             if delay is None or delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), timeout=delay)
+                await self._wait(self._changed, delay)
                 continue
             at, name, uid = heapq.heappop(self._heap)
             if self._due.get(name) != (at, uid):
