@@ -1,7 +1,7 @@
 """Live calls to the real providers, only where their API keys are in the environment.
 
 They cannot run in CI (no network, no keys) and are skipped there; a developer with a key
-runs e.g. `ANTHROPIC_API_KEY=... uv run pytest tests/unit/providers/test_live.py`.
+runs e.g. `ANTHROPIC_API_KEY=... uv run pytest -m live` (marked by folder, tests/conftest.py).
 Each sends one tiny chat (or embedding) request through the registry, as the operator
 would, and checks the unified shape of the answer.
 """
