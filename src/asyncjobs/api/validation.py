@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from asyncjobs.core import multipart
-from asyncjobs.core.request_types import BodyKind, RequestType, RequestTypeInfo
+from asyncjobs.core.request_types import REQUEST_TYPES, BodyKind, RequestType, RequestTypeInfo
 
 MODEL_FORMAT = "model should be in provider/model format"
 
@@ -253,16 +253,19 @@ def _check_integers(request_type: RequestType, fields: Mapping[str, Any]) -> Non
 
 
 # Types whose JSON body has a boolean `stream` flag that async refuses.
-_STREAM_FLAG = {
-    RequestType.TEXT_COMPLETION: "text completions",
-    RequestType.CHAT_COMPLETION: "chat completions",
-    RequestType.RESPONSES: "responses",
-    RequestType.IMAGE_GENERATION: "image generations",
-}
+_STREAM_FLAG = frozenset(
+    {
+        RequestType.TEXT_COMPLETION,
+        RequestType.CHAT_COMPLETION,
+        RequestType.RESPONSES,
+        RequestType.IMAGE_GENERATION,
+    }
+)
 
 
-def _stream_refused(noun: str) -> Rejected:
-    return Rejected(f"stream is not supported for async {noun}")
+def _stream_refused(request_type: RequestType) -> str:
+    """Bifrost's refusal of a streaming submit, worded from the request-type table."""
+    return f"stream is not supported for async {REQUEST_TYPES[request_type].stream_noun}"
 
 
 def validate_json_fields(
@@ -278,9 +281,9 @@ def validate_json_fields(
         if message is not None:
             return Rejected(message)
         if request_type in _STREAM_FLAG and _stream_requested(fields):
-            return _stream_refused(_STREAM_FLAG[request_type])
+            return Rejected(_stream_refused(request_type))
         if request_type is RequestType.SPEECH and fields.get("stream_format") == "sse":
-            return _stream_refused("speech")
+            return Rejected(_stream_refused(request_type))
     except _FormatError as exc:
         return Rejected(f"invalid request format: {exc}")
     return outcome
@@ -347,7 +350,7 @@ def _transcription(form: multipart.Form) -> str | None:
     if not form.files_named("file"):
         return "file is required"
     if form.get("stream") == _MULTIPART_TRUE:
-        return "stream is not supported for async transcriptions"
+        return _stream_refused(RequestType.TRANSCRIPTION)
     return None
 
 
@@ -360,7 +363,7 @@ def _image_edit(form: multipart.Form) -> str | None:
     if invalid is not None:
         return invalid
     if form.get("stream") == _MULTIPART_TRUE:
-        return "stream is not supported for async image edits"
+        return _stream_refused(RequestType.IMAGE_EDIT)
     return None
 
 
