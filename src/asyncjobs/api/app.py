@@ -1,71 +1,83 @@
 """The application factory: settings and collaborators in, a ready aiohttp app out.
 
-With no store given, the app runs against Kubernetes: it opens a client, and two
-reflectors (AsyncJobs, virtual-key Secrets) keep the in-memory views current for as
-long as the app runs, all opened and closed in a cleanup context. Unit tests pass an
-in-memory store and a key ring instead, and nothing touches the network.
+create_app always takes its job store, its virtual-key ring and its clock: main.py
+passes the Kubernetes ones (kube_backend.py, whose watches run as a cleanup context),
+unit tests an in-memory store and a fixed clock. Every route the API serves is in the
+one table below.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 
 from aiohttp import web
 
 from asyncjobs.api import ops, provider_routes, state, views
+from asyncjobs.api.clock import Clock, utc_now
 from asyncjobs.api.metrics import ApiMetrics
 from asyncjobs.api.middleware import request_middleware
 from asyncjobs.api.provider_names import ProviderNames
-from asyncjobs.api.reflector import Reflector
 from asyncjobs.api.settings import Settings
-from asyncjobs.api.store import JobCache, JobStore, KubeJobStore
-from asyncjobs.api.virtual_keys import KeyRing, entry_from_secret
-from asyncjobs.core import resources
-from asyncjobs.core.kube import KubeClient, KubeConfig, KubeObject
+from asyncjobs.api.store import JobStore
+from asyncjobs.api.virtual_keys import KeyRing
+from asyncjobs.core.request_types import REQUEST_TYPES
+
+CleanupContext = Callable[[web.Application], AsyncIterator[None]]
+
+ROUTES: list[web.AbstractRouteDef] = [
+    *(
+        web.post(info.submit_path, views.submit, name=views.submit_route_name(info))
+        for info in REQUEST_TYPES.values()
+    ),
+    *(
+        web.get(f"{info.submit_path}/{{job_id}}", views.poll, name=views.poll_route_name(info))
+        for info in REQUEST_TYPES.values()
+    ),
+    *(
+        web.post(path, provider_routes.handler(dialect))
+        for path, dialect in provider_routes.DIALECTS.items()
+    ),
+    web.get("/healthz", ops.healthz),
+    web.get("/readyz", ops.readyz),
+    web.get("/metrics", ops.metrics),
+    web.get("/openapi.json", ops.openapi),
+]
+
+# A provider-compatible route answers its refusals in its provider's error shape.
+_ERROR_SHAPES = {path: dialect.refusal for path, dialect in provider_routes.DIALECTS.items()}
 
 
 def create_app(
     settings: Settings,
     *,
-    store: JobStore | None = None,
-    keys: KeyRing | None = None,
-    kube_config: KubeConfig | None = None,
+    store: JobStore,
+    keys: KeyRing,
+    clock: Clock = utc_now,
+    cleanup_ctx: Iterable[CleanupContext] = (),
 ) -> web.Application:
+    """`cleanup_ctx` runs for the app's lifetime beside its own (the Kubernetes watches)."""
     metrics = ApiMetrics()
     app = web.Application(
-        middlewares=[request_middleware(metrics, settings.max_request_bytes)],
+        middlewares=[request_middleware(metrics, settings.max_request_bytes, _ERROR_SHAPES)],
         # aiohttp enforces the limit while reading, so an oversized body is never held.
         client_max_size=settings.max_request_bytes,
     )
-    app[state.SETTINGS] = settings
-    app[state.METRICS] = metrics
-    app[state.PROVIDERS] = ProviderNames(settings.providers)
+    providers = ProviderNames(settings.providers)
+    app[state.CONTEXT] = state.ApiContext(settings, store, keys, providers, metrics, clock)
     if settings.providers_file:
-        app.cleanup_ctx.append(_follow_providers(app[state.PROVIDERS], settings))
+        app.cleanup_ctx.append(_follow_providers(providers, settings))
+    app.cleanup_ctx.extend(cleanup_ctx)
     openapi = ops.load_openapi()
     if openapi is not None:
         app[ops.OPENAPI] = openapi
-    if store is None:
-        if kube_config is None:
-            raise ValueError("create_app needs a store or a kube_config")
-        kube_store, ring = _kubernetes_backend(app, settings, kube_config, metrics)
-        app[state.STORE] = kube_store
-        app[state.KEYS] = ring
-    else:
-        app[state.STORE] = store
-        app[state.KEYS] = keys if keys is not None else KeyRing()
-    views.add_routes(app)
-    provider_routes.add_routes(app)
-    ops.add_routes(app)
+    app.add_routes(ROUTES)
     return app
 
 
-def _follow_providers(
-    names: ProviderNames, settings: Settings
-) -> Callable[[web.Application], AsyncIterator[None]]:
+def _follow_providers(names: ProviderNames, settings: Settings) -> CleanupContext:
     assert settings.providers_file is not None
     path = Path(settings.providers_file)
     names.refresh(path)
@@ -80,65 +92,3 @@ def _follow_providers(
                 await task
 
     return follow
-
-
-def _kubernetes_backend(
-    app: web.Application, settings: Settings, config: KubeConfig, metrics: ApiMetrics
-) -> tuple[KubeJobStore, KeyRing]:
-    client = KubeClient(config)
-    cache = JobCache()
-    kube_store = KubeJobStore(client, settings.namespace, cache)
-    ring = KeyRing(synced=False)
-    metrics.cache_jobs.set_function(lambda: len(cache))
-
-    def replace_keys(secrets: list[KubeObject]) -> None:
-        ring.replace(entry for entry in map(entry_from_secret, secrets) if entry is not None)
-
-    def key_event(kind: str, secret: KubeObject) -> None:
-        name = secret.get("metadata", {}).get("name", "")
-        entry = None if kind == "DELETED" else entry_from_secret(secret)
-        if entry is None:
-            ring.remove(name)
-        else:
-            ring.put(entry)
-
-    async def kubernetes(_app: web.Application) -> AsyncIterator[None]:
-        await client.open()
-        jobs = Reflector(
-            client,
-            resources.asyncjobs_path(settings.namespace),
-            name="asyncjobs",
-            on_replace=cache.replace,
-            on_event=cache.apply,
-            on_restart=lambda reason: metrics.watch_restarts.labels("asyncjobs", reason).inc(),
-        )
-        keys = Reflector(
-            client,
-            resources.secrets_path(settings.namespace),
-            name="virtual-keys",
-            label_selector=resources.LABEL_VIRTUAL_KEY,
-            on_replace=replace_keys,
-            on_event=key_event,
-            on_restart=lambda reason: metrics.watch_restarts.labels("secrets", reason).inc(),
-        )
-        tasks = [asyncio.create_task(reflector.run()) for reflector in (jobs, keys)]
-
-        async def mark_synced() -> None:
-            await jobs.synced.wait()
-            kube_store.synced = True
-            await keys.synced.wait()
-            ring.synced = True
-
-        tasks.append(asyncio.create_task(mark_synced()))
-        try:
-            yield
-        finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await client.close()
-
-    app.cleanup_ctx.append(kubernetes)
-    return kube_store, ring

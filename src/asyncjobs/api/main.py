@@ -21,6 +21,8 @@ import uvloop
 from aiohttp import web
 
 from asyncjobs.api.app import create_app
+from asyncjobs.api.clock import utc_now
+from asyncjobs.api.kube_backend import KubeBackend
 from asyncjobs.api.settings import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_RESULT_TTL, Settings
 from asyncjobs.core import provider_config
 from asyncjobs.core.kube import load_config
@@ -88,7 +90,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         default_result_ttl=args.default_result_ttl,
         gateway_token=gateway_token(args.gateway_token_file),
     )
-    app = create_app(settings, kube_config=config)
+    backend = KubeBackend(config, settings.namespace, utc_now)
+    app = create_app(
+        settings,
+        store=backend.store,
+        keys=backend.keys,
+        clock=utc_now,
+        cleanup_ctx=[backend.run],
+    )
     # Our middleware writes the access log; aiohttp's own would duplicate it.
     web.run_app(
         app,

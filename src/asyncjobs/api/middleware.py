@@ -1,9 +1,11 @@
 """The one middleware: every error as BifrostError JSON, then metrics and an access log.
 
 Errors are mapped in one place so no view can leak a stack trace or an HTML error page
-to a client. The access log records who asked for what and how it went (method, route,
-path, status, size, duration) and never a header value or a body: request and result
-content are user data.
+to a client: an ApiError becomes its BifrostError (or, on a provider-compatible route,
+that provider's error shape), an aiohttp HTTP error (404, 405, 413) a BifrostError with
+its status, and anything else a plain 500 whose trace goes to the log only. The access
+log records who asked for what and how it went (method, route, path, status, size,
+duration) and never a header value or a body: request and result content are user data.
 
 Both jobs share one middleware because every layer costs a coroutine and a call on each
 request, and polls are answered in well under a millisecond of CPU.
@@ -13,13 +15,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import Counter, Histogram
 
+from asyncjobs.api.errors import ApiError, body_too_large
 from asyncjobs.api.metrics import UNMATCHED_ROUTE, ApiMetrics
-from asyncjobs.api.responses import dumps, error_response
+from asyncjobs.api.responses import dumps, json_response
 
 access_log = logging.getLogger("asyncjobs.api.access")
 log = logging.getLogger(__name__)
@@ -63,24 +68,34 @@ class RequestMetrics:
         children[1].observe(seconds)
 
 
-def request_middleware(metrics: ApiMetrics, max_request_bytes: int) -> Middleware:
+# Renders an ApiError in a route's own error shape, by route template.
+ErrorShape = Callable[[ApiError], dict[str, Any]]
+
+
+def request_middleware(
+    metrics: ApiMetrics, max_request_bytes: int, error_shapes: Mapping[str, ErrorShape]
+) -> Middleware:
+    """`error_shapes` gives the routes whose ApiErrors are not answered as BifrostErrors."""
     recorder = RequestMetrics(metrics)
 
     @web.middleware
     async def serve(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
+        route = route_template(request)
         try:
             response = await handler(request)
+        except ApiError as exc:
+            shape = error_shapes.get(route)
+            response = _answer(exc) if shape is None else json_response(shape(exc), exc.status)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            response = _http_error(exc, max_request_bytes)
+            response = _answer(_http_error(exc, max_request_bytes))
         except Exception:
             # The trace goes to our log only; the client gets a plain 500.
-            log.exception("unhandled error on %s %s", request.method, route_template(request))
-            response = error_response(500, "internal server error")
+            log.exception("unhandled error on %s %s", request.method, route)
+            response = _answer(ApiError(500, "internal server error"))
         elapsed = time.perf_counter() - started
-        route = route_template(request)
         recorder.observe(route, request.method, response.status, elapsed)
         if access_log.isEnabledFor(logging.INFO):
             access_log.info(_access_line(request, route, response, elapsed))
@@ -89,12 +104,14 @@ def request_middleware(metrics: ApiMetrics, max_request_bytes: int) -> Middlewar
     return serve
 
 
-def _http_error(exc: web.HTTPException, max_request_bytes: int) -> web.Response:
+def _answer(error: ApiError) -> web.Response:
+    return json_response(error.error.to_dict(), error.status)
+
+
+def _http_error(exc: web.HTTPException, max_request_bytes: int) -> ApiError:
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
-        return error_response(
-            413, f"request body exceeds the maximum size of {max_request_bytes} bytes"
-        )
-    return error_response(exc.status, _HTTP_MESSAGES.get(exc.status, exc.reason.lower()))
+        return body_too_large(max_request_bytes)
+    return ApiError(exc.status, _HTTP_MESSAGES.get(exc.status, exc.reason.lower()))
 
 
 def _access_line(

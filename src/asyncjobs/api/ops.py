@@ -16,7 +16,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from asyncjobs.api import state
-from asyncjobs.api.responses import error_response, json_response
+from asyncjobs.api.errors import ApiError
+from asyncjobs.api.responses import json_response
 
 # The contract lives at api/openapi.yaml in the repository (next to the README that
 # explains it); ASYNCJOBS_OPENAPI points elsewhere when the package is installed alone.
@@ -29,14 +30,15 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    jobs_ready = request.app[state.STORE].ready()
-    keys_ready = request.app[state.KEYS].synced
+    context = request.app[state.CONTEXT]
+    jobs_ready = context.store.ready()
+    keys_ready = context.keys.synced
     body = {"jobs_synced": jobs_ready, "virtual_keys_synced": keys_ready}
     return json_response(body, status=200 if jobs_ready and keys_ready else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
-    registry = request.app[state.METRICS].registry
+    registry = request.app[state.CONTEXT].metrics.registry
     return web.Response(
         body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )
@@ -45,7 +47,7 @@ async def metrics(request: web.Request) -> web.Response:
 async def openapi(request: web.Request) -> web.Response:
     document = request.app.get(OPENAPI)
     if document is None:
-        return error_response(404, "openapi document not available")
+        raise ApiError(404, "openapi document not available")
     return web.Response(body=document, content_type="application/json")
 
 
@@ -55,10 +57,3 @@ def load_openapi() -> bytes | None:
     if not path.is_file():
         return None
     return json.dumps(yaml.safe_load(path.read_text()), separators=(",", ":")).encode()
-
-
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/openapi.json", openapi)

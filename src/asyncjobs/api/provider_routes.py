@@ -16,17 +16,21 @@ translation of chat to Messages and back.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
-from asyncjobs.api import jobs_api, state
+from asyncjobs.api import state, submit_and_poll
+from asyncjobs.api.errors import ApiError
 from asyncjobs.api.responses import dumps, json_response
+from asyncjobs.api.state import ApiContext
+from asyncjobs.api.submit_and_poll import Submission
 from asyncjobs.api.validation import Rejected, split_model, validate_json_fields
-from asyncjobs.core.jobs import JobView, Phase, parse_time
+from asyncjobs.api.views import read_body
+from asyncjobs.core.jobs import JobSpec, Phase, parse_time
 from asyncjobs.core.providers import anthropic_messages
 from asyncjobs.core.providers.transport import BadRequestBody
 from asyncjobs.core.request_types import RequestType
@@ -46,24 +50,29 @@ class Dialect:
     provider: str
     request_type: RequestType
     to_job_body: Callable[[dict[str, Any]], dict[str, Any]]
-    pending: Callable[[JobView, str | None], dict[str, Any]]
-    completed: Callable[[JobView, bytes], dict[str, Any]]
+    # (job id, phase, created, model or None) -> the answer while the job runs
+    pending: Callable[[str, Phase, datetime, str | None], dict[str, Any]]
+    # (job id, stored result) -> the answer once it completed
+    completed: Callable[[str, bytes], dict[str, Any]]
+    # (status, message, the failed job's stored BifrostError or None) -> the error body
     error: Callable[[int, str, dict[str, Any] | None], dict[str, Any]]
+
+    def refusal(self, refused: ApiError) -> dict[str, Any]:
+        """A refusal (ApiError) in this provider's error shape; the middleware asks."""
+        return self.error(refused.status, refused.message, None)
 
 
 # --- OpenAI Responses ----------------------------------------------------------------------
 
 
-def _unix(text: str) -> int:
-    return int(parse_time(text).timestamp()) if text else int(datetime.now().timestamp())
-
-
-def _openai_pending(view: JobView, model: str | None) -> dict[str, Any]:
+def _openai_pending(
+    job_id: str, phase: Phase, created: datetime, model: str | None
+) -> dict[str, Any]:
     document: dict[str, Any] = {
-        "id": view.job_id,
+        "id": job_id,
         "object": "response",
-        "created_at": _unix(view.created_at),
-        "status": "in_progress" if view.phase is Phase.PROCESSING else "queued",
+        "created_at": int(created.timestamp()),
+        "status": "in_progress" if phase is Phase.PROCESSING else "queued",
         "output": [],
     }
     if model:
@@ -71,7 +80,7 @@ def _openai_pending(view: JobView, model: str | None) -> dict[str, Any]:
     return document
 
 
-def _openai_completed(view: JobView, result: bytes) -> dict[str, Any]:
+def _openai_completed(_job_id: str, result: bytes) -> dict[str, Any]:
     document: dict[str, Any] = json.loads(result)
     return document
 
@@ -103,12 +112,14 @@ _ANTHROPIC_ERROR_TYPES = {
 }
 
 
-def _anthropic_pending(view: JobView, model: str | None) -> dict[str, Any]:
-    return anthropic_messages.empty_message(view.job_id, model)
+def _anthropic_pending(
+    job_id: str, _phase: Phase, _created: datetime, model: str | None
+) -> dict[str, Any]:
+    return anthropic_messages.empty_message(job_id, model)
 
 
-def _anthropic_completed(view: JobView, result: bytes) -> dict[str, Any]:
-    return anthropic_messages.answer_as_message(json.loads(result), view.job_id)
+def _anthropic_completed(job_id: str, result: bytes) -> dict[str, Any]:
+    return anthropic_messages.answer_as_message(json.loads(result), job_id)
 
 
 def _anthropic_error(status: int, message: str, stored: dict[str, Any] | None) -> dict[str, Any]:
@@ -133,7 +144,8 @@ ANTHROPIC = Dialect(
     _anthropic_completed,
     _anthropic_error,
 )
-_ROUTES = {"/openai/v1/responses": OPENAI, "/anthropic/v1/messages": ANTHROPIC}
+# app.py routes each path to `handler(dialect)` and answers refusals there in `dialect.refusal`.
+DIALECTS = {"/openai/v1/responses": OPENAI, "/anthropic/v1/messages": ANTHROPIC}
 
 
 def _qualified(model: Any, dialect: Dialect, providers: frozenset[str]) -> Any:
@@ -143,72 +155,61 @@ def _qualified(model: Any, dialect: Dialect, providers: frozenset[str]) -> Any:
     return model
 
 
-async def provider_async(request: web.Request) -> web.Response:
-    dialect = _ROUTES[request.match_info.route.resource.canonical]  # type: ignore[union-attr]
+def handler(dialect: Dialect) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The view of one provider's route: x-bf-async-id retrieves, x-bf-async submits."""
 
-    def error(status: int, message: str, stored: dict[str, Any] | None = None) -> web.Response:
-        return json_response(dialect.error(status, message, stored), status=status)
-
-    try:
-        jobs_api.authorize(request)
+    async def provider_async(request: web.Request) -> web.Response:
+        context = request.app[state.CONTEXT]
+        submit_and_poll.authorize(request.headers, context.settings.gateway_token)
         job_id = request.headers.get(ASYNC_ID_HEADER, "").strip()
         if job_id:
-            return await _retrieve(request, dialect, job_id, error)
+            status, document = await retrieve(context, dialect, job_id, request.headers)
+            return json_response(document, status=status)
         if not request.headers.get(ASYNC_HEADER, "").strip():
-            return error(400, SYNC_REFUSED)
-        return await _submit(request, dialect, error)
-    except jobs_api.Refusal as refusal:
-        return error(refusal.status, refusal.message)
+            raise ApiError(400, SYNC_REFUSED)
+        body = await read_body(request, context.settings.max_request_bytes)
+        submission = Submission(request.headers, body, request.headers.get("Content-Type", ""))
+        spec = await submit(context, dialect, submission)
+        return json_response(
+            dialect.pending(spec.job_id, Phase.PENDING, spec.submitted_at, spec.model)
+        )
+
+    return provider_async
 
 
-async def _submit(
-    request: web.Request, dialect: Dialect, error: Callable[..., web.Response]
-) -> web.Response:
-    raw = await jobs_api.read_body(request)
-    providers = request.app[state.PROVIDERS].current
+async def submit(context: ApiContext, dialect: Dialect, submission: Submission) -> JobSpec:
+    """Translates the provider's request body into a job and creates it; ApiError(400)
+    for a body the job cannot be made from."""
+    providers = context.providers.current
     try:
-        body = json.loads(raw)
+        body = json.loads(submission.body)
         if not isinstance(body, dict):
             raise BadRequestBody("invalid request format: expected a JSON object")
         body["model"] = _qualified(body.get("model"), dialect, providers)
         fields = dialect.to_job_body(body)
     except BadRequestBody as exc:  # its message is the client's answer
-        return error(400, str(exc))
+        raise ApiError(400, str(exc)) from exc
     except (ValueError, UnicodeDecodeError) as exc:
-        return error(400, f"invalid request format: {exc}")
+        raise ApiError(400, f"invalid request format: {exc}") from exc
     outcome = validate_json_fields(dialect.request_type, fields, providers)
     if isinstance(outcome, Rejected):
-        return error(400, outcome.message)
-    key_id = jobs_api.submit_key_id(request)
+        raise ApiError(400, outcome.message)
     stored = dumps(fields).encode()
-    spec = await jobs_api.create_job(
-        request, dialect.request_type, outcome, stored, "application/json", key_id
+    return await submit_and_poll.create_job(
+        context, dialect.request_type, outcome, submission.headers, stored, "application/json"
     )
-    view = JobView(
-        job_id=spec.job_id,
-        uid="",
-        request_type=spec.request_type.value,
-        phase=Phase.PENDING,
-        created_at=jobs_api.accepted_document(spec)["created_at"],
-        virtual_key_id=key_id,
-    )
-    return json_response(dialect.pending(view, outcome.model))
 
 
-async def _retrieve(
-    request: web.Request, dialect: Dialect, job_id: str, error: Callable[..., web.Response]
-) -> web.Response:
-    view = await jobs_api.visible_job(request, job_id, dialect.request_type)
+async def retrieve(
+    context: ApiContext, dialect: Dialect, job_id: str, headers: Mapping[str, str]
+) -> tuple[int, dict[str, Any]]:
+    """The status and body that answer a retrieve in the provider's shape."""
+    view, result = await submit_and_poll.poll(context, dialect.request_type, job_id, headers)
     # A completed job whose result is unreadable comes back failed, so this goes first.
-    view, result = await jobs_api.job_result(request, view)
     if view.phase is Phase.FAILED:
-        status = jobs_api.status_code(view)
-        return error(status, "job failed", view.error)
+        status = submit_and_poll.status_code(view)
+        return status, dialect.error(status, "job failed", view.error)
     if result is None:
-        return json_response(dialect.pending(view, None))
-    return json_response(dialect.completed(view, result))
-
-
-def add_routes(app: web.Application) -> None:
-    for path in _ROUTES:
-        app.router.add_post(path, provider_async)
+        created = parse_time(view.created_at) if view.created_at else context.clock()
+        return 200, dialect.pending(view.job_id, view.phase, created, None)
+    return 200, dialect.completed(view.job_id, result)

@@ -2,7 +2,8 @@
 
 Views talk to the `JobStore` protocol only. The Kubernetes-backed store writes AsyncJobs
 and request Secrets and answers reads from a watch-fed cache; unit tests pass a small
-in-memory store with the same protocol, so the views are tested without a cluster.
+in-memory store with the same protocol, so the views are tested without a cluster. An
+operation the store cannot complete raises ApiError with a 5xx and leaves nothing behind.
 
 A completed job whose result cannot be read back (its Secret missing, or its bytes not
 matching the reference) is failed here, as `integrity.judge` decides: the status write,
@@ -12,27 +13,18 @@ an Event and a log line, then the failed job is what every later poll answers.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Protocol
 
 from asyncjobs.api import integrity
+from asyncjobs.api.clock import Clock
+from asyncjobs.api.errors import ApiError
 from asyncjobs.api.integrity import Cause
 from asyncjobs.core import events, payloads, resources
 from asyncjobs.core.jobs import JobSpec, JobView, Phase, build_asyncjob
 from asyncjobs.core.kube import KubeClient, KubeError, KubeObject
 
 log = logging.getLogger(__name__)
-
-
-class StoreUnavailable(Exception):
-    """The store could not complete an operation; the API answers a 5xx, nothing is left."""
-
-    def __init__(self, message: str, *, status: int = 503) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -107,10 +99,11 @@ def _view_or_none(obj: KubeObject) -> JobView | None:
         return None
 
 
-def _unavailable(action: str, exc: KubeError) -> StoreUnavailable:
+def _unavailable(action: str, exc: KubeError) -> ApiError:
+    """The 5xx for an operation the apiserver did not complete (nothing is left behind)."""
     if exc.status in (0, 429, 503, 504):
-        return StoreUnavailable(f"{action}: the job store is unavailable, retry later")
-    return StoreUnavailable(f"{action}: the job store refused the request", status=500)
+        return ApiError(503, f"{action}: the job store is unavailable, retry later")
+    return ApiError(500, f"{action}: the job store refused the request")
 
 
 # Who posts the Events of this process.
@@ -128,7 +121,7 @@ class KubeJobStore:
         client: KubeClient,
         namespace: str,
         cache: JobCache,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock,
     ) -> None:
         self.client = client
         self.namespace = namespace
@@ -211,7 +204,7 @@ class KubeJobStore:
                 return await self._fail(obj, judgment, cause)
             except _Conflict:
                 continue  # changed since it was judged: read it again and judge afresh
-        raise StoreUnavailable("the job changed while its result was read, retry later")
+        raise ApiError(503, "the job changed while its result was read, retry later")
 
     async def _get(self, job_id: str) -> KubeObject | None:
         try:

@@ -1,75 +1,73 @@
-"""The generic submit and poll views and the one route table for all request types.
+"""The generic submit and poll views: HTTP in and out, the decisions in submit_and_poll.
 
-A route's name carries its request type ("submit:chat_completion"), so one view
-serves all eleven submit paths and one serves all eleven poll paths.
+A route's name carries its request type ("submit:chat_completion"), so one view serves
+all eleven submit paths and one serves all eleven poll paths (the route table is in
+app.py). A view checks the gateway token, reads what it needs off the request, calls
+submit_and_poll and writes the answer; every refusal is an ApiError that the middleware
+answers.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from asyncjobs.api import jobs_api, state
-from asyncjobs.api.responses import error_response, json_response
-from asyncjobs.api.validation import Rejected, validate
+from asyncjobs.api import state, submit_and_poll
+from asyncjobs.api.errors import body_too_large
+from asyncjobs.api.responses import json_response
+from asyncjobs.api.submit_and_poll import Submission
 from asyncjobs.core.request_types import REQUEST_TYPES, RequestTypeInfo
 
 _SUBMIT = "submit"
 _POLL = "poll"
 
+
+def submit_route_name(info: RequestTypeInfo) -> str:
+    return f"{_SUBMIT}:{info.request_type.value}"
+
+
+def poll_route_name(info: RequestTypeInfo) -> str:
+    return f"{_POLL}:{info.request_type.value}"
+
+
 # Route name -> request type, built once: parsing the name into a RequestType on every
 # request costs more than the rest of a cached poll's own work.
 _ROUTE_INFO: dict[str, RequestTypeInfo] = {
-    f"{kind}:{info.request_type.value}": info
+    name(info): info
     for info in REQUEST_TYPES.values()
-    for kind in (_SUBMIT, _POLL)
+    for name in (submit_route_name, poll_route_name)
 }
 
 
-def _route_info(request: web.Request) -> RequestTypeInfo:
-    return _ROUTE_INFO[request.match_info.route.name or ""]
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The whole body, or ApiError(413) beyond `limit`, before anything is written."""
+    if request.content_length is not None and request.content_length > limit:
+        raise body_too_large(limit)
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise body_too_large(limit) from exc
 
 
 async def submit(request: web.Request) -> web.Response:
-    info = _route_info(request)
-    try:
-        jobs_api.authorize(request)
-        body = await jobs_api.read_body(request)
-        content_type = request.headers.get("Content-Type", "")
-        providers = request.app[state.PROVIDERS].current
-        outcome = validate(info, body, content_type, providers)
-        if isinstance(outcome, Rejected):
-            return error_response(400, outcome.message)
-        # Bifrost looks the key up only once the body is valid (spec §4 order).
-        key_id = jobs_api.submit_key_id(request)
-        # JSON bodies are stored as application/json whatever the client labelled them;
-        # multipart keeps its Content-Type, whose boundary is needed to parse it again.
-        stored_type = content_type if info.body.value == "multipart" else "application/json"
-        spec = await jobs_api.create_job(
-            request, info.request_type, outcome, body, stored_type, key_id
-        )
-    except jobs_api.Refusal as refusal:
-        return error_response(refusal.status, refusal.message)
-    return json_response(jobs_api.accepted_document(spec), status=202)
+    info = _ROUTE_INFO[request.match_info.route.name or ""]
+    context = request.app[state.CONTEXT]
+    submit_and_poll.authorize(request.headers, context.settings.gateway_token)
+    body = await read_body(request, context.settings.max_request_bytes)
+    submission = Submission(request.headers, body, request.headers.get("Content-Type", ""))
+    spec = await submit_and_poll.submit(context, info, submission)
+    return json_response(submit_and_poll.accepted_document(spec), status=202)
 
 
 async def poll(request: web.Request) -> web.Response:
-    info = _route_info(request)
-    try:
-        jobs_api.authorize(request)
-        view = await jobs_api.visible_job(request, request.match_info["job_id"], info.request_type)
-        view, result = await jobs_api.job_result(request, view)
-    except jobs_api.Refusal as refusal:
-        return error_response(refusal.status, refusal.message)
+    info = _ROUTE_INFO[request.match_info.route.name or ""]
+    context = request.app[state.CONTEXT]
+    submit_and_poll.authorize(request.headers, context.settings.gateway_token)
+    view, result = await submit_and_poll.poll(
+        context, info.request_type, request.match_info["job_id"], request.headers
+    )
     return web.Response(
-        body=jobs_api.job_document(view, result),
+        body=submit_and_poll.job_document(view, result),
         status=200 if view.phase.terminal else 202,
         content_type="application/json",
         charset="utf-8",
     )
-
-
-def add_routes(app: web.Application) -> None:
-    for info in REQUEST_TYPES.values():
-        name = info.request_type.value
-        app.router.add_post(info.submit_path, submit, name=f"{_SUBMIT}:{name}")
-        app.router.add_get(f"{info.submit_path}/{{job_id}}", poll, name=f"{_POLL}:{name}")

@@ -1,4 +1,5 @@
-"""Fixtures for API unit tests: an app over an in-memory store, served on port 0."""
+"""Fixtures for API unit tests: an app over an in-memory store and a fixed clock, served
+on port 0."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from asyncjobs.api.app import create_app
 from asyncjobs.api.settings import Settings
 from asyncjobs.api.virtual_keys import KeyEntry, KeyRing, digest
-from tests.unit.api.fakes import FakeJobStore
+from tests.unit.api.fakes import FakeClock, FakeJobStore
 
 # Two virtual keys the ring knows; "sk-bf-unknown" is deliberately absent.
 KEY_A = "sk-bf-alpha-0001"
@@ -21,8 +22,13 @@ KEY_B_ID = "team-b"
 
 
 @pytest.fixture
-def store() -> FakeJobStore:
-    return FakeJobStore()
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(clock: FakeClock) -> FakeJobStore:
+    return FakeJobStore(clock)
 
 
 @pytest.fixture
@@ -47,8 +53,8 @@ def settings() -> Settings:
 
 @pytest.fixture
 async def client(
-    settings: Settings, store: FakeJobStore, keys: KeyRing
+    settings: Settings, store: FakeJobStore, keys: KeyRing, clock: FakeClock
 ) -> AsyncIterator[TestClient[web.Request, web.Application]]:
-    app = create_app(settings, store=store, keys=keys)
+    app = create_app(settings, store=store, keys=keys, clock=clock)
     async with TestClient(TestServer(app)) as test_client:
         yield test_client

@@ -14,20 +14,44 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from asyncjobs.api import integrity
+from asyncjobs.api.clock import Clock
+from asyncjobs.api.errors import ApiError
 from asyncjobs.api.integrity import Cause
-from asyncjobs.api.store import Finished, StoreUnavailable
+from asyncjobs.api.store import Finished
 from asyncjobs.core import payloads
 from asyncjobs.core.jobs import JobSpec, JobView, build_asyncjob, format_time
 from asyncjobs.core.kube import KubeObject
 
+# The time the unit tests' apps and stores read: a little after the jobs they put were
+# submitted (fakes' default submitted time), so nothing depends on the real clock.
+NOW = datetime(2026, 2, 19, 8, 20, 0, 250_000, tzinfo=UTC)
+
+
+def now() -> datetime:
+    return NOW
+
+
+class FakeClock:
+    """A clock that stands still until a test moves it."""
+
+    def __init__(self, start: datetime = NOW) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        self.now += delta
+
 
 class FakeJobStore:
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = now) -> None:
+        self.clock = clock
         self.objects: dict[str, KubeObject] = {}
         self.bodies: dict[str, bytes] = {}
         self.results: dict[str, bytes] = {}
         self.specs: dict[str, JobSpec] = {}
-        self.fail_create: StoreUnavailable | None = None
+        self.fail_create: ApiError | None = None
         self.status_patches: list[KubeObject] = []
         # Runs as a result read starts: a test deletes the job there, as expiry may.
         self.on_result_read: Callable[[str], None] = lambda _job_id: None
@@ -62,7 +86,7 @@ class FakeJobStore:
         ):
             return Finished(view, stored)
         cause = Cause.MISSING if stored is None else Cause.CORRUPT
-        judgment = integrity.judge(obj, view, cause, now())
+        judgment = integrity.judge(obj, view, cause, self.clock())
         if isinstance(judgment, integrity.Gone):
             return None
         if isinstance(judgment, integrity.Changed):
@@ -130,7 +154,3 @@ class FakeJobStore:
         if status_code is not None:
             status["statusCode"] = status_code
         self.set_status(job_id, **status)
-
-
-def now() -> datetime:
-    return datetime.now(UTC)

@@ -14,7 +14,7 @@ from asyncjobs.api.app import create_app
 from asyncjobs.api.settings import Settings
 from asyncjobs.api.virtual_keys import KeyRing
 from tests.unit.api.conftest import KEY_A
-from tests.unit.api.fakes import FakeJobStore
+from tests.unit.api.fakes import FakeClock, FakeJobStore
 
 Client = TestClient[web.Request, web.Application]
 SECRET_PROMPT = "my-very-private-prompt-text"
@@ -99,9 +99,10 @@ async def test_openapi_is_served_as_json(client: Client) -> None:
 
 
 @pytest.fixture
-async def guarded(store: FakeJobStore, keys: KeyRing) -> AsyncIterator[Client]:
+async def guarded(store: FakeJobStore, keys: KeyRing, clock: FakeClock) -> AsyncIterator[Client]:
     settings = Settings(namespace="unit", gateway_token=TOKEN)
-    async with TestClient(TestServer(create_app(settings, store=store, keys=keys))) as client:
+    app = create_app(settings, store=store, keys=keys, clock=clock)
+    async with TestClient(TestServer(app)) as client:
         yield client
 
 

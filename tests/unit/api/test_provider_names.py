@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from asyncjobs.api.app import create_app
 from asyncjobs.api.provider_names import ProviderNames
 from asyncjobs.api.settings import Settings
+from asyncjobs.api.virtual_keys import KeyRing
 from tests.unit.api.fakes import FakeJobStore
 
 
@@ -55,7 +56,7 @@ async def test_a_provider_added_to_the_file_is_accepted_without_restart(tmp_path
         providers_reload_seconds=0.05,
     )
     body = {"model": "groq/llama", "messages": [{"role": "user", "content": "hi"}]}
-    app = create_app(settings, store=FakeJobStore())
+    app = create_app(settings, store=FakeJobStore(), keys=KeyRing())
     async with TestClient(TestServer(app)) as client:
         refused = await client.post("/v1/async/chat/completions", json=body)
         assert refused.status == 400

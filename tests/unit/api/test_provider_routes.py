@@ -14,9 +14,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from asyncjobs.api.app import create_app
 from asyncjobs.api.settings import Settings
+from asyncjobs.api.virtual_keys import KeyRing
 from asyncjobs.core.request_types import RequestType
 from tests.unit.api.conftest import KEY_A, KEY_A_ID, KEY_B
-from tests.unit.api.fakes import FakeJobStore, now
+from tests.unit.api.fakes import FakeClock, FakeJobStore, now
 
 Client = TestClient[web.Request, web.Application]
 ASYNC = {"x-bf-async": "true"}
@@ -313,8 +314,8 @@ async def test_anthropic_failed_job_uses_the_anthropic_error_type(
 
 
 @pytest.fixture
-async def local_only(store: FakeJobStore) -> AsyncIterator[Client]:
-    app = create_app(Settings(namespace="unit"), store=store)
+async def local_only(store: FakeJobStore, clock: FakeClock) -> AsyncIterator[Client]:
+    app = create_app(Settings(namespace="unit"), store=store, keys=KeyRing(), clock=clock)
     async with TestClient(TestServer(app)) as test_client:
         yield test_client
 

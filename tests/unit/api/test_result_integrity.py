@@ -14,8 +14,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from asyncjobs.api import integrity
+from asyncjobs.api.errors import ApiError
 from asyncjobs.api.integrity import Cause, Changed, Fail, Gone
-from asyncjobs.api.store import Finished, JobCache, KubeJobStore, StoreUnavailable
+from asyncjobs.api.store import Finished, JobCache, KubeJobStore
 from asyncjobs.core import payloads, resources
 from asyncjobs.core.jobs import JobView, Phase, format_time
 from asyncjobs.core.kube import KubeClient, KubeConfig
@@ -327,7 +328,7 @@ async def test_apiserver_unavailable_while_reading_the_result_is_a_503(
 ) -> None:
     fake, store = apiserver
     fake.secret_status = 503
-    with pytest.raises(StoreUnavailable) as raised:
+    with pytest.raises(ApiError) as raised:
         await store.result(READ)
     assert raised.value.status == 503
     assert fake.patches == []

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from asyncjobs.api.store import StoreUnavailable
+from asyncjobs.api.errors import ApiError
 from asyncjobs.core import multipart
 from asyncjobs.core.request_types import REQUEST_TYPES, BodyKind, RequestType
 from tests.unit.api.conftest import KEY_A, KEY_A_ID
@@ -476,21 +476,19 @@ async def test_oversized_body_without_content_length_answers_413(
     ("failure", "status"),
     [
         pytest.param(
-            StoreUnavailable("could not create the job: the job store is unavailable, retry later"),
+            ApiError(503, "could not create the job: the job store is unavailable, retry later"),
             503,
             id="unavailable",
         ),
         pytest.param(
-            StoreUnavailable(
-                "could not store the request: the job store refused the request", status=500
-            ),
+            ApiError(500, "could not store the request: the job store refused the request"),
             500,
             id="refused",
         ),
     ],
 )
 async def test_store_failure_answers_a_clean_5xx(
-    client: Client, store: FakeJobStore, failure: StoreUnavailable, status: int
+    client: Client, store: FakeJobStore, failure: ApiError, status: int
 ) -> None:
     store.fail_create = failure
     body, content_type = valid_request(RequestType.CHAT_COMPLETION)

@@ -1,0 +1,27 @@
+"""The API's one error type: any answer other than success, raised wherever it is decided.
+
+Validation, authentication, access rules, the body limit and the job store all raise
+`ApiError`; the middleware alone turns it into the JSON answer (a gateway BifrostError,
+or the provider's own error shape on a provider-compatible route). No view catches it.
+"""
+
+from __future__ import annotations
+
+from asyncjobs.core.errors import BifrostError
+
+
+class ApiError(Exception):
+    """The HTTP status to answer and the BifrostError that explains it."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = BifrostError(message=message, status_code=status)
+
+    @property
+    def message(self) -> str:
+        return self.error.message
+
+
+def body_too_large(limit: int) -> ApiError:
+    return ApiError(413, f"request body exceeds the maximum size of {limit} bytes")

@@ -1,0 +1,85 @@
+"""The API's Kubernetes side: where jobs and virtual keys live when the API runs for real.
+
+`KubeBackend` opens a client to the apiserver, and two reflectors (AsyncJobs,
+virtual-key Secrets) keep the job cache behind the store and the key ring current for as
+long as the app runs. main.py builds it and gives create_app its store, its key ring and
+`run` as a cleanup context; unit tests give create_app an in-memory store and a ring
+instead, and nothing touches the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from asyncjobs.api import state
+from asyncjobs.api.clock import Clock
+from asyncjobs.api.reflector import Reflector
+from asyncjobs.api.store import JobCache, KubeJobStore
+from asyncjobs.api.virtual_keys import KeyRing, entry_from_secret
+from asyncjobs.core import resources
+from asyncjobs.core.kube import KubeClient, KubeConfig, KubeObject
+
+
+class KubeBackend:
+    def __init__(self, config: KubeConfig, namespace: str, clock: Clock) -> None:
+        self.namespace = namespace
+        self.client = KubeClient(config)
+        self.cache = JobCache()
+        self.store = KubeJobStore(self.client, namespace, self.cache, clock)
+        self.keys = KeyRing(synced=False)
+
+    def _replace_keys(self, secrets: list[KubeObject]) -> None:
+        self.keys.replace(entry for entry in map(entry_from_secret, secrets) if entry is not None)
+
+    def _key_event(self, kind: str, secret: KubeObject) -> None:
+        name = secret.get("metadata", {}).get("name", "")
+        entry = None if kind == "DELETED" else entry_from_secret(secret)
+        if entry is None:
+            self.keys.remove(name)
+        else:
+            self.keys.put(entry)
+
+    async def run(self, app: web.Application) -> AsyncIterator[None]:
+        """The cleanup context: the client and both watches, for the app's lifetime."""
+        metrics = app[state.CONTEXT].metrics
+        metrics.cache_jobs.set_function(lambda: len(self.cache))
+        await self.client.open()
+        jobs = Reflector(
+            self.client,
+            resources.asyncjobs_path(self.namespace),
+            name="asyncjobs",
+            on_replace=self.cache.replace,
+            on_event=self.cache.apply,
+            on_restart=lambda reason: metrics.watch_restarts.labels("asyncjobs", reason).inc(),
+        )
+        keys = Reflector(
+            self.client,
+            resources.secrets_path(self.namespace),
+            name="virtual-keys",
+            label_selector=resources.LABEL_VIRTUAL_KEY,
+            on_replace=self._replace_keys,
+            on_event=self._key_event,
+            on_restart=lambda reason: metrics.watch_restarts.labels("secrets", reason).inc(),
+        )
+        tasks = [asyncio.create_task(reflector.run()) for reflector in (jobs, keys)]
+
+        async def mark_synced() -> None:
+            await jobs.synced.wait()
+            self.store.synced = True
+            await keys.synced.wait()
+            self.keys.synced = True
+
+        tasks.append(asyncio.create_task(mark_synced()))
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await self.client.close()

@@ -1,0 +1,206 @@
+"""Submit and poll as plain functions: what every async route decides, without HTTP.
+
+The generic views and the provider-compatible routes differ only in how they shape
+their answers, so the decisions live here once: the gateway token, the submit's virtual
+key, creating a job, finding a job the caller may see with its result, and the job
+document (spec §3). The inputs are plain values (a headers mapping, the body bytes and
+its content type, a job id) and the ApiContext, which holds the store, the key ring and
+the clock; tests call these functions with a fake store and a fixed clock, no server.
+Every refusal is an ApiError, answered by the middleware.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from asyncjobs.api.errors import ApiError
+from asyncjobs.api.responses import dumps
+from asyncjobs.api.state import ApiContext
+from asyncjobs.api.validation import Accepted, Rejected, result_ttl, validate
+from asyncjobs.api.virtual_keys import KeyRing, from_headers, token_matches
+from asyncjobs.core import payloads
+from asyncjobs.core.jobs import JobSpec, JobView, Phase, format_time
+from asyncjobs.core.request_types import BodyKind, RequestType, RequestTypeInfo
+
+TTL_HEADER = "x-bf-async-job-result-ttl"
+NOT_FOUND = "job not found or expired"
+
+# Job ids are lowercase UUID v4; anything else cannot name a job and is not looked up.
+_JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A submit as it came off the wire."""
+
+    # Looked up case-insensitively, as aiohttp's request headers are.
+    headers: Mapping[str, str]
+    body: bytes
+    content_type: str
+
+
+def authorize(headers: Mapping[str, str], gateway_token: str | None) -> None:
+    """Checks the optional gateway token; ApiError(401) without it."""
+    if gateway_token is None:
+        return
+    scheme, _, value = headers.get("Authorization", "").partition(" ")
+    bearer = value.strip() if scheme.lower() == "bearer" else None
+    if token_matches(bearer, gateway_token) or token_matches(
+        headers.get("x-api-key"), gateway_token
+    ):
+        return
+    raise ApiError(401, "Unauthorized")
+
+
+# --- submit ----------------------------------------------------------------------------------
+
+
+async def submit(context: ApiContext, info: RequestTypeInfo, submission: Submission) -> JobSpec:
+    """Validates a submit to the generic route and creates its job; ApiError otherwise."""
+    outcome = validate(info, submission.body, submission.content_type, context.providers.current)
+    if isinstance(outcome, Rejected):
+        raise ApiError(400, outcome.message)
+    # JSON bodies are stored as application/json whatever the client labelled them;
+    # multipart keeps its Content-Type, whose boundary is needed to parse it again.
+    stored_type = submission.content_type if info.body is BodyKind.MULTIPART else "application/json"
+    return await create_job(
+        context, info.request_type, outcome, submission.headers, submission.body, stored_type
+    )
+
+
+async def create_job(
+    context: ApiContext,
+    request_type: RequestType,
+    accepted: Accepted,
+    headers: Mapping[str, str],
+    body: bytes,
+    content_type: str,
+) -> JobSpec:
+    """Creates the job of a valid submit and stores its body.
+
+    The virtual key is looked up only now, once the body is valid, as Bifrost does
+    (spec §4 order): an unknown key is ApiError(400), a failing store ApiError(5xx).
+    """
+    key_id = _submit_key_id(context.keys, headers)
+    job_id = str(uuid.uuid4())
+    spec = JobSpec(
+        job_id=job_id,
+        request_type=request_type,
+        model=accepted.model,
+        fallbacks=accepted.fallbacks,
+        result_ttl_seconds=result_ttl(headers.get(TTL_HEADER), context.settings.default_result_ttl),
+        request_ref=payloads.describe(job_id, "request", body, content_type),
+        submitted_at=context.clock(),
+        virtual_key_id=key_id,
+    )
+    await context.store.create(spec, body)
+    context.metrics.submitted.labels(request_type.value).inc()
+    return spec
+
+
+def _submit_key_id(keys: KeyRing, headers: Mapping[str, str]) -> str | None:
+    key = from_headers(headers)
+    if key is None:
+        return None
+    key_id = keys.resolve(key)
+    if key_id is None:
+        raise ApiError(400, "virtual key not found")
+    return key_id
+
+
+def accepted_document(spec: JobSpec) -> dict[str, Any]:
+    return {
+        "id": spec.job_id,
+        "status": Phase.PENDING.api_status,
+        "created_at": format_time(spec.submitted_at),
+    }
+
+
+# --- poll ------------------------------------------------------------------------------------
+
+
+async def poll(
+    context: ApiContext, request_type: RequestType, job_id: str, headers: Mapping[str, str]
+) -> tuple[JobView, bytes | None]:
+    """The job as a poll answers it, and its stored result while it is completed.
+
+    A job this caller may not see on this path family is ApiError(404) with the
+    contract's message. A completed job whose result is missing or corrupt comes back
+    failed (and is counted); one deleted or expired meanwhile is ApiError(404).
+    """
+    view = await context.store.find(job_id) if _JOB_ID.fullmatch(job_id) else None
+    if view is None or view.expired(context.clock()):
+        raise ApiError(404, NOT_FOUND)
+    if view.virtual_key_id is not None:
+        _check_poll_key(context.keys, headers, view.virtual_key_id)
+    if view.request_type != request_type.value:
+        raise ApiError(404, "operation type mismatch")
+    if view.phase is not Phase.COMPLETED or view.result_ref is None:
+        return view, None
+    finished = await context.store.result(view)
+    if finished is None:
+        raise ApiError(404, NOT_FOUND)
+    if finished.unreadable is not None:
+        context.metrics.results_unreadable.labels(finished.unreadable.value).inc()
+    return finished.view, finished.result
+
+
+def _check_poll_key(keys: KeyRing, headers: Mapping[str, str], job_key_id: str) -> None:
+    key = from_headers(headers)
+    if key is None:
+        raise ApiError(404, "virtual key is required")
+    key_id = keys.resolve(key)
+    if key_id is None:
+        raise ApiError(404, "virtual key not found")
+    if key_id != job_key_id:
+        raise ApiError(404, "virtual key mismatch")
+
+
+def status_code(view: JobView) -> int:
+    if view.status_code is not None:
+        return view.status_code
+    return 200 if view.phase is Phase.COMPLETED else 500
+
+
+def job_document(view: JobView, result: bytes | None) -> bytes:
+    """The job object (spec §3) as UTF-8 JSON, keys omitted when unset.
+
+    The result is spliced in as stored rather than decoded and re-encoded: it is exactly
+    the body the synchronous endpoint returned, and it may be megabytes of base64.
+    """
+    if not view.phase.terminal:
+        return _running_document(view.job_id, view.phase.api_status, view.created_at)
+    document: dict[str, Any] = {
+        "id": view.job_id,
+        "status": view.phase.api_status,
+        "created_at": view.created_at,
+    }
+    if view.completed_at:
+        document["completed_at"] = view.completed_at
+    if view.expires_at is not None:
+        document["expires_at"] = format_time(view.expires_at)
+    document["status_code"] = status_code(view)
+    if view.phase is Phase.FAILED:
+        document["error"] = view.error or {
+            "is_bifrost_error": False,
+            "status_code": status_code(view),
+            "error": {"message": "job failed"},
+            "extra_fields": {},
+        }
+    text = dumps(document)
+    if result is not None:
+        text = f'{text[:-1]},"result":{result.decode()}}}'
+    return text.encode()
+
+
+# A job that is not finished polls as the same three fields thousands of times; the
+# memo is keyed by all of them, so it can never answer stale, and the bound keeps it
+# small however many jobs pass through.
+@functools.lru_cache(maxsize=16_384)
+def _running_document(job_id: str, status: str, created_at: str) -> bytes:
+    return dumps({"id": job_id, "status": status, "created_at": created_at}).encode()
