@@ -20,6 +20,9 @@ and use the control API:
   request; when api_keys is non-empty, any other key gets 401 invalid_api_key.
 - `POST /_fake/reset`: forget scripts, requests and counters.
 - `GET /_fake/stats`: `{"count", "in_flight", "max_in_flight", "requests", "violations"}`.
+  Each request carries `started` and, once answered, `answered`: CLOCK_MONOTONIC seconds,
+  comparable with `time.monotonic()` in any process on the host (bench/chaos.py tells
+  from them which calls were in flight when it killed the operator).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import time
 from collections import defaultdict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -156,7 +160,12 @@ class FakeOpenAIServer(RealSocketServer):
         path = request.path
         authorization = request.headers.get("Authorization")
         key = authorization.partition(" ")[2] if authorization else None
-        record: dict[str, Any] = {"method": request.method, "path": path, "key": key}
+        record: dict[str, Any] = {
+            "method": request.method,
+            "path": path,
+            "key": key,
+            "started": time.monotonic(),
+        }
         self.observed.requests.append(record)
         problems = openai_checks.check_authorization(authorization)
         if request.method != "POST" or path not in (
@@ -252,6 +261,7 @@ class FakeOpenAIServer(RealSocketServer):
         headers: dict[str, str] | None = None,
     ) -> web.Response:
         record["status"] = status
+        record["answered"] = time.monotonic()
         response = web.Response(status=status, body=body, headers=headers)
         response.content_type = content_type.split(";")[0]
         return response
