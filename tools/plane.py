@@ -11,6 +11,8 @@ virtual environment exists.
     python3 tools/plane.py up       # start (or reuse) the plane; prints the kubeconfig
     python3 tools/plane.py down     # stop it and drop its etcd data
     python3 tools/plane.py status   # exit 0 when it answers /readyz
+    python3 tools/plane.py restart-apiserver [--down-seconds 3]
+                                    # SIGKILL kube-apiserver, start it again (chaos runs)
 
 When KUBECONFIG names a cluster that answers, `up` uses that cluster instead and only
 installs the CRD.
@@ -506,9 +508,32 @@ def down(layout: Layout) -> None:
     shutil.rmtree(layout.etcd_data, ignore_errors=True)
 
 
+def restart_apiserver(layout: Layout, down_seconds: float) -> None:
+    """SIGKILLs kube-apiserver, as a crash would, and starts it again after down_seconds
+    while etcd and the controller-manager keep running (bench/chaos.py). No build check:
+    the binaries that run the plane are the ones to restart."""
+    token_file = layout.pki / "tokens.csv"
+    if not token_file.exists():
+        fail(f"no plane in {layout.state}")
+    pid = pid_alive(layout.pidfile("kube-apiserver"))
+    if pid is not None:
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and port_taken(layout.apiserver_port):
+            time.sleep(0.05)
+        log(f"killed kube-apiserver (pid {pid})")
+    time.sleep(down_seconds)
+    start_apiserver(layout, token_file.read_text().split(",", 1)[0])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["up", "down", "status", "kubeconfig"])
+    parser.add_argument(
+        "command", choices=["up", "down", "status", "kubeconfig", "restart-apiserver"]
+    )
+    parser.add_argument(
+        "--down-seconds", type=float, default=0.0, help="restart-apiserver: time left down"
+    )
     args = parser.parse_args()
     layout = default_layout()
     if args.command == "up":
@@ -516,6 +541,8 @@ def main() -> None:
         print(kubeconfig)
     elif args.command == "down":
         down(layout)
+    elif args.command == "restart-apiserver":
+        restart_apiserver(layout, args.down_seconds)
     elif args.command == "kubeconfig":
         print(os.environ.get("KUBECONFIG") or layout.kubeconfig)
     else:
