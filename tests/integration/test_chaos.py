@@ -1,0 +1,30 @@
+"""The short chaos run (bench/chaos.py --short): about 100 jobs while the operator is
+SIGKILLed a few times, the API once and kube-apiserver is restarted once; no job may end
+up stuck, lost or unreadable. It runs on a plane of its own (it kills the apiserver), so
+it neither needs nor disturbs the session's plane."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from bench import chaos
+
+
+@pytest.mark.skipif(
+    bool(os.environ.get("KUBECONFIG")), reason="kills kube-apiserver: needs a plane of its own"
+)
+@pytest.mark.timeout(180)
+async def test_short_chaos_run_leaves_no_job_stuck_lost_or_unreadable(
+    tmp_path: Path, log_dir: Path
+) -> None:
+    settings = chaos.short_settings(plane_dir=tmp_path / "plane")
+    try:
+        summary = await chaos.run(settings, log_dir=log_dir)
+    finally:
+        chaos.plane_down(tmp_path / "plane")  # also after a timeout inside the run
+    outcome = {key: summary[key] for key in ("stuck", "lost", "unreadable", "other")}
+    assert outcome == {"stuck": 0, "lost": 0, "unreadable": 0, "other": 0}, chaos.report(summary)
+    assert summary["accepted"] == settings.jobs, chaos.report(summary)
+    assert summary["completed_without_result"] == 0, chaos.report(summary)
