@@ -14,7 +14,8 @@ they run it
 
 - SIGKILLs the API --api-kills times while the submits are under way;
 - SIGKILLs the operator --operator-kills times, each at a random moment 0.5-3 s after the
-  previous one is serving again (/healthz);
+  restarted operator is working again (calling the provider, or with nothing left to
+  run): kills faster than a call can finish would let no job finish in any system;
 - SIGKILLs kube-apiserver --apiserver-restarts times between two operator kills, keeps it
   down 2-5 s, and starts it again (tools/plane.py restart-apiserver);
 
@@ -308,6 +309,26 @@ async def operator_gauge(session: aiohttp.ClientSession, port: int) -> float | N
     return float(found.group(1)) if found else None
 
 
+async def wait_working(session: aiohttp.ClientSession, port: int, timeout: float = 60) -> None:
+    """Until the operator calls the provider again (it first takes its Lease and sees
+    every listed job), or has no job left to run."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            async with session.get(
+                f"http://127.0.0.1:{port}/metrics", timeout=aiohttp.ClientTimeout(total=2)
+            ) as answer:
+                text = await answer.text()
+        except (aiohttp.ClientError, TimeoutError):
+            text = ""
+        calling = re.search(rf"^{IN_FLIGHT_GAUGE} ([1-9]\S*)$", text, re.MULTILINE)
+        idle = re.search(r"^asyncjobs_operator_jobs_running 0\.0$", text, re.MULTILINE)
+        leading = re.search(r"^asyncjobs_operator_leader 1\.0$", text, re.MULTILINE)
+        if calling or (idle and leading):
+            return
+        await asyncio.sleep(0.1)
+
+
 @dataclass
 class Fault:
     """One kill. `begun` and `ended` (CLOCK_MONOTONIC, as the fake's request times) span
@@ -491,6 +512,7 @@ async def operator_faults(
     kills = 0
     for event in schedule(settings):
         await operator.wait_ready(session)
+        await wait_working(session, operator_port)
         await asyncio.sleep(rng.uniform(0.5, 3.0))
         if event == "operator":
             kills += 1

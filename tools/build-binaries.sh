@@ -42,7 +42,11 @@ with_heartbeat() {
 has_version() {
   local binary=$1 wanted=$2 flag=--version
   [ "$binary" = helm ] && flag=version
-  [ -x "$bin_dir/$binary" ] && "$bin_dir/$binary" "$flag" 2>/dev/null | grep -qF "$wanted"
+  # The output is captured before it is searched: `| grep -q` under pipefail fails when
+  # grep exits first and the binary dies of SIGPIPE, which would trigger a rebuild.
+  local printed
+  [ -x "$bin_dir/$binary" ] && printed=$("$bin_dir/$binary" "$flag" 2>/dev/null) &&
+    grep -qF "$wanted" <<<"$printed"
 }
 
 kube_ldflags() {
