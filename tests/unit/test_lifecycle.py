@@ -137,8 +137,8 @@ def interrupted(
             Run(1, 0, Reason.RESUMED),
         ),
         (
-            "nine interruptions before, the tenth is still survived",
-            job(interrupted(1, 1, interruptions=9)),
+            "nineteen interruptions before, the twentieth is still survived",
+            job(interrupted(1, 1, interruptions=19)),
             Run(0, 0, Reason.RESUMED),
         ),
     ],
@@ -152,7 +152,7 @@ def test_lost_call_is_repeated(case: str, the_job: Job, expected: Run) -> None:
     [
         (
             "a job that keeps stopping the operator ends (a poison pill)",
-            job(interrupted(1, 1, interruptions=10)),
+            job(interrupted(1, 1, interruptions=20)),
             at(30),
             Reason.INTERRUPTION_LIMIT_EXCEEDED,
         ),

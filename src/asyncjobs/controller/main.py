@@ -81,7 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--max-interruptions",
         type=int,
-        default=10,
+        default=20,
         help="operator stops a job survives (they spend none of its attempts); one more "
         "fails it with InterruptionLimitExceeded",
     )

@@ -61,7 +61,7 @@ class Policy:
     backoff_base_seconds: float = 1.0
     backoff_max_seconds: float = 60.0
     # Operator stops a job survives; a job interrupted more often fails (a poison pill).
-    max_interruptions: int = 10
+    max_interruptions: int = 20
     # The API creates the AsyncJob a moment before its request Secret; measured from
     # when the operator first finds it missing.
     request_grace_seconds: float = 30.0
