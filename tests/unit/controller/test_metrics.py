@@ -41,7 +41,7 @@ PROCESSING_TOO_OFTEN = {
     "phase": "Processing",
     "attempts": 1,
     "modelUsed": "anthropic/claude",
-    "interruptions": 10,
+    "interruptions": 20,
 }
 BAD_REQUEST = ProviderError("bad", status_code=400, retryable=False)
 OVERLOADED = ProviderError("busy", status_code=529, retryable=True)
