@@ -54,7 +54,9 @@ class AsyncJobSpec(TypedDict, total=False):
     backoffLimit: int
 
 
-class AsyncJobStatus(TypedDict, total=False):
+class _StatusFields(TypedDict, total=False):
+    """The status fields a merge patch never removes."""
+
     phase: str
     conditions: list[Condition]
     attempts: int
@@ -68,32 +70,21 @@ class AsyncJobStatus(TypedDict, total=False):
     statusCode: int
     provider: str
     modelUsed: str
+    observedGeneration: int
+
+
+class AsyncJobStatus(_StatusFields, total=False):
     resultRef: PayloadRefFields
     error: dict[str, Any]  # a BifrostError (core/errors.py)
     usage: Usage
-    observedGeneration: int
 
 
-class StatusPatch(TypedDict, total=False):
+class StatusPatch(_StatusFields, total=False):
     """A merge patch of the status: the keys it sets; None deletes a key."""
 
-    phase: str
-    conditions: list[Condition]
-    attempts: int
-    attemptsOnModel: int
-    interruptions: int
-    repeatedCalls: int
-    startTime: str
-    completionTime: str
-    expiresAt: str
-    duration: str
-    statusCode: int
-    provider: str
-    modelUsed: str
     resultRef: PayloadRefFields | None
     error: dict[str, Any] | None
     usage: Usage | None
-    observedGeneration: int
 
 
 class ObjectMeta(TypedDict, total=False):
