@@ -180,8 +180,8 @@ async def test_installed_chart_objects_are_accepted_and_its_rbac_runs_a_job(
         log_dir=log_dir,
     )
     with operator, api:
-        operator.wait_http_ok(f"http://127.0.0.1:{metrics_port}/healthz")
-        api.wait_http_ok(f"http://127.0.0.1:{api_port}/readyz")
+        await asyncio.to_thread(operator.wait_http_ok, f"http://127.0.0.1:{metrics_port}/healthz")
+        await asyncio.to_thread(api.wait_http_ok, f"http://127.0.0.1:{api_port}/readyz")
         result = await submit_and_poll(f"http://127.0.0.1:{api_port}")
         assert result["status"] == "completed", (result, operator.log_tail(), api.log_tail())
         assert result["status_code"] == 200

@@ -69,7 +69,7 @@ async def system(
     """The fake provider, the operator and the API, sharing one providers file."""
     await create_key_secret(kube, namespace)
     with FakeOpenAI(log_dir) as fake:
-        fake.config(api_keys=[FAKE_KEY])
+        await fake.aconfig(api_keys=[FAKE_KEY])
         providers = fake.providers_config(tmp_path / "providers.yaml", max_concurrency=8)
         operator = Operator(
             kubeconfig_path, namespace, providers, log_dir, "--backoff-base-seconds", "0.2"
@@ -93,7 +93,7 @@ async def system(
             log_dir=log_dir,
         )
         with api:
-            api.wait_http_ok(f"http://127.0.0.1:{port}/readyz", timeout=60)
+            await asyncio.to_thread(api.wait_http_ok, f"http://127.0.0.1:{port}/readyz", timeout=60)
             try:
                 async with aiohttp.ClientSession() as session:
                     yield Client(f"http://127.0.0.1:{port}", session), operator, fake
@@ -109,7 +109,7 @@ async def test_every_request_type_from_submit_to_a_200_poll(
     system: tuple[Client, Operator, FakeOpenAI],
 ) -> None:
     client, operator, fake = system
-    operator.start()
+    await operator.astart()
     submitted = {}
     for request_type in RequestType:
         if request_type in LOCAL_ONLY:
@@ -139,15 +139,15 @@ async def test_every_request_type_from_submit_to_a_200_poll(
         provider = "local" if request_type in LOCAL_ONLY else "openai"
         assert result["extra_fields"]["provider"] == provider
         assert result["extra_fields"]["model_requested"] == "gpt-e2e"
-    assert fake.stats()["violations"] == []
+    assert (await fake.astats())["violations"] == []
 
 
 async def test_retry_after_a_429_then_success(
     system: tuple[Client, Operator, FakeOpenAI],
 ) -> None:
     client, operator, fake = system
-    fake.script("gpt-busy", {"status": 429, "retry_after": "1"})
-    operator.start()
+    await fake.ascript("gpt-busy", {"status": 429, "retry_after": "1"})
+    await operator.astart()
     started = time.monotonic()
     job_id = await client.submit(
         RequestType.CHAT_COMPLETION, chat("openai/gpt-busy"), "application/json"
@@ -161,8 +161,8 @@ async def test_a_400_fails_at_once_and_polls_as_a_failed_job(
     system: tuple[Client, Operator, FakeOpenAI],
 ) -> None:
     client, operator, fake = system
-    fake.script("gpt-no", {"status": 400, "message": "unsupported parameter"})
-    operator.start()
+    await fake.ascript("gpt-no", {"status": 400, "message": "unsupported parameter"})
+    await operator.astart()
     job_id = await client.submit(
         RequestType.CHAT_COMPLETION, chat("openai/gpt-no"), "application/json"
     )
@@ -177,15 +177,15 @@ async def test_a_400_fails_at_once_and_polls_as_a_failed_job(
         "model_requested": "gpt-no",
         "request_type": "chat_completion",
     }
-    assert len([r for r in fake.stats()["requests"] if r.get("model") == "gpt-no"]) == 1
+    assert len([r for r in (await fake.astats())["requests"] if r.get("model") == "gpt-no"]) == 1
 
 
 async def test_a_fallback_succeeds_where_the_model_fails(
     system: tuple[Client, Operator, FakeOpenAI],
 ) -> None:
     client, operator, fake = system
-    fake.script("gpt-gone", {"status": 404})
-    operator.start()
+    await fake.ascript("gpt-gone", {"status": 404})
+    await operator.astart()
     body = json.loads(chat("openai/gpt-gone"))
     body["fallbacks"] = ["local/backup"]
     job_id = await client.submit(
@@ -201,25 +201,25 @@ async def test_operator_killed_during_a_call_is_resumed_after_restart(
     system: tuple[Client, Operator, FakeOpenAI], kube: KubeClient, namespace: str
 ) -> None:
     client, operator, fake = system
-    fake.script("gpt-long", {"latency_ms": 4000})
-    operator.start()
+    await fake.ascript("gpt-long", {"latency_ms": 4000})
+    await operator.astart()
     job_id = await client.submit(
         RequestType.CHAT_COMPLETION, chat("openai/gpt-long"), "application/json"
     )
     # Wait until the call is in flight at the provider, then SIGKILL the operator.
     deadline = time.monotonic() + 20
-    while fake.stats()["in_flight"] == 0:
+    while (await fake.astats())["in_flight"] == 0:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
     operator.kill()
-    operator.start()
+    await operator.astart()
     document = await client.poll(RequestType.CHAT_COMPLETION, job_id)
     assert document["status"] == "completed"
     job = await kube.get(resources.asyncjobs_path(namespace, job_id))
     assert job["status"]["attempts"] == 1  # an interruption is not a provider failure
     assert job["status"]["interruptions"] == 1
     assert job["status"]["repeatedCalls"] == 1
-    assert fake.stats()["count"] == 2  # the lost call, and its one repetition
+    assert (await fake.astats())["count"] == 2  # the lost call, and its one repetition
 
 
 async def test_jobs_submitted_with_no_operator_complete_once_it_starts(
@@ -232,7 +232,7 @@ async def test_jobs_submitted_with_no_operator_complete_once_it_starts(
         )
         for i in range(20)
     ]
-    operator.start()
+    await operator.astart()
     documents = await asyncio.gather(
         *(client.poll(RequestType.CHAT_COMPLETION, job_id) for job_id in ids)
     )
@@ -244,7 +244,7 @@ async def test_expiry_deletes_the_job_and_its_secrets(
     system: tuple[Client, Operator, FakeOpenAI], kube: KubeClient, namespace: str
 ) -> None:
     client, operator, _ = system
-    operator.start()
+    await operator.astart()
     path = f"{client.base}{REQUEST_TYPES[RequestType.CHAT_COMPLETION].submit_path}"
     headers = {"Content-Type": "application/json", "x-bf-async-job-result-ttl": "2"}
     async with client.session.post(path, data=chat("local/echo"), headers=headers) as answer:
@@ -265,8 +265,8 @@ async def test_a_deadline_fails_a_job_that_runs_too_long(
     # The API sets no deadline, so the operator's default applies: make it short.
     await create_key_secret(kube, namespace)
     with FakeOpenAI(log_dir) as fake:
-        fake.config(api_keys=[FAKE_KEY])
-        fake.script("gpt-stuck", {"latency_ms": 10000})
+        await fake.aconfig(api_keys=[FAKE_KEY])
+        await fake.ascript("gpt-stuck", {"latency_ms": 10000})
         providers = fake.providers_config(tmp_path / "providers.yaml")
         operator = Operator(
             kubeconfig_path, namespace, providers, log_dir, "--default-deadline-seconds", "3"
@@ -278,9 +278,9 @@ async def test_a_deadline_fails_a_job_that_runs_too_long(
             *("--providers-config", str(providers), "--host", "127.0.0.1", "--port", str(port)),
         )
         with ManagedProcess("api", argv, log_dir=log_dir) as api:
-            api.wait_http_ok(f"http://127.0.0.1:{port}/readyz", timeout=60)
+            await asyncio.to_thread(api.wait_http_ok, f"http://127.0.0.1:{port}/readyz", timeout=60)
             try:
-                operator.start()
+                await operator.astart()
                 async with aiohttp.ClientSession() as session:
                     client = Client(f"http://127.0.0.1:{port}", session)
                     job_id = await client.submit(

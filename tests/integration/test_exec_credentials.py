@@ -139,7 +139,7 @@ async def test_operator_runs_jobs_with_an_exec_plugin_that_renews_its_credential
     plugin = ExecPluginScript.create(tmp_path / "plugin", "revoked-token", token, lifetime=4)
     exec_config = exec_kubeconfig(kubeconfig_path, namespace, plugin, tmp_path / "kc")
     with running_operator(exec_config, namespace, local_providers(tmp_path), log_dir) as operator:
-        operator.start()
+        await operator.astart()
         first = await submit(kube, namespace, {"model": "local/echo", "messages": []})
         assert (await wait_terminal(kube, namespace, first))["status"]["phase"] == "Completed"
         runs = plugin.runs

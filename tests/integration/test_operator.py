@@ -29,7 +29,7 @@ async def test_every_request_type_completes_with_a_result_secret_owned_by_the_jo
 ) -> None:
     providers = local_providers(tmp_path)
     with running_operator(kubeconfig_path, namespace, providers, log_dir) as operator:
-        operator.start()
+        await operator.astart()
         submitted = {}
         for request_type in RequestType:
             sample = sample_request(request_type, model="echo")
@@ -64,7 +64,7 @@ async def test_every_request_type_completes_with_a_result_secret_owned_by_the_jo
             assert not [a for a in metadata.get("annotations", {}) if "kopf" in a]
             secret = await kube.get(resources.secrets_path(namespace, f"{name}-result-1-0"))
             assert secret["metadata"]["ownerReferences"][0]["uid"] == metadata["uid"]
-        finished = operator.metrics()
+        finished = await operator.ametrics()
         assert (
             'outcome="completed",provider="local",reason="Succeeded",request_type="chat_completion"'
             in finished
@@ -79,7 +79,7 @@ async def test_jobs_submitted_while_no_operator_runs_all_complete_once_it_starts
     with running_operator(
         kubeconfig_path, namespace, local_providers(tmp_path), log_dir
     ) as operator:
-        operator.start()
+        await operator.astart()
         done = await asyncio.gather(*(wait_terminal(kube, namespace, n) for n in names))
     assert [d["status"]["phase"] for d in done] == ["Completed"] * 30
 
@@ -91,7 +91,7 @@ async def test_request_secret_arriving_late_is_awaited(
     providers = local_providers(tmp_path)
     grace = ("--request-grace-seconds", "4")
     with running_operator(kubeconfig_path, namespace, providers, log_dir, *grace) as operator:
-        operator.start()
+        await operator.astart()
         late = await submit(kube, namespace, body, store_request=False)
         never = await submit(kube, namespace, body, store_request=False)
         await asyncio.sleep(1)  # the gap between the two creates that the API could leave
@@ -115,7 +115,7 @@ async def test_expired_job_is_deleted_and_its_secrets_are_collected(
     with running_operator(
         kubeconfig_path, namespace, local_providers(tmp_path), log_dir
     ) as operator:
-        operator.start()
+        await operator.astart()
         name = await submit(kube, namespace, body, ttl=2)
         done = await wait_terminal(kube, namespace, name)
         assert done["status"]["phase"] == "Completed"
@@ -135,13 +135,13 @@ async def test_processing_job_is_resumed_after_the_operator_is_killed(
     body = {"model": "local/echo", "messages": [{"role": "user", "content": "hi"}]}
     providers = local_providers(tmp_path, latency_ms=3000)
     with running_operator(kubeconfig_path, namespace, providers, log_dir) as operator:
-        operator.start()
+        await operator.astart()
         name = await submit(kube, namespace, body)
         await wait_for_job(
             kube, namespace, name, lambda o: o.get("status", {}).get("attempts") == 1
         )
         operator.kill()  # SIGKILL in the middle of the 3 s provider call
-        operator.start()
+        await operator.astart()
         done = await wait_terminal(kube, namespace, name)
     status = done["status"]
     assert status["phase"] == "Completed"

@@ -30,7 +30,7 @@ async def fake(log_dir: Path, kube: KubeClient, namespace: str) -> AsyncIterator
     """The fake server, accepting only the key the operator reads from a Secret."""
     await create_key_secret(kube, namespace)
     with FakeOpenAI(log_dir) as server:
-        server.config(api_keys=[FAKE_KEY])
+        await server.aconfig(api_keys=[FAKE_KEY])
         yield server
 
 
@@ -42,18 +42,18 @@ async def test_429_with_retry_after_is_retried_then_succeeds(
     tmp_path: Path,
     fake: FakeOpenAI,
 ) -> None:
-    fake.script("gpt-retry", {"status": 429, "retry_after": "1"})
+    await fake.ascript("gpt-retry", {"status": 429, "retry_after": "1"})
     providers = fake.providers_config(tmp_path / "p.yaml")
     with running_operator(kubeconfig_path, namespace, providers, log_dir) as operator:
-        operator.start()
+        await operator.astart()
         name = await submit(kube, namespace, chat("openai/gpt-retry"), model="openai/gpt-retry")
         done = await wait_terminal(kube, namespace, name)
-        assert 'reason="Retrying"' in operator.metrics()
+        assert 'reason="Retrying"' in await operator.ametrics()
     status = done["status"]
     assert status["phase"] == "Completed", status
     assert status["attempts"] == 2
     assert status["statusCode"] == 200
-    calls = [r for r in fake.stats()["requests"] if "gpt-retry" in str(r)]
+    calls = [r for r in (await fake.astats())["requests"] if "gpt-retry" in str(r)]
     assert len(calls) == 2
     result = await read_result(kube, namespace, done)
     assert result["choices"][0]["message"]["role"] == "assistant"
@@ -68,10 +68,12 @@ async def test_400_fails_at_once_with_the_provider_error(
     tmp_path: Path,
     fake: FakeOpenAI,
 ) -> None:
-    fake.script("gpt-bad", {"status": 400, "message": "bad temperature", "param": "temperature"})
+    await fake.ascript(
+        "gpt-bad", {"status": 400, "message": "bad temperature", "param": "temperature"}
+    )
     providers = fake.providers_config(tmp_path / "p.yaml")
     with running_operator(kubeconfig_path, namespace, providers, log_dir) as operator:
-        operator.start()
+        await operator.astart()
         name = await submit(kube, namespace, chat("openai/gpt-bad"), model="openai/gpt-bad")
         done = await wait_terminal(kube, namespace, name)
     status = done["status"]
@@ -102,10 +104,10 @@ async def test_a_failing_model_falls_back_to_the_next(
     tmp_path: Path,
     fake: FakeOpenAI,
 ) -> None:
-    fake.script("gpt-down", {"status": 404})
+    await fake.ascript("gpt-down", {"status": 404})
     providers = fake.providers_config(tmp_path / "p.yaml")
     with running_operator(kubeconfig_path, namespace, providers, log_dir) as operator:
-        operator.start()
+        await operator.astart()
         name = await submit(
             kube,
             namespace,
@@ -130,10 +132,10 @@ async def test_a_job_past_its_deadline_fails_with_deadline_exceeded(
     tmp_path: Path,
     fake: FakeOpenAI,
 ) -> None:
-    fake.script("gpt-slow", {"latency_ms": 8000})
+    await fake.ascript("gpt-slow", {"latency_ms": 8000})
     providers = fake.providers_config(tmp_path / "p.yaml")
     with running_operator(kubeconfig_path, namespace, providers, log_dir) as operator:
-        operator.start()
+        await operator.astart()
         name = await submit(
             kube,
             namespace,
@@ -157,7 +159,7 @@ async def test_the_provider_never_sees_more_calls_than_its_limit(
     tmp_path: Path,
     fake: FakeOpenAI,
 ) -> None:
-    fake.config(latency_ms=300)
+    await fake.aconfig(latency_ms=300)
     providers = fake.providers_config(tmp_path / "p.yaml", max_concurrency=4, max_in_flight=50)
     names = []
     for index in range(24):
@@ -165,10 +167,10 @@ async def test_the_provider_never_sees_more_calls_than_its_limit(
         body["messages"] = [{"role": "user", "content": f"job {index}"}]
         names.append(await submit(kube, namespace, body, model="openai/gpt-many"))
     with running_operator(kubeconfig_path, namespace, providers, log_dir) as operator:
-        operator.start()
+        await operator.astart()
         done = await asyncio.gather(*(wait_terminal(kube, namespace, n, 60) for n in names))
     assert {d["status"]["phase"] for d in done} == {"Completed"}
-    stats = fake.stats()
+    stats = await fake.astats()
     assert stats["count"] == 24
     # The limit was reached (the test would prove nothing otherwise) and never exceeded.
     assert stats["max_in_flight"] == 4

@@ -37,7 +37,7 @@ def chat(text: str) -> dict[str, object]:
 async def fake(log_dir: Path, kube: KubeClient, namespace: str) -> AsyncIterator[FakeOpenAI]:
     await create_key_secret(kube, namespace)
     with FakeOpenAI(log_dir) as server:
-        server.config(api_keys=[FAKE_KEY])
+        await server.aconfig(api_keys=[FAKE_KEY])
         yield server
 
 
@@ -67,10 +67,10 @@ async def test_job_found_processing_with_its_result_stored_completes_without_a_n
     )
     providers = fake.providers_config(tmp_path / "p.yaml")
     with running_operator(kubeconfig_path, namespace, providers, log_dir) as operator:
-        operator.start()
+        await operator.astart()
         done = await wait_terminal(kube, namespace, name)
         assert 'asyncjobs_operator_job_interruptions_total{outcome="result_reused"} 1.0' in (
-            operator.metrics()
+            await operator.ametrics()
         )
     status = done["status"]
     assert status["phase"] == "Completed", status
@@ -78,7 +78,7 @@ async def test_job_found_processing_with_its_result_stored_completes_without_a_n
     assert (status["attempts"], status["interruptions"]) == (1, 1)
     assert status["usage"] == {"totalTokens": 11}
     assert await read_result(kube, namespace, done) == stored
-    assert fake.stats()["count"] == 0
+    assert (await fake.astats())["count"] == 0
 
 
 async def test_request_secret_of_another_job_fails_the_job_and_is_never_sent(
@@ -101,7 +101,7 @@ async def test_request_secret_of_another_job_fails_the_job_and_is_never_sent(
     )
     providers = fake.providers_config(tmp_path / "p.yaml")
     with running_operator(kubeconfig_path, namespace, providers, log_dir) as operator:
-        operator.start()
+        await operator.astart()
         stolen = await wait_terminal(kube, namespace, thief)
         assert (await wait_terminal(kube, namespace, victim))["status"]["phase"] == "Completed"
     assert stolen["status"]["phase"] == "Failed"
@@ -109,7 +109,7 @@ async def test_request_secret_of_another_job_fails_the_job_and_is_never_sent(
     assert stolen["status"]["conditions"][-1]["reason"] == "RequestNotOwned"
     assert "private prompt" not in json.dumps(stolen["status"])
     # Only the victim's own job reached the provider.
-    assert fake.stats()["count"] == 1
+    assert (await fake.astats())["count"] == 1
 
 
 async def test_request_secret_that_appears_late_is_awaited_on_the_operators_clock(
@@ -134,11 +134,11 @@ async def test_request_secret_that_appears_late_is_awaited_on_the_operators_cloc
     )
     providers = fake.providers_config(tmp_path / "p.yaml")
     with running_operator(kubeconfig_path, namespace, providers, log_dir) as operator:
-        operator.start()
+        await operator.astart()
         # The operator has the job, and has looked for its request more than once (it
         # looks every 0.5 s), before the Secret exists.
         deadline = time.monotonic() + 30
-        while "asyncjobs_operator_jobs_running 1.0" not in operator.metrics():
+        while "asyncjobs_operator_jobs_running 1.0" not in await operator.ametrics():
             assert time.monotonic() < deadline
             await asyncio.sleep(0.1)
         await asyncio.sleep(1.5)
@@ -148,4 +148,4 @@ async def test_request_secret_that_appears_late_is_awaited_on_the_operators_cloc
         await payloads.store(kube, namespace, job, "request", body, "application/json")
         done = await wait_terminal(kube, namespace, name)
     assert done["status"]["phase"] == "Completed", done["status"]
-    assert fake.stats()["count"] == 1
+    assert (await fake.astats())["count"] == 1

@@ -53,15 +53,15 @@ async def held_by(kube: KubeClient, namespace: str, identity: str, timeout: floa
     await eventually(check, f"the lease is held by {identity}", timeout)
 
 
-def gauge(operator: Operator, name: str) -> float:
-    for line in operator.metrics().splitlines():
+async def gauge(operator: Operator, name: str) -> float:
+    for line in (await operator.ametrics()).splitlines():
         if line.startswith(f"{name} "):
             return float(line.split()[1])
     raise AssertionError(f"no {name} in the metrics")
 
 
-def leader(operator: Operator) -> float:
-    return gauge(operator, "asyncjobs_operator_leader")
+async def leader(operator: Operator) -> float:
+    return await gauge(operator, "asyncjobs_operator_leader")
 
 
 async def logged(operator: Operator, text: str, timeout: float = 30) -> None:
@@ -105,7 +105,7 @@ async def test_only_the_holder_runs_jobs_and_a_standby_finishes_them_after_a_kil
     await key_secret(kube, namespace, "key-b", "sk-b")
     with FakeOpenAI(log_dir) as fake:
         # Each operator calls with its own key, so the fake tells their calls apart.
-        fake.config(latency_ms=1500, api_keys=["sk-a", "sk-b"])
+        await fake.aconfig(latency_ms=1500, api_keys=["sk-a", "sk-b"])
         providers = {
             name: fake.providers_config(
                 tmp_path / f"{name}.yaml",
@@ -119,9 +119,9 @@ async def test_only_the_holder_runs_jobs_and_a_standby_finishes_them_after_a_kil
             candidate(kubeconfig_path, namespace, providers["a"], log_dir, "a", *flags) as a,
             candidate(kubeconfig_path, namespace, providers["b"], log_dir, "b", *flags) as b,
         ):
-            a.start()
+            await a.astart()
             await held_by(kube, namespace, "a")
-            b.start()  # a standby answers /healthz too
+            await b.astart()  # a standby answers /healthz too
             await logged(b, "waiting for the operator lease held by a")
             names = [
                 await submit(kube, namespace, chat("openai/gpt-slow"), model="openai/gpt-slow")
@@ -131,9 +131,9 @@ async def test_only_the_holder_runs_jobs_and_a_standby_finishes_them_after_a_kil
             for name in names[:2]:
                 first = await wait_terminal(kube, namespace, name, timeout=30)
                 assert first["status"]["phase"] == "Completed"
-            assert (leader(a), leader(b)) == (1, 0)
-            assert gauge(b, "asyncjobs_operator_jobs_running") == 0
-            at_kill = [r["key"] for r in fake.stats()["requests"]]
+            assert (await leader(a), await leader(b)) == (1, 0)
+            assert await gauge(b, "asyncjobs_operator_jobs_running") == 0
+            at_kill = [r["key"] for r in (await fake.astats())["requests"]]
             assert at_kill
             assert set(at_kill) == {"sk-a"}, "the standby called nothing"
 
@@ -146,8 +146,8 @@ async def test_only_the_holder_runs_jobs_and_a_standby_finishes_them_after_a_kil
             assert duration - 2 * retry - 0.5 <= took <= duration + 2 * retry + 5, took
             done = await asyncio.gather(*(wait_terminal(kube, namespace, n, 60) for n in names))
             assert [d["status"]["phase"] for d in done] == ["Completed"] * len(names)
-            assert leader(b) == 1
-        stats = fake.stats()
+            assert await leader(b) == 1
+        stats = await fake.astats()
     calls = [r["key"] for r in stats["requests"]]
     assert calls[: len(at_kill)] == at_kill
     assert set(calls[len(at_kill) :]) == {"sk-b"}, "a called nothing after it died"
@@ -163,9 +163,9 @@ async def test_a_clean_stop_releases_the_lease_so_the_standby_takes_over_at_once
         candidate(kubeconfig_path, namespace, providers, log_dir, "a") as a,
         candidate(kubeconfig_path, namespace, providers, log_dir, "b") as b,
     ):
-        a.start()
+        await a.astart()
         await held_by(kube, namespace, "a")
-        b.start()
+        await b.astart()
         await logged(b, "waiting for the operator lease held by a")
         stopped = time.monotonic()
         a.stop()  # SIGTERM, as the kubelet stops a pod
@@ -178,7 +178,7 @@ async def test_a_clean_stop_releases_the_lease_so_the_standby_takes_over_at_once
         assert time.monotonic() - stopped < 8
         name = await submit(kube, namespace, chat("local/echo"))
         assert (await wait_terminal(kube, namespace, name))["status"]["phase"] == "Completed"
-        assert leader(b) == 1
+        assert await leader(b) == 1
 
 
 async def test_a_holder_that_finds_the_lease_taken_stops_with_an_error(
@@ -188,7 +188,7 @@ async def test_a_holder_that_finds_the_lease_taken_stops_with_an_error(
     with running_operator(
         kubeconfig_path, namespace, providers, log_dir, "--lease-identity", "a"
     ) as a:
-        a.start()
+        await a.astart()
         await held_by(kube, namespace, "a")
         lease = await kube.get(leases_path(namespace, LEASE))
         lease["spec"]["holderIdentity"] = "intruder"
@@ -213,14 +213,14 @@ async def test_a_restarted_operator_with_the_same_identity_takes_its_lease_at_on
     with running_operator(
         kubeconfig_path, namespace, providers, log_dir, "--lease-identity", "pod-1"
     ) as operator:
-        operator.start()
+        await operator.astart()
         await held_by(kube, namespace, "pod-1")
         operator.kill()  # the container dies; the kubelet restarts it in the same pod
         restarted = time.monotonic()
-        operator.start()
+        await operator.astart()
 
         async def leading() -> bool:
-            return leader(operator) == 1
+            return await leader(operator) == 1
 
         await eventually(leading, "the restarted operator leads", timeout=15)
         assert time.monotonic() - restarted < 10, "it did not wait for the 15 s lease"

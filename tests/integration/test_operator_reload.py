@@ -40,16 +40,18 @@ def providers(path: Path, base_url: str, *, concurrency: int, extra: bool = Fals
     return write_providers(path, {"providers": configured, "limits": {"maxInFlight": concurrency}})
 
 
-def reloads(operator: Operator) -> float:
+async def reloads(operator: Operator) -> float:
     found = re.search(
-        r"^asyncjobs_operator_provider_config_reloads_total (\S+)$", operator.metrics(), re.M
+        r"^asyncjobs_operator_provider_config_reloads_total (\S+)$",
+        await operator.ametrics(),
+        re.M,
     )
     return float(found[1]) if found else 0.0
 
 
 async def wait_for_reload(operator: Operator, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
-    while reloads(operator) < 1:
+    while await reloads(operator) < 1:
         assert time.monotonic() < deadline, f"no reload within {timeout}s:\n{operator.logs()}"
         await asyncio.sleep(0.1)
 
@@ -61,13 +63,13 @@ async def test_a_changed_providers_file_applies_to_later_jobs_without_a_restart(
     await create_key_secret(kube, namespace)
     with FakeOpenAI(log_dir / "first") as first, FakeOpenAI(log_dir / "second") as second:
         for fake in (first, second):
-            fake.config(api_keys=[FAKE_KEY], latency_ms=600)
+            await fake.aconfig(api_keys=[FAKE_KEY], latency_ms=600)
         path = providers(tmp_path / "providers.yaml", first.base_url, concurrency=1)
         operator = Operator(
             kubeconfig_path, namespace, path, log_dir, "--providers-reload-seconds", "0.2"
         )
         try:
-            operator.start()
+            await operator.astart()
             before = await submit(kube, namespace, CHAT, model="openai/gpt-before")
             assert phase(await wait_terminal(kube, namespace, before)) == "Completed"
 
@@ -88,12 +90,12 @@ async def test_a_changed_providers_file_applies_to_later_jobs_without_a_restart(
         result = await read_result(kube, namespace, done[-1])
         assert result["extra_fields"]["provider"] == "groq"
 
-        first_models = {r.get("model") for r in first.stats()["requests"]}
-        second_stats = second.stats()
+        first_models = {r.get("model") for r in (await first.astats())["requests"]}
+        second_stats = await second.astats()
         second_models = {r.get("model") for r in second_stats["requests"]}
         assert first_models == {"gpt-before"}
         assert second_models == {"gpt-after-0", "gpt-after-1", "gpt-after-2", "llama-added"}
-        assert first.stats()["max_in_flight"] == 1
+        assert (await first.astats())["max_in_flight"] == 1
         # The raised limits hold: more than the old single call, never more than three.
         assert 1 < second_stats["max_in_flight"] <= 3
         assert second_stats["violations"] == []

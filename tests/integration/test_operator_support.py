@@ -3,7 +3,8 @@
 Jobs are submitted the way the API does it (`jobs.build_asyncjob`, then the request
 Secret owned by the job), so these tests need no API process; the operator and the fake
 OpenAI server run as real processes. Waiting is polling with a deadline, never a sleep
-of a guessed length.
+of a guessed length. The helpers that block on HTTP have an async twin (`astart`,
+`ametrics`, `astats`, ...) that runs them in a thread, for async tests to await.
 """
 
 from __future__ import annotations
@@ -219,6 +220,9 @@ class Operator:
         self.process.wait_http_ok(f"http://127.0.0.1:{self.port}/healthz", timeout=60)
         return self
 
+    async def astart(self) -> Operator:
+        return await asyncio.to_thread(self.start)
+
     def kill(self) -> None:
         assert self.process is not None
         self.process.kill()
@@ -230,6 +234,9 @@ class Operator:
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
             return str(r.read().decode())
+
+    async def ametrics(self) -> str:
+        return await asyncio.to_thread(self.metrics)
 
     def logs(self) -> str:
         return "".join(
@@ -284,14 +291,23 @@ class FakeOpenAI:
     def script(self, model: str, *steps: dict[str, Any]) -> None:
         self._post("/_fake/script", {"model": model, "steps": list(steps)})
 
+    async def ascript(self, model: str, *steps: dict[str, Any]) -> None:
+        await asyncio.to_thread(self.script, model, *steps)
+
     def config(self, **values: Any) -> None:
         self._post("/_fake/config", values)
+
+    async def aconfig(self, **values: Any) -> None:
+        await asyncio.to_thread(self.config, **values)
 
     def stats(self) -> dict[str, Any]:
         url = f"http://127.0.0.1:{self.port}/_fake/stats"
         with urllib.request.urlopen(url, timeout=5) as answer:
             stats: dict[str, Any] = json.loads(answer.read())
             return stats
+
+    async def astats(self) -> dict[str, Any]:
+        return await asyncio.to_thread(self.stats)
 
     def providers_config(
         self, path: Path, *, max_concurrency: int = 64, max_in_flight: int = 64, **extra: Any

@@ -70,8 +70,8 @@ async def test_unreadable_results_fail_their_jobs_under_the_charts_rbac(
     )
     base = f"http://127.0.0.1:{api_port}"
     with operator, api:
-        operator.wait_http_ok(f"http://127.0.0.1:{metrics_port}/healthz")
-        api.wait_http_ok(f"{base}/readyz")
+        await asyncio.to_thread(operator.wait_http_ok, f"http://127.0.0.1:{metrics_port}/healthz")
+        await asyncio.to_thread(api.wait_http_ok, f"{base}/readyz")
         async with aiohttp.ClientSession() as session:
             corrupt_id, missing_id, intact_id = [await submit(session, base) for _ in range(3)]
             for job_id in (corrupt_id, missing_id, intact_id):
