@@ -20,6 +20,7 @@ from asyncjobs.api.clock import Clock, utc_now
 from asyncjobs.api.metrics import ApiMetrics
 from asyncjobs.api.middleware import request_middleware
 from asyncjobs.api.provider_names import ProviderNames
+from asyncjobs.api.result_cache import ResultCache
 from asyncjobs.api.settings import Settings
 from asyncjobs.api.store import JobStore
 from asyncjobs.api.virtual_keys import KeyRing
@@ -66,7 +67,9 @@ def create_app(
         client_max_size=settings.max_request_bytes,
     )
     providers = ProviderNames(settings.providers)
-    app[state.CONTEXT] = state.ApiContext(settings, store, keys, providers, metrics, clock)
+    results = ResultCache(settings.result_cache_bytes)
+    metrics.watch_result_cache(results)
+    app[state.CONTEXT] = state.ApiContext(settings, store, keys, providers, metrics, clock, results)
     if settings.providers_file:
         app.cleanup_ctx.append(_follow_providers(providers, settings))
     app.cleanup_ctx.extend(cleanup_ctx)

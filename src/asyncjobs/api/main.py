@@ -23,6 +23,7 @@ from aiohttp import web
 from asyncjobs.api.app import create_app
 from asyncjobs.api.clock import utc_now
 from asyncjobs.api.kube_backend import KubeBackend
+from asyncjobs.api.result_cache import DEFAULT_BUDGET_BYTES
 from asyncjobs.api.settings import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_RESULT_TTL, Settings
 from asyncjobs.core import provider_config
 from asyncjobs.core.kube import load_config
@@ -63,6 +64,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=os.environ.get(TOKEN_FILE_ENV),
         help=f"file holding the gateway API token (or ${TOKEN_FILE_ENV} / ${TOKEN_ENV})",
     )
+    parser.add_argument(
+        "--result-cache-bytes",
+        type=int,
+        default=DEFAULT_BUDGET_BYTES,
+        help="memory for recently read results, so repeated polls skip the store (0: off)",
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
@@ -89,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         max_request_bytes=args.max_request_bytes,
         default_result_ttl=args.default_result_ttl,
         gateway_token=gateway_token(args.gateway_token_file),
+        result_cache_bytes=args.result_cache_bytes,
     )
     backend = KubeBackend(config, settings.namespace, utc_now)
     app = create_app(

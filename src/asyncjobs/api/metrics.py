@@ -7,7 +7,13 @@ unit tests that build many apps from colliding on global collectors.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from asyncjobs.api.result_cache import ResultCache
 
 UNMATCHED_ROUTE = "unmatched"
 
@@ -54,4 +60,38 @@ class ApiMetrics:
             "Watches restarted with a relist, by resource and reason (expired or error).",
             ["resource", "reason"],
             registry=self.registry,
+        )
+
+    def watch_result_cache(self, cache: ResultCache) -> None:
+        """Exposes the result cache's counters, read at scrape time (a hit counts nothing
+        more than an int)."""
+        self.registry.register(_ResultCacheCollector(cache))
+
+
+class _ResultCacheCollector(Collector):
+    def __init__(self, cache: ResultCache) -> None:
+        self.cache = cache
+
+    def collect(self) -> Iterator[Metric]:
+        cache = self.cache
+        yield CounterMetricFamily(
+            "asyncjobs_api_result_cache_hits",
+            "Polls of completed jobs answered from the result cache, with no store read.",
+            value=cache.hits,
+        )
+        yield CounterMetricFamily(
+            "asyncjobs_api_result_cache_misses",
+            "Polls of completed jobs whose result was not cached and was read from the store.",
+            value=cache.misses,
+        )
+        yield GaugeMetricFamily(
+            "asyncjobs_api_result_cache_bytes",
+            "Bytes the cached results count against the budget (bodies plus a fixed"
+            " overhead per entry).",
+            value=cache.bytes,
+        )
+        yield GaugeMetricFamily(
+            "asyncjobs_api_result_cache_entries",
+            "Results held in the result cache.",
+            value=len(cache),
         )

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from asyncjobs.api.result_cache import DEFAULT_BUDGET_BYTES
+
 DEFAULT_MAX_REQUEST_BYTES = 25 * 1024 * 1024
 DEFAULT_RESULT_TTL = 3600
 
@@ -25,3 +27,5 @@ class Settings:
     # When set, every inference route needs it as `Authorization: Bearer <token>` or
     # `x-api-key: <token>` (a virtual key then goes in another of the accepted headers).
     gateway_token: str | None = None
+    # Memory for recently read results (result_cache.py); 0 reads the store every poll.
+    result_cache_bytes: int = DEFAULT_BUDGET_BYTES

@@ -7,13 +7,14 @@ is one `ApiContext`, which submit_and_poll takes as it is, with no aiohttp aroun
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from asyncjobs.api.clock import Clock
 from asyncjobs.api.metrics import ApiMetrics
 from asyncjobs.api.provider_names import ProviderNames
+from asyncjobs.api.result_cache import ResultCache
 from asyncjobs.api.settings import Settings
 from asyncjobs.api.store import JobStore
 from asyncjobs.api.virtual_keys import KeyRing
@@ -28,6 +29,8 @@ class ApiContext:
     providers: ProviderNames
     metrics: ApiMetrics
     clock: Clock
+    # Results already read and verified, by reference; disabled unless given one.
+    results: ResultCache = field(default_factory=ResultCache)
 
 
 CONTEXT = web.AppKey("context", ApiContext)

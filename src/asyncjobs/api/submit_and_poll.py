@@ -142,11 +142,18 @@ async def poll(
         raise ApiError(404, "operation type mismatch")
     if view.phase is not Phase.COMPLETED or view.result_ref is None:
         return view, None
+    # The job is found, visible and completed: only now may the cache stand in for the
+    # read of the result its reference names (immutable bytes, checked on first read).
+    cached = context.results.get(view.result_ref)
+    if cached is not None:
+        return view, cached
     finished = await context.store.result(view)
     if finished is None:
         raise ApiError(404, NOT_FOUND)
     if finished.unreadable is not None:
         context.metrics.results_unreadable.labels(finished.unreadable.value).inc()
+    elif finished.result is not None and finished.view.result_ref is not None:
+        context.results.put(finished.view.result_ref, finished.result)
     return finished.view, finished.result
 
 
