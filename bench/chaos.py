@@ -68,7 +68,7 @@ if str(REPO) not in sys.path:
     sys.path[:0] = [str(REPO), str(REPO / "src")]
 
 import aiohttp  # noqa: E402
-from tests.integration.test_operator_support import (  # noqa: E402
+from tests.integration.operator_support import (  # noqa: E402
     FAKE_KEY,
     FakeOpenAI,
     create_key_secret,

@@ -20,7 +20,7 @@ import yaml
 
 from asyncjobs.core.kube import KubeClient
 from tests.fakes.openai_server import FakeOpenAIServer
-from tests.integration.test_operator_support import KEY_SECRET, create_key_secret
+from tests.integration.operator_support import KEY_SECRET, create_key_secret
 from tests.support.procs import ManagedProcess, free_port, python_module
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,7 +16,7 @@ import pytest
 from asyncjobs.core import resources
 from asyncjobs.core.kube import KubeClient
 from asyncjobs.core.request_types import REQUEST_TYPES, RequestType
-from tests.integration.test_operator_support import (
+from tests.integration.operator_support import (
     FAKE_KEY,
     RESULT_KEYS,
     FakeOpenAI,

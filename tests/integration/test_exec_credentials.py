@@ -19,7 +19,7 @@ import yaml
 
 from asyncjobs.core import resources
 from asyncjobs.core.kube import KubeClient, load_config
-from tests.integration.test_operator_support import (
+from tests.integration.operator_support import (
     local_providers,
     running_operator,
     submit,

@@ -10,7 +10,7 @@ import pytest
 from asyncjobs.core import payloads, resources
 from asyncjobs.core.kube import KubeClient
 from asyncjobs.core.request_types import RequestType
-from tests.integration.test_operator_support import (
+from tests.integration.operator_support import (
     RESULT_KEYS,
     job_secrets,
     local_providers,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from asyncjobs.core.kube import KubeClient
-from tests.integration.test_operator_support import (
+from tests.integration.operator_support import (
     FAKE_KEY,
     FakeOpenAI,
     create_key_secret,

@@ -15,7 +15,7 @@ import pytest
 from asyncjobs.core import payloads, resources
 from asyncjobs.core.jobs import format_time
 from asyncjobs.core.kube import KubeClient
-from tests.integration.test_operator_support import (
+from tests.integration.operator_support import (
     FAKE_KEY,
     FakeOpenAI,
     create_key_secret,

@@ -15,7 +15,7 @@ import pytest
 from asyncjobs.controller.leadership import leases_path
 from asyncjobs.controller.main import EXIT_LEADERSHIP_LOST
 from asyncjobs.core.kube import KubeClient, KubeError
-from tests.integration.test_operator_support import (
+from tests.integration.operator_support import (
     FakeOpenAI,
     Operator,
     local_providers,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from asyncjobs.core.kube import KubeClient
-from tests.integration.test_operator_support import (
+from tests.integration.operator_support import (
     FAKE_KEY,
     KEY_SECRET,
     FakeOpenAI,

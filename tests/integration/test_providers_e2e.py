@@ -28,8 +28,8 @@ from tests.fakes.cohere_fake import CohereDialect
 from tests.fakes.gemini_fake import GeminiDialect
 from tests.fakes.mistral_fake import MistralDialect
 from tests.fakes.wire_server import Dialect, FakeProviderServer, Step
+from tests.integration.operator_support import FakeOpenAI, Operator, write_providers
 from tests.integration.test_e2e import Client
-from tests.integration.test_operator_support import FakeOpenAI, Operator, write_providers
 from tests.support.procs import ManagedProcess, free_port, python_module
 
 # One key per provider, each in its own Secret, so a test sees which key was sent where.
