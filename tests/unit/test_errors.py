@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
-from asyncjobs.core.errors import BifrostError, ExtraFields, gateway_error
+from asyncjobs.core.errors import BifrostError, ExtraFields
 
 
 def test_gateway_error_has_the_minimal_shape() -> None:
-    assert json.dumps(gateway_error(404, "job not found or expired")) == (
+    error = BifrostError(message="job not found or expired", status_code=404).to_dict()
+    assert json.dumps(error) == (
         '{"is_bifrost_error": false, "status_code": 404, '
         '"error": {"message": "job not found or expired"}, "extra_fields": {}}'
     )

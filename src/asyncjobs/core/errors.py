@@ -56,11 +56,6 @@ class BifrostError:
         return outer
 
 
-def gateway_error(status_code: int, message: str) -> dict[str, Any]:
-    """An error the gateway answers itself (validation, auth, not found)."""
-    return BifrostError(message=message, status_code=status_code).to_dict()
-
-
 def _without_empty(values: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value not in (None, "")}
 

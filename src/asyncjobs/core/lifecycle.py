@@ -163,10 +163,6 @@ class Job:
         per call, so a repeated call never overwrites or mixes with an earlier one)."""
         return self.attempts + self.repeated_calls
 
-    @property
-    def max_attempts(self) -> int:
-        return (1 + self.backoff_limit) * len(self.targets)
-
 
 # --- steps: what to do next -------------------------------------------------------
 

@@ -42,6 +42,11 @@ class RequestTypeInfo:
     def submit_path(self) -> str:
         return f"/v1/async/{self.path}"
 
+    @property
+    def openai_path(self) -> str:
+        """The synchronous endpoint under an OpenAI-style /v1: the same family."""
+        return f"/{self.path}"
+
 
 REQUEST_TYPES: dict[RequestType, RequestTypeInfo] = {
     info.request_type: info

@@ -22,6 +22,7 @@ from asyncjobs.core.providers.transport import (
     UnsupportedRequestType,
     WireCall,
 )
+from asyncjobs.core.request_types import REQUEST_TYPES
 from asyncjobs.core.request_types import RequestType as T
 
 DEFAULT_API_VERSION = "2024-10-21"
@@ -49,7 +50,7 @@ class AzureWire(CommonWire):
         query = urlencode({"api-version": self.api_version})
         if request_type is T.RESPONSES:
             return f"{self.endpoint()}/openai/responses?{query}"
-        path = openai_wire.OPENAI_PATHS[request_type]
+        path = REQUEST_TYPES[request_type].openai_path
         return f"{self.endpoint()}/openai/deployments/{quote(deployment, safe='')}{path}?{query}"
 
     def build(self, request: ProviderRequest) -> WireCall:

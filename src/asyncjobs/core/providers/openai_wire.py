@@ -26,21 +26,7 @@ from asyncjobs.core.providers.transport import (
 )
 from asyncjobs.core.request_types import REQUEST_TYPES, BodyKind, RequestType
 
-__all__ = ["OPENAI_PATHS", "BadRequestBody", "OpenAIWire", "WireRequest", "prepare"]
-
-OPENAI_PATHS: dict[RequestType, str] = {
-    RequestType.TEXT_COMPLETION: "/completions",
-    RequestType.CHAT_COMPLETION: "/chat/completions",
-    RequestType.RESPONSES: "/responses",
-    RequestType.EMBEDDING: "/embeddings",
-    RequestType.SPEECH: "/audio/speech",
-    RequestType.TRANSCRIPTION: "/audio/transcriptions",
-    RequestType.IMAGE_GENERATION: "/images/generations",
-    RequestType.IMAGE_EDIT: "/images/edits",
-    RequestType.IMAGE_VARIATION: "/images/variations",
-    RequestType.RERANK: "/rerank",
-    RequestType.OCR: "/ocr",
-}
+__all__ = ["BadRequestBody", "OpenAIWire", "WireRequest", "prepare"]
 
 # Fields only the gateway understands; a provider would reject or ignore them.
 GATEWAY_ONLY_FIELDS = ("fallbacks",)
@@ -58,7 +44,7 @@ def prepare(request: ProviderRequest, model: str | None = None) -> WireRequest:
 
     `model` replaces the model name sent (Azure sends its deployment name there).
     """
-    path = OPENAI_PATHS[request.request_type]
+    path = REQUEST_TYPES[request.request_type].openai_path
     sent_model = request.model if model is None else model
     if REQUEST_TYPES[request.request_type].body is BodyKind.MULTIPART:
         body, content_type = _prepare_form(request, sent_model)
