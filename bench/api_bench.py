@@ -2,6 +2,7 @@
 """Benchmark of the API process against the local control plane.
 
     uv run --frozen python bench/api_bench.py [--duration 10] [--poll-rate 1000]
+        [--completed 1000] [--result-cache-bytes 0,67108864]
 
 Starts (or reuses) the plane, creates a scratch namespace, starts the API as a real
 process, and drives it from a separate load-generator process (an aiohttp client), so
@@ -14,7 +15,16 @@ the measure to compare changes by on a shared host:
    request Secret); throughput and latency percentiles;
 2. polls: an open loop at a fixed --poll-rate over the jobs just submitted, answered
    from the watch-fed cache; latency is measured from each request's *scheduled* send
-   time, so a stalled server cannot hide queueing (no coordinated omission).
+   time, so a stalled server cannot hide queueing (no coordinated omission);
+3. polls of *completed* jobs, the poll that carries a result: --completed of the
+   submitted jobs are completed directly with the admin client, exactly as the operator
+   writes them (result Secret `<id>-result-1`, then a status merge patch to Completed
+   with its resultRef), so the API is measured alone, without an operator's load. Then,
+   for each budget in --result-cache-bytes (0 = the cache off), a fresh API process
+   with that budget: a first pass polls every completed job once (each reads its result
+   Secret through the apiserver, open loop at --poll-rate), then random polls of those
+   jobs at --poll-rate for --duration. The API's result-cache counters are scraped after
+   each pass.
 
 With --profile the API runs under cProfile and the top functions are printed.
 """
@@ -38,6 +48,25 @@ sys.path[:0] = [str(REPO), str(REPO / "src")]
 
 CHAT = json.dumps(
     {"model": "local/echo", "messages": [{"role": "user", "content": "benchmark prompt"}]}
+).encode()
+
+# A typical small chat completion as a provider answers it (~0.5 KiB).
+RESULT = json.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 1764129650,
+        "model": "echo",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "benchmark answer " * 12},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 36, "total_tokens": 48},
+    },
+    separators=(",", ":"),
 ).encode()
 
 
@@ -149,7 +178,7 @@ async def submit_load(
 
 
 async def poll_load(
-    base: str, ids: list[str], duration: float, rate: float, cpu: CpuMeter
+    base: str, ids: list[str], duration: float, rate: float, cpu: CpuMeter, *, each_once: bool
 ) -> dict[str, Any]:
     import aiohttp
 
@@ -171,13 +200,14 @@ async def poll_load(
         tasks: set[asyncio.Task[None]] = set()
         cpu.start()
         start = time.perf_counter()
-        total = int(duration * rate)
+        total = len(ids) if each_once else int(duration * rate)
         for index in range(total):
             scheduled = start + index / rate
             delay = scheduled - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            task = asyncio.create_task(one(scheduled, random.choice(ids)))
+            job_id = ids[index] if each_once else random.choice(ids)
+            task = asyncio.create_task(one(scheduled, job_id))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         await asyncio.gather(*tasks)
@@ -203,7 +233,9 @@ def generate(args: argparse.Namespace) -> None:
         result = uvloop.run(submit_load(args.base, args.duration, args.concurrency, cpu))
     else:
         ids = json.loads(Path(args.ids).read_text())
-        result = uvloop.run(poll_load(args.base, ids, args.duration, args.rate, cpu))
+        result = uvloop.run(
+            poll_load(args.base, ids, args.duration, args.rate, cpu, each_once=args.each_once)
+        )
     print(json.dumps(result))
 
 
@@ -230,11 +262,23 @@ def main() -> None:
     gen.add_argument("--concurrency", type=int, default=16)
     gen.add_argument("--rate", type=float, default=1000)
     gen.add_argument("--ids")
+    gen.add_argument("--each-once", action="store_true", help="poll every id once, in order")
     gen.add_argument("--api-pid", type=int, required=True)
     parser.add_argument("--kubeconfig", help="an existing cluster (default: the local plane)")
     parser.add_argument("--duration", type=float, default=10)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--poll-rate", type=float, default=1000)
+    parser.add_argument(
+        "--completed",
+        type=int,
+        default=1000,
+        help="submitted jobs to complete (result Secret + status) for phase 3; 0 skips it",
+    )
+    parser.add_argument(
+        "--result-cache-bytes",
+        default="0,67108864",
+        help="comma-separated API --result-cache-bytes budgets, one phase-3 run each",
+    )
     parser.add_argument("--log-level", default="WARNING", help="the API's log level")
     parser.add_argument("--profile", action="store_true", help="run the API under cProfile")
     args = parser.parse_args()
@@ -260,97 +304,166 @@ async def drive(args: argparse.Namespace) -> None:
     kubeconfig = args.kubeconfig
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
     log_dir = Path(os.environ.get("TMPDIR", "/tmp")) / namespace
-    profile = log_dir / "api.prof"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    budgets = [int(b) for b in args.result_cache_bytes.split(",") if b.strip()]
+    profiles: list[tuple[str, Path]] = []
+    load_before = load_average()
+
+    async def start_api(name: str, *extra: str) -> tuple[ManagedProcess, str]:
+        port = free_port()
+        api_args = [
+            *("--kubeconfig", kubeconfig, "--namespace", namespace),
+            *("--host", "127.0.0.1", "--port", str(port), "--log-level", args.log_level),
+            *extra,
+        ]
+        if args.profile:
+            profile = log_dir / f"{name}.prof"
+            profiles.append((name, profile))
+            argv = [sys.executable, "-m", "cProfile", "-o", str(profile)]
+            argv += ["-m", "asyncjobs.api.main", *api_args]
+        else:
+            argv = python_module("asyncjobs.api.main", *api_args)
+        process = ManagedProcess(name, argv, log_dir=log_dir).start()
+        base = f"http://127.0.0.1:{port}"
+        try:
+            await asyncio.to_thread(process.wait_http_ok, f"{base}/readyz", 60)
+        except BaseException:
+            process.stop(timeout=30)
+            raise
+        return process, base
+
+    def polls(base: str, pid: int, ids_file: Path, *each_once: str) -> dict[str, Any]:
+        return run_generator(
+            *("--base", base, "--mode", "poll", "--api-pid", str(pid)),
+            *("--duration", str(args.duration), "--rate", str(args.poll_rate)),
+            *("--ids", str(ids_file), *each_once),
+        )
+
+    completed_runs: list[tuple[int, dict[str, Any], dict[str, Any], dict[str, float]]] = []
     async with KubeClient(load_config(kubeconfig)) as kube:
         await kube.create(
             resources.namespaces_path(),
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
         )
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        api_args = [
-            "--kubeconfig",
-            kubeconfig,
-            "--namespace",
-            namespace,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            args.log_level,
-        ]
-        log_dir.mkdir(parents=True, exist_ok=True)
-        if args.profile:
-            argv = [
-                sys.executable,
-                "-m",
-                "cProfile",
-                "-o",
-                str(profile),
-                "-m",
-                "asyncjobs.api.main",
-                *api_args,
-            ]
-        else:
-            argv = python_module("asyncjobs.api.main", *api_args)
-        api = ManagedProcess("api", argv, log_dir=log_dir).start()
         try:
-            await asyncio.to_thread(api.wait_http_ok, f"{base}/readyz", 60)
-            submits = await asyncio.to_thread(
-                run_generator,
-                "--base",
-                base,
-                "--mode",
-                "submit",
-                "--api-pid",
-                str(api.pid),
-                "--duration",
-                str(args.duration),
-                "--concurrency",
-                str(args.concurrency),
-            )
-            ids = submits.pop("ids")
-            ids_file = log_dir / "ids.json"
-            ids_file.write_text(json.dumps(ids))
-            polls = await asyncio.to_thread(
-                run_generator,
-                "--base",
-                base,
-                "--mode",
-                "poll",
-                "--api-pid",
-                str(api.pid),
-                "--duration",
-                str(args.duration),
-                "--rate",
-                str(args.poll_rate),
-                "--ids",
-                str(ids_file),
-            )
+            api, base = await start_api("api")
+            try:
+                submits = await asyncio.to_thread(
+                    run_generator,
+                    *("--base", base, "--mode", "submit", "--api-pid", str(api.pid)),
+                    *("--duration", str(args.duration), "--concurrency", str(args.concurrency)),
+                )
+                ids = submits.pop("ids")
+                ids_file = log_dir / "ids.json"
+                ids_file.write_text(json.dumps(ids))
+                pending = await asyncio.to_thread(polls, base, api.pid, ids_file)
+            finally:
+                api.stop(timeout=30)
+            if args.completed and budgets:
+                done = ids[: args.completed]
+                began = time.perf_counter()
+                await complete_jobs(kube, namespace, done, args.concurrency)
+                completing = time.perf_counter() - began
+                done_file = log_dir / "completed.json"
+                done_file.write_text(json.dumps(done))
+                for index, budget in enumerate(budgets):
+                    name = f"api-cache-{budget}-{index}"
+                    api, base = await start_api(name, "--result-cache-bytes", str(budget))
+                    try:
+                        first = await asyncio.to_thread(
+                            polls, base, api.pid, done_file, "--each-once"
+                        )
+                        first["cache"] = await cache_counters(base)
+                        again = await asyncio.to_thread(polls, base, api.pid, done_file)
+                        counters = await cache_counters(base)
+                    finally:
+                        api.stop(timeout=30)
+                    completed_runs.append((budget, first, again, counters))
         finally:
-            api.stop(timeout=30)
             try:
                 await kube.delete(resources.namespaces_path(namespace))
             except KubeError as exc:
                 print(f"could not delete namespace {namespace}: {exc}", file=sys.stderr)
     print(
-        f"machine: {os.cpu_count()} cores; API log level {args.log_level}; "
-        f"API, load generator and control plane on the same host"
+        f"machine: {os.cpu_count()} cores; load average before {' '.join(load_before)}, "
+        f"after {' '.join(load_average())}; "
+        f"API log level {args.log_level}; API, load generator and control plane on the same host"
     )
     print(
         f"submit  (closed loop, {args.concurrency} workers, {args.duration:g}s): "
         + json.dumps(submits)
     )
     print(
-        f"poll    (open loop at {args.poll_rate:g}/s over {len(ids)} cached jobs, "
-        f"{args.duration:g}s): " + json.dumps(polls)
+        f"poll    (open loop at {args.poll_rate:g}/s over {len(ids)} pending jobs, "
+        f"{args.duration:g}s): " + json.dumps(pending)
     )
-    if args.profile and profile.exists():
+    if completed_runs:
+        print(
+            f"completed {min(args.completed, len(ids))} jobs directly (result Secret"
+            f" {len(RESULT)} B + status patch, {args.concurrency} at once) in {completing:.1f}s"
+        )
+    for budget, first, again, counters in completed_runs:
+        label = f"--result-cache-bytes {budget}" + (" (off)" if budget == 0 else "")
+        print(f"poll completed, first of each, {label}: " + json.dumps(first))
+        print(
+            f"poll completed, open loop at {args.poll_rate:g}/s, {args.duration:g}s, {label}: "
+            + json.dumps({**again, "cache": counters})
+        )
+    if args.profile:
         import pstats
 
-        print("\nAPI profile, top 25 by internal time:")
-        pstats.Stats(str(profile)).sort_stats("tottime").print_stats(25)
+        for name, profile in profiles:
+            if profile.exists():
+                print(f"\nAPI profile ({name}), top 25 by internal time:")
+                pstats.Stats(str(profile)).sort_stats("tottime").print_stats(25)
+
+
+async def complete_jobs(kube: Any, namespace: str, ids: list[str], concurrency: int) -> None:
+    """Completes jobs as the operator does: the result Secret of call 1, then the status."""
+    from datetime import UTC, datetime, timedelta
+
+    from asyncjobs.core import payloads, resources
+    from asyncjobs.core.jobs import format_time
+
+    gate = asyncio.Semaphore(concurrency)
+
+    async def complete(job_id: str) -> None:
+        async with gate:
+            job = await kube.get(resources.asyncjobs_path(namespace, job_id))
+            ref = await payloads.store(
+                kube, namespace, job, "result", RESULT, "application/json", call=1
+            )
+            now = datetime.now(UTC)
+            status = {
+                "phase": "Completed",
+                "statusCode": 200,
+                "completionTime": format_time(now),
+                "expiresAt": format_time(now + timedelta(hours=1)),
+                "resultRef": ref.to_dict(),
+            }
+            await kube.merge_patch(
+                resources.asyncjobs_path(namespace, job_id, status=True), {"status": status}
+            )
+
+    await asyncio.gather(*(complete(job_id) for job_id in ids))
+
+
+async def cache_counters(base: str) -> dict[str, float]:
+    """The API's asyncjobs_api_result_cache_* values, from its /metrics."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, session.get(f"{base}/metrics") as response:
+        text = await response.text()
+    prefix = "asyncjobs_api_result_cache_"
+    return {
+        name.removeprefix(prefix): float(value)
+        for name, value in (line.split() for line in text.splitlines() if line.startswith(prefix))
+        if not name.endswith("_created")
+    }
+
+
+def load_average() -> list[str]:
+    return Path("/proc/loadavg").read_text().split()[:3]
 
 
 if __name__ == "__main__":
