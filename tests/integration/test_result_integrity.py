@@ -16,6 +16,7 @@ import aiohttp
 from asyncjobs.core import payloads, resources
 from asyncjobs.core.kube import KubeClient
 from tests.integration import test_chart_install as chart_install
+from tests.integration.operator_support import wait_terminal
 from tests.support.identity import service_account_kubeconfig
 from tests.support.procs import ManagedProcess, free_port, python_module
 
@@ -74,9 +75,12 @@ async def test_unreadable_results_fail_their_jobs_under_the_charts_rbac(
         await asyncio.to_thread(api.wait_http_ok, f"{base}/readyz")
         async with aiohttp.ClientSession() as session:
             corrupt_id, missing_id, intact_id = [await submit(session, base) for _ in range(3)]
+            # Completion is read from the AsyncJobs, not polled: a poll would put each
+            # result in the API's result cache, which answers from the bytes it checked
+            # and so never reads the Secret that is broken below.
             for job_id in (corrupt_id, missing_id, intact_id):
-                done = await poll_until_done(session, base, job_id)
-                assert done["status"] == "completed", (done, operator.log_tail())
+                done = await wait_terminal(kube, jobs, job_id)
+                assert done["status"]["phase"] == "Completed", (done, operator.log_tail())
 
             # Result Secrets are immutable: replace one with other bytes under its own
             # name, labels, annotations and owner; delete the other job's outright.
@@ -145,16 +149,6 @@ async def text(session: aiohttp.ClientSession, url: str) -> str:
     async with session.get(url) as answer:
         assert answer.status == 200
         return await answer.text()
-
-
-async def poll_until_done(session: aiohttp.ClientSession, base: str, job_id: str) -> dict[str, Any]:
-    async with asyncio.timeout(30):
-        while True:
-            status, document = await get(session, f"{base}{CHAT}/{job_id}")
-            if status == 200:
-                return document
-            assert status == 202, document
-            await asyncio.sleep(0.1)
 
 
 async def result_ref(kube: KubeClient, namespace: str, job_id: str) -> payloads.PayloadRef:
