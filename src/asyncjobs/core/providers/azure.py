@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
-from asyncjobs.core.providers import openai_wire
+from asyncjobs.core.providers import model_names, openai_wire
 from asyncjobs.core.providers.base import ProviderRequest
 from asyncjobs.core.providers.transport import (
     CommonWire,
@@ -51,12 +51,15 @@ class AzureWire(CommonWire):
         if request_type is T.RESPONSES:
             return f"{self.endpoint()}/openai/responses?{query}"
         path = REQUEST_TYPES[request_type].openai_path
-        return f"{self.endpoint()}/openai/deployments/{quote(deployment, safe='')}{path}?{query}"
+        segment = model_names.azure_deployment(deployment)
+        return f"{self.endpoint()}/openai/deployments/{segment}{path}?{query}"
 
     def build(self, request: ProviderRequest) -> WireCall:
         if request.request_type not in self.supported:
             raise UnsupportedRequestType(request.request_type)
         deployment = self.deployment(request.model)
+        # Checked for Responses too, where it travels in the body: one rule per provider.
+        model_names.azure_deployment(deployment)
         wire = openai_wire.prepare(request, model=deployment)
         return WireCall(
             url=self.url(request.request_type, deployment),

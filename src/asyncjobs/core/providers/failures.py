@@ -10,10 +10,12 @@ they came). The per-format modules read their bodies and hand the parts to `from
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from asyncjobs.core.providers.base import ProviderError
 
@@ -124,6 +126,57 @@ def invalid_request(message: str) -> ProviderError:
     """The stored request cannot be sent: failing again would not help."""
     return ProviderError(
         message, status_code=400, retryable=False, error_type="invalid_request_error"
+    )
+
+
+def redirected(provider: str, status: int, location: str | None) -> ProviderError:
+    """A 3xx answer, which the transport does not follow: the request carries the key in
+    a header, and a followed redirect would hand it (and the prompt) to the Location.
+
+    The message names the Location's host at most: its path and query may hold tokens.
+    Not retryable, since the same URL will redirect again; the status is a 502 because
+    the provider, not the request, is at fault (a client polling a job sees a failure,
+    not a 3xx it might try to follow).
+    """
+    return ProviderError(
+        f"provider {provider} answered HTTP {status}, {_redirect_target(location)}; "
+        "redirects are not followed, so the key is never sent elsewhere: "
+        "set the provider's baseURL to the address it redirects to",
+        status_code=502,
+        retryable=False,
+        error_type="provider_redirect",
+        code="redirect_not_followed",
+    )
+
+
+_HOST = re.compile(r"[A-Za-z0-9.-]+|[0-9A-Fa-f:.]+")  # a name or an IPv4/IPv6 address
+
+
+def _redirect_target(location: str | None) -> str:
+    if not location:
+        return "a redirect"
+    try:
+        parts = urlsplit(location.strip())
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return "a redirect to another address"
+    if not parts.netloc:
+        return "a redirect within the host"
+    if host is None or not _HOST.fullmatch(host):
+        return "a redirect to another address"
+    shown = f"[{host}]" if ":" in host else host
+    return f"a redirect to {shown}" + (f":{port}" if port is not None else "")
+
+
+def invalid_model_name(provider: str, what: str, shown: str, rule: str) -> ProviderError:
+    """A model (or Azure deployment) name that would not stay in its place in the URL."""
+    return ProviderError(
+        f"invalid {what} name for provider {provider}: {shown}; {rule}",
+        status_code=400,
+        retryable=False,
+        error_type="invalid_request_error",
+        code="invalid_model_name",
+        param="model",
     )
 
 

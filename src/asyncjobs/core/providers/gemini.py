@@ -16,9 +16,8 @@ from collections.abc import Set
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
 
-from asyncjobs.core.providers import failures, gemini_chat
+from asyncjobs.core.providers import failures, gemini_chat, model_names
 from asyncjobs.core.providers.base import ProviderError, ProviderRequest
 from asyncjobs.core.providers.convert import embedding_list
 from asyncjobs.core.providers.openai_wire import dump, json_body
@@ -38,9 +37,9 @@ KEY_REASONS = frozenset({"API_KEY_INVALID", "API_KEY_EXPIRED", "API_KEY_SERVICE_
 
 
 def model_path(model: str) -> str:
-    # Tuned models are addressed as tunedModels/...; plain names live under models/.
-    name = model if model.startswith(("models/", "tunedModels/")) else f"models/{model}"
-    return quote(name, safe="/")
+    # Tuned models are addressed as tunedModels/...; plain names live under models/. A
+    # name that could leave that path is refused (model_names).
+    return model_names.gemini_resource(model)
 
 
 def embedding_request(body: dict[str, Any], model: str) -> tuple[str, dict[str, Any]]:
@@ -107,8 +106,9 @@ class GeminiWire:
     def build(self, request: ProviderRequest) -> WireCall:
         if request.request_type not in self.supported or request.request_type not in SUPPORTED:
             raise UnsupportedRequestType(request.request_type)
-        body = json_body(request)
         model = request.model
+        path = model_path(model)  # first: a refused name fails before the body is read
+        body = json_body(request)
         if request.request_type is T.CHAT_COMPLETION:
             method, sent = "generateContent", gemini_chat.chat_request(body)
 
@@ -123,7 +123,7 @@ class GeminiWire:
                 return embedding_answer(answer.json_object(), model, encoding_format)
 
         return WireCall(
-            url=f"{self.base_url.rstrip('/')}/{model_path(model)}:{method}",
+            url=f"{self.base_url.rstrip('/')}/{path}:{method}",
             body=dump(sent),
             content_type="application/json",
             decode=decode,

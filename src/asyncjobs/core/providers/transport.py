@@ -32,6 +32,16 @@ class BadRequestBody(ValueError):
     """The stored body cannot be turned into a provider request."""
 
 
+class InvalidModelName(BadRequestBody):
+    """A model or deployment name that cannot become part of the provider's URL."""
+
+    def __init__(self, what: str, shown: str, rule: str) -> None:
+        super().__init__(f"{shown}; {rule}")
+        self.what = what  # "model" or "deployment"
+        self.shown = shown  # the name, escaped and shortened: it came from a client
+        self.rule = rule
+
+
 class UnsupportedRequestType(Exception):
     """The provider has no endpoint for this request type."""
 
@@ -148,6 +158,9 @@ class HttpProvider:
     async def call(self, request: ProviderRequest) -> ProviderResult:
         try:
             wire = self.wire.build(request)
+        except InvalidModelName as error:
+            refusal = failures.invalid_model_name(self.name, error.what, error.shown, error.rule)
+            raise refusal from error
         except BadRequestBody as error:
             raise failures.invalid_request(str(error)) from error
         except UnsupportedRequestType as error:
@@ -185,7 +198,11 @@ class HttpProvider:
             headers.update(self.wire.auth_headers(key.value))
         session = self._open_session()
         try:
-            async with session.post(wire.url, data=wire.body, headers=headers) as response:
+            # Never follow a redirect: the key travels in a header, and aiohttp would send
+            # it (with the prompt) to whatever host the Location names.
+            async with session.post(
+                wire.url, data=wire.body, headers=headers, allow_redirects=False
+            ) as response:
                 answer = Answer(
                     status=response.status,
                     headers={k.lower(): v for k, v in response.headers.items()},
@@ -197,6 +214,8 @@ class HttpProvider:
         except aiohttp.ClientError as error:
             raise failures.connection_error(str(error) or type(error).__name__) from error
         now = self._clock()
+        if 300 <= answer.status < 400:
+            raise failures.redirected(self.name, answer.status, answer.headers.get("location"))
         if not 200 <= answer.status < 300:
             raise self.wire.error(answer, now)
         try:
