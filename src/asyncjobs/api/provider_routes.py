@@ -28,7 +28,14 @@ from asyncjobs.api.errors import ApiError
 from asyncjobs.api.responses import dumps, json_response
 from asyncjobs.api.state import ApiContext
 from asyncjobs.api.submit_and_poll import Submission
-from asyncjobs.api.validation import Rejected, split_model, validate_json_fields
+from asyncjobs.api.validation import (
+    FormatError,
+    Rejected,
+    max_json_values,
+    parse_object,
+    split_model,
+    validate_json_fields,
+)
 from asyncjobs.api.views import read_body
 from asyncjobs.core.jobs import JobSpec, Phase, parse_time
 from asyncjobs.core.providers import anthropic_messages
@@ -133,13 +140,32 @@ def _anthropic_error(status: int, message: str, stored: dict[str, Any] | None) -
     }
 
 
+def _anthropic_request_as_chat(body: dict[str, Any]) -> dict[str, Any]:
+    """request_as_chat, after the shapes it reads without checking: an object where
+    Messages has one (`metadata`, an image block's `source`), else a 400."""
+    if not isinstance(body.get("metadata") or {}, dict):
+        raise BadRequestBody("invalid request format: metadata must be an object")
+    for turn in body.get("messages") or []:
+        content = turn.get("content") if isinstance(turn, dict) else None
+        for block in content if isinstance(content, list) else []:
+            if (
+                isinstance(block, dict)
+                and block.get("type") == "image"
+                and not isinstance(block.get("source") or {}, dict)
+            ):
+                raise BadRequestBody(
+                    "invalid request format: image blocks need a base64 or url source"
+                )
+    return anthropic_messages.request_as_chat(body)
+
+
 OPENAI = Dialect(
     "openai", RequestType.RESPONSES, dict, _openai_pending, _openai_completed, _openai_error
 )
 ANTHROPIC = Dialect(
     "anthropic",
     RequestType.CHAT_COMPLETION,
-    anthropic_messages.request_as_chat,
+    _anthropic_request_as_chat,
     _anthropic_pending,
     _anthropic_completed,
     _anthropic_error,
@@ -181,23 +207,36 @@ async def submit(context: ApiContext, dialect: Dialect, submission: Submission) 
     """Translates the provider's request body into a job and creates it; ApiError(400)
     for a body the job cannot be made from."""
     providers = context.providers.current
+    max_values = max_json_values(context.settings.max_request_bytes)
     try:
-        body = json.loads(submission.body)
-        if not isinstance(body, dict):
-            raise BadRequestBody("invalid request format: expected a JSON object")
+        body = parse_object(submission.body, max_values)
         body["model"] = _qualified(body.get("model"), dialect, providers)
         fields = dialect.to_job_body(body)
     except BadRequestBody as exc:  # its message is the client's answer
         raise ApiError(400, str(exc)) from exc
-    except (ValueError, UnicodeDecodeError) as exc:
+    except FormatError as exc:
         raise ApiError(400, f"invalid request format: {exc}") from exc
     outcome = validate_json_fields(dialect.request_type, fields, providers)
     if isinstance(outcome, Rejected):
         raise ApiError(400, outcome.message)
-    stored = dumps(fields).encode()
     return await submit_and_poll.create_job(
-        context, dialect.request_type, outcome, submission.headers, stored, "application/json"
+        context,
+        dialect.request_type,
+        outcome,
+        submission.headers,
+        _encoded(fields),
+        "application/json",
     )
+
+
+def _encoded(fields: dict[str, Any]) -> bytes:
+    """The translated body as UTF-8 JSON. JSON may escape half a surrogate pair, which
+    UTF-8 cannot carry: such a body keeps every non-ASCII character escaped instead, as
+    valid JSON that reads back the same (Bifrost's decoder makes each half U+FFFD)."""
+    try:
+        return dumps(fields).encode()
+    except UnicodeEncodeError:
+        return json.dumps(fields, separators=(",", ":")).encode()
 
 
 async def retrieve(

@@ -21,8 +21,8 @@ from typing import Any
 from asyncjobs.api.errors import ApiError
 from asyncjobs.api.responses import dumps
 from asyncjobs.api.state import ApiContext
-from asyncjobs.api.validation import Accepted, Rejected, result_ttl, validate
-from asyncjobs.api.virtual_keys import KeyRing, from_headers, token_matches
+from asyncjobs.api.validation import Accepted, Rejected, max_json_values, result_ttl, validate
+from asyncjobs.api.virtual_keys import KeyRing, from_headers, header_text, token_matches
 from asyncjobs.core import payloads
 from asyncjobs.core.jobs import JobSpec, JobView, Phase, format_time
 from asyncjobs.core.request_types import BodyKind, RequestType, RequestTypeInfo
@@ -48,11 +48,11 @@ def authorize(headers: Mapping[str, str], gateway_token: str | None) -> None:
     """Checks the optional gateway token; ApiError(401) without it."""
     if gateway_token is None:
         return
-    scheme, _, value = headers.get("Authorization", "").partition(" ")
+    scheme, _, value = header_text(headers, "Authorization").partition(" ")
     bearer = value.strip() if scheme.lower() == "bearer" else None
-    if token_matches(bearer, gateway_token) or token_matches(
-        headers.get("x-api-key"), gateway_token
-    ):
+    if token_matches(bearer, gateway_token):
+        return
+    if token_matches(header_text(headers, "x-api-key") or None, gateway_token):
         return
     raise ApiError(401, "Unauthorized")
 
@@ -62,7 +62,13 @@ def authorize(headers: Mapping[str, str], gateway_token: str | None) -> None:
 
 async def submit(context: ApiContext, info: RequestTypeInfo, submission: Submission) -> JobSpec:
     """Validates a submit to the generic route and creates its job; ApiError otherwise."""
-    outcome = validate(info, submission.body, submission.content_type, context.providers.current)
+    outcome = validate(
+        info,
+        submission.body,
+        submission.content_type,
+        context.providers.current,
+        max_json_values(context.settings.max_request_bytes),
+    )
     if isinstance(outcome, Rejected):
         raise ApiError(400, outcome.message)
     # JSON bodies are stored as application/json whatever the client labelled them;

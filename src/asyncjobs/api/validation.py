@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from asyncjobs.api.settings import DEFAULT_MAX_REQUEST_BYTES
 from asyncjobs.core import multipart
 from asyncjobs.core.request_types import REQUEST_TYPES, BodyKind, RequestType, RequestTypeInfo
 
@@ -29,6 +30,29 @@ _INT64_MAX = 2**63 - 1
 # longer TTL is kept as the longest one it can honour (a completion time plus this stays
 # well inside what a timestamp can hold).
 MAX_RESULT_TTL = _INT64_MAX // 1_000_000_000
+
+# What the AsyncJob CRD accepts (charts/asyncjobs/templates/crd-asyncjobs.yaml): a value
+# beyond these would be refused by the apiserver after validation passed, so it is
+# refused here with a message that says which limit it broke.
+MAX_MODEL_LENGTH = 256
+MAX_FALLBACKS = 16
+MAX_CONTENT_TYPE_LENGTH = 256
+
+# Bounds on a JSON body, checked before it is parsed. Deeper nesting is refused (the
+# standard parser recurses, and so do the translations that read the body later), and
+# so are more values than one per BYTES_PER_JSON_VALUE bytes of the body limit: a body of
+# `[],[],…` costs the parser about 22 bytes of memory per byte it reads, and the count
+# bounds that cost whatever the body's size (api/README.md has the figures).
+MAX_JSON_DEPTH = 64
+BYTES_PER_JSON_VALUE = 16
+
+
+def max_json_values(max_request_bytes: int) -> int:
+    """How many JSON values a body may hold under a body limit of `max_request_bytes`."""
+    return max_request_bytes // BYTES_PER_JSON_VALUE
+
+
+DEFAULT_MAX_JSON_VALUES = max_json_values(DEFAULT_MAX_REQUEST_BYTES)
 
 
 @dataclass(frozen=True)
@@ -69,18 +93,22 @@ def result_ttl(header: str | None, default: int) -> int:
 
 
 def validate(
-    info: RequestTypeInfo, body: bytes, content_type: str, providers: frozenset[str]
+    info: RequestTypeInfo,
+    body: bytes,
+    content_type: str,
+    providers: frozenset[str],
+    max_json_values: int = DEFAULT_MAX_JSON_VALUES,
 ) -> Outcome:
     """Checks a submit body for its request type exactly as the contract words it."""
     if info.body is BodyKind.MULTIPART:
         return _validate_multipart(info.request_type, body, content_type, providers)
-    return _validate_json(info.request_type, body, providers)
+    return _validate_json(info.request_type, body, providers, max_json_values)
 
 
 # --- JSON bodies ---------------------------------------------------------------------------
 
 
-class _FormatError(Exception):
+class FormatError(Exception):
     """A body that a typed decoder would refuse: answered as `invalid request format`."""
 
 
@@ -89,13 +117,53 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"invalid literal {name}")
 
 
-def _parse_object(body: bytes) -> dict[str, Any]:
+# A JSON string, closing quote optional: an unterminated one then runs to the end in a
+# single match instead of being retried from every later quote (which is quadratic).
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+# Everything but brackets goes; both kinds of bracket become one, so a pair is `[]`.
+_OPENERS = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
+
+
+def check_json_bounds(body: bytes, max_values: int) -> None:
+    """Refuses a body nested deeper than MAX_JSON_DEPTH or holding more than
+    `max_values` values, before the parser builds any of it.
+
+    Values are counted as the commas, `[` and `{` outside strings (each element or
+    member but the first of a container follows a comma; the first follows its bracket).
+    The common body is settled by four counts over the raw bytes, strings included,
+    which can only overestimate; only a body those counts do not clear has its strings
+    removed and is counted exactly.
+    """
+    opening = body.count(b"[") + body.count(b"{")
+    if opening <= MAX_JSON_DEPTH and opening + body.count(b",") <= max_values:
+        return
+    skeleton = _JSON_STRING.sub(b"", body)
+    brackets = skeleton.translate(_OPENERS, _NOT_BRACKETS)
+    if brackets.count(b"[") + skeleton.count(b",") > max_values:
+        raise FormatError(f"more than {max_values} JSON values")
+    # Each pass removes every innermost pair, so the passes needed to empty the brackets
+    # are the deepest nesting. Brackets left with no pair among them are unbalanced: the
+    # parser reports that.
+    for _ in range(MAX_JSON_DEPTH):
+        brackets = brackets.replace(b"[]", b"")
+        if b"[]" not in brackets:
+            return
+    raise FormatError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+
+
+def parse_object(body: bytes, max_values: int) -> dict[str, Any]:
+    """A JSON object within the bounds above, as Bifrost's decoder would read it; a
+    format error (whose text follows `invalid request format: `) for anything else."""
+    check_json_bounds(body, max_values)
     try:
         parsed = json.loads(body, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise _FormatError(str(exc)) from exc
+        raise FormatError(str(exc)) from exc
+    except RecursionError as exc:  # unreachable past the depth check; never a 500
+        raise FormatError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from exc
     if not isinstance(parsed, dict):
-        raise _FormatError(f"expected a JSON object, got {_json_type(parsed)}")
+        raise FormatError(f"expected a JSON object, got {_json_type(parsed)}")
     return parsed
 
 
@@ -120,9 +188,9 @@ def _typed(fields: Mapping[str, Any], name: str, *types: type) -> Any:
         return None
     # bool is an int subclass in Python; a JSON true is never a number field.
     if isinstance(value, bool) and bool not in types:
-        raise _FormatError(f"field {name} must not be a boolean")
+        raise FormatError(f"field {name} must not be a boolean")
     if not isinstance(value, types):
-        raise _FormatError(f"field {name} has the wrong type ({_json_type(value)})")
+        raise FormatError(f"field {name} has the wrong type ({_json_type(value)})")
     return value
 
 
@@ -132,7 +200,30 @@ def _model_and_fallbacks(fields: Mapping[str, Any], providers: frozenset[str]) -
         return Rejected(MODEL_FORMAT)
     fallbacks = _typed(fields, "fallbacks", list) or []
     if not all(isinstance(fallback, str) for fallback in fallbacks):
-        raise _FormatError("field fallbacks must be an array of strings")
+        raise FormatError("field fallbacks must be an array of strings")
+    return _storable(model, fallbacks, providers)
+
+
+def _storable(model: str, fallbacks: list[str], providers: frozenset[str]) -> Outcome:
+    """The submit's model and usable fallbacks, or what the CRD would refuse in them.
+
+    The CRD's pattern `^[^/]+/.+$` does not match a line break after the first slash
+    (`.` stops at one), and the provider before it is a known name, so a model or a
+    fallback holding one cannot be stored. The count is of the fallbacks sent, before
+    unusable ones are left out, so whether a submit fits never depends on which
+    providers a deployment knows.
+    """
+    if len(model) > MAX_MODEL_LENGTH:
+        return Rejected(f"model must be at most {MAX_MODEL_LENGTH} characters")
+    if "\n" in model:
+        return Rejected("model must not contain a line break")
+    if len(fallbacks) > MAX_FALLBACKS:
+        return Rejected(f"at most {MAX_FALLBACKS} fallbacks are allowed")
+    for fallback in fallbacks:
+        if len(fallback) > MAX_MODEL_LENGTH:
+            return Rejected(f"each fallback must be at most {MAX_MODEL_LENGTH} characters")
+        if "\n" in fallback:
+            return Rejected("a fallback must not contain a line break")
     return Accepted(model, usable_fallbacks(fallbacks, providers))
 
 
@@ -249,7 +340,7 @@ def _check_integers(request_type: RequestType, fields: Mapping[str, Any]) -> Non
     for name in _INTEGER_FIELDS.get(request_type, ()):
         value = _typed(fields, name, int)
         if value is not None and not -_INT64_MAX - 1 <= value <= _INT64_MAX:
-            raise _FormatError(f"field {name} overflows a 64-bit integer")
+            raise FormatError(f"field {name} overflows a 64-bit integer")
 
 
 # Types whose JSON body has a boolean `stream` flag that async refuses.
@@ -284,15 +375,17 @@ def validate_json_fields(
             return Rejected(_stream_refused(request_type))
         if request_type is RequestType.SPEECH and fields.get("stream_format") == "sse":
             return Rejected(_stream_refused(request_type))
-    except _FormatError as exc:
+    except FormatError as exc:
         return Rejected(f"invalid request format: {exc}")
     return outcome
 
 
-def _validate_json(request_type: RequestType, body: bytes, providers: frozenset[str]) -> Outcome:
+def _validate_json(
+    request_type: RequestType, body: bytes, providers: frozenset[str], max_values: int
+) -> Outcome:
     try:
-        fields = _parse_object(body)
-    except _FormatError as exc:
+        fields = parse_object(body, max_values)
+    except FormatError as exc:
         return Rejected(f"invalid request format: {exc}")
     return validate_json_fields(request_type, fields, providers)
 
@@ -305,6 +398,12 @@ def _validate_multipart(
 ) -> Outcome:
     if not content_type.lower().startswith("multipart/form-data"):
         return Rejected("failed to parse multipart form: content type is not multipart/form-data")
+    if len(content_type) > MAX_CONTENT_TYPE_LENGTH:
+        # The AsyncJob records it (the boundary is needed to read the body again).
+        return Rejected(
+            "failed to parse multipart form: content type longer than "
+            f"{MAX_CONTENT_TYPE_LENGTH} characters"
+        )
     try:
         form = multipart.parse(body, content_type)
     except multipart.MultipartError as exc:
@@ -314,13 +413,15 @@ def _validate_multipart(
         return Rejected("model is required")
     if split_model(model, providers) is None:
         return Rejected(MODEL_FORMAT)
-    fallbacks = usable_fallbacks(
-        (value for key, value in form.fields if key == "fallbacks"), providers
+    storable = _storable(
+        model, [value for key, value in form.fields if key == "fallbacks"], providers
     )
+    if isinstance(storable, Rejected):
+        return storable
     message = _MULTIPART_CHECKS[request_type](form)
     if message is not None:
         return Rejected(message)
-    return Accepted(model, fallbacks)
+    return storable
 
 
 def _go_int_error(name: str, form: multipart.Form) -> str | None:

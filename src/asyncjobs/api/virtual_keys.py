@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from asyncjobs.api.errors import ApiError
 from asyncjobs.core.kube import KubeObject
 
 log = logging.getLogger(__name__)
@@ -39,17 +40,32 @@ def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def header_text(headers: Mapping[str, str], name: str) -> str:
+    """A credential header's value ("" when absent); ApiError(400) unless it is UTF-8.
+
+    aiohttp hands over header bytes that are not UTF-8 as lone surrogates, which no key
+    or token can equal and which cannot be encoded to be hashed or compared.
+    """
+    value = headers.get(name, "")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise ApiError(400, f"invalid {name} header: not valid UTF-8") from None
+    return value
+
+
 def from_headers(headers: Mapping[str, str]) -> str | None:
     """The virtual key a request carries, or None (spec §2)."""
-    explicit = headers.get("x-bf-vk", "").strip()
+    explicit = header_text(headers, "x-bf-vk").strip()
     if explicit:
         return explicit
-    authorization = headers.get("authorization", "")
+    authorization = header_text(headers, "Authorization")
     scheme, _, value = authorization.partition(" ")
     if scheme.lower() == "bearer" and value.strip().lower().startswith(PREFIX):
         return value.strip()
     for name in _PREFIXED_HEADERS:
-        value = headers.get(name, "").strip()
+        value = header_text(headers, name).strip()
         if value.lower().startswith(PREFIX):
             return value
     return None
