@@ -118,3 +118,21 @@ def test_key_order_puts_heavier_keys_first_in_proportion() -> None:
     share = sum(key is heavy for key in firsts) / len(firsts)
     assert 0.72 < share < 0.78  # expected 3 / (3 + 1)
     assert all(len(key_order([heavy, light], "m", rng)) == 2 for _ in range(10))
+
+
+async def test_an_azure_deployment_that_would_leave_its_url_path_is_refused_at_load() -> None:
+    config = ProvidersFile.model_validate(
+        {
+            "providers": {
+                "azure": {
+                    "type": "azure",
+                    "baseURL": "https://my-resource.openai.azure.com",
+                    "deployments": {"gpt-4o": "prod-gpt4o", "files": "../files"},
+                }
+            }
+        }
+    )
+    with pytest.raises(ProviderConfigError) as caught:
+        await build_providers(config, SecretStore({}))
+    message = 'provider azure: deployments.files: invalid deployment name "../files"; '
+    assert str(caught.value).startswith(message)

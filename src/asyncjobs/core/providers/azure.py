@@ -6,7 +6,8 @@ request carries `?api-version=`. The configuration maps the model names clients 
 deployment names; a model without a mapping is sent as a deployment of the same name,
 the common convention. Responses live outside the deployment path
 (`/openai/responses`) and take the deployment as `model`. Bodies and error bodies are
-OpenAI's, so openai_wire and openai_errors do the rest.
+OpenAI's, so openai_wire and openai_errors do the rest. The deployment is a path segment,
+so only names shaped like Azure's are sent (model_names).
 """
 
 from __future__ import annotations

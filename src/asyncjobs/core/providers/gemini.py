@@ -7,7 +7,9 @@ so it cannot leak into access logs. Google's error body
 (`{"error": {"code", "message", "status", "details"}}`) gives the type (`status`, e.g.
 RESOURCE_EXHAUSTED), the code (the ErrorInfo reason, e.g. API_KEY_INVALID), the param
 (the first field violation) and a retry delay (RetryInfo). An invalid key is a 400
-there, so key rotation looks at the reason too.
+there, so key rotation looks at the reason too. The model name is part of the path, so
+only names shaped like Google's (`<id>`, `models/<id>`, `tunedModels/<id>`) are sent
+(model_names).
 """
 
 from __future__ import annotations

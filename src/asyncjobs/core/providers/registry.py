@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from asyncjobs.core.provider_config import KeyConfig, ProviderConfig, ProvidersFile
-from asyncjobs.core.providers import anthropic, azure, cohere, gemini, mistral
+from asyncjobs.core.providers import anthropic, azure, cohere, gemini, mistral, model_names
 from asyncjobs.core.providers.base import Provider
 from asyncjobs.core.providers.keys import ApiKey
 from asyncjobs.core.providers.local import LocalProvider
 from asyncjobs.core.providers.openai_compat import OpenAICompatProvider
 from asyncjobs.core.providers.openai_family import FAMILY
-from asyncjobs.core.providers.transport import HttpProvider, WireFormat
+from asyncjobs.core.providers.transport import HttpProvider, InvalidModelName, WireFormat
 from asyncjobs.core.request_types import RequestType
 
 # read_secret(secret_name, key_in_secret) -> the key's value.
@@ -104,7 +104,7 @@ async def _build(
         )
     return HttpProvider(
         name,
-        wire_format(config),
+        wire_format(config, name),
         keys=keys,
         timeout_seconds=config.timeout_seconds,
         max_connections=config.max_concurrency,
@@ -129,12 +129,21 @@ WIRE_FORMATS: dict[str, Callable[..., WireFormat]] = {
 }
 
 
-def wire_format(config: ProviderConfig) -> WireFormat:
+def wire_format(config: ProviderConfig, name: str = "") -> WireFormat:
     """The pure wire format of a provider type that has its own (not the OpenAI family):
     its wire class, with what the configuration sets in place of the class's defaults."""
     wire = WIRE_FORMATS.get(config.type)
     if wire is None:
         raise ProviderConfigError(f"provider type {config.type!r} has no wire format")
+    for model, deployment in config.deployments.items():
+        # Checked again on every call; refusing the file says at once which entry is wrong.
+        try:
+            model_names.azure_deployment(deployment)
+        except InvalidModelName as error:
+            raise ProviderConfigError(
+                f"provider {name}: deployments.{model}: invalid deployment name "
+                f"{error.shown}; {error.rule}"
+            ) from error
     return wire(**_wire_settings(config))
 
 

@@ -5,6 +5,8 @@ error, which header carries the key) plus this class, which does the only impure
 POST the bytes, time out, try the next key when one is rejected or throttled. Keeping
 the I/O in one place means a new provider is a pure module and a table entry, and
 timeouts, connection failures and key rotation behave the same for every provider.
+Redirects are never followed (every key travels in a header that a followed redirect
+would carry to the Location's host): a 3xx fails the call, naming only the host.
 """
 
 from __future__ import annotations
