@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from asyncjobs.api import validation
 from asyncjobs.api.app import create_app
 from asyncjobs.api.settings import Settings
 from asyncjobs.api.validation import MAX_JSON_DEPTH, max_json_values
@@ -399,3 +400,46 @@ async def test_a_multipart_content_type_over_256_characters_answers_400(
         store,
         unhandled,
     )
+
+
+# --- the bounds check itself -------------------------------------------------------------------
+
+
+def structure_by_hand(text: bytes) -> bytes:
+    """The brackets and commas outside strings, read one byte at a time as a decoder does."""
+    kept = bytearray()
+    in_string = escaped = False
+    for byte in text:
+        char = bytes([byte])
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == b"\\":
+                escaped = True
+            elif char == b'"':
+                in_string = False
+        elif char == b'"':
+            in_string = True
+        elif char in b"[]{},":
+            kept += char
+    return bytes(kept)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        ["a]", "\\", '"', '\\"]', "[[[", {"k,": ["\\\\", "\\\\\\"]}],
+        {"x": ["{" * 40, "a\nb\\n[", "\u00e9\u4e2d\ud83d\ude00", ""] * 3000},
+        [["x" * 70_000, "]" * 70_000], [[["\\" * 70_001]]]],
+    ],
+    ids=["escapes", "across-chunks", "long-strings"],
+)
+def test_the_structure_outside_strings_is_what_a_decoder_reads(value: Any) -> None:
+    text = json.dumps(value).encode()
+    assert b"".join(validation._outside_strings(text)) == structure_by_hand(text)
+    validation.check_json_bounds(text, max_values=10**6)
+
+
+def test_the_bounds_leave_unbalanced_brackets_to_the_parser() -> None:
+    with pytest.raises(validation.FormatError, match="Expecting value"):
+        validation.parse_object(b"[1," * 70, max_values=1000)
