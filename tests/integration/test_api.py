@@ -434,6 +434,75 @@ async def test_invalid_submit_leaves_nothing(api: Api, kube: KubeClient, namespa
     assert (await kube.list(resources.asyncjobs_path(namespace)))["items"] == []
 
 
+async def test_the_crd_limits_are_accepted_by_the_apiserver_and_one_past_them_refused(
+    api: Api, kube: KubeClient, namespace: str
+) -> None:
+    """The API checks exactly what the CRD refuses: at the limits the apiserver stores the
+    job; one past them is a 400 BifrostError (a 500 and a traceback before)."""
+    longest = "local/" + "m" * 250
+    at_limits = {
+        "model": longest,
+        "fallbacks": [longest] * 16,
+        **JSON_BODIES[RequestType.CHAT_COMPLETION],
+    }
+    status, document = await api.post(
+        "/v1/async/chat/completions", json.dumps(at_limits).encode(), "application/json"
+    )
+    assert status == 202, document
+    spec = (await get_job(kube, namespace, document["id"]))["spec"]
+    assert (len(spec["model"]), len(spec["fallbacks"])) == (256, 16)
+    body, content_type = request_for(RequestType.TRANSCRIPTION)
+    padded = f"{content_type}; x-padding={'p' * (256 - len(content_type) - 12)}"
+    assert len(padded) == 256
+    status, document = await api.post("/v1/async/audio/transcriptions", body, padded)
+    assert status == 202, document
+    assert (await get_job(kube, namespace, document["id"]))["spec"]["requestRef"][
+        "contentType"
+    ] == padded
+
+    refusals = [
+        ({**at_limits, "model": longest + "m"}, "model must be at most 256 characters"),
+        ({**at_limits, "fallbacks": [MODEL] * 17}, "at most 16 fallbacks are allowed"),
+        ({**at_limits, "model": "local/a\nb"}, "model must not contain a line break"),
+    ]
+    for refused, message in refusals:
+        status, document = await api.post(
+            "/v1/async/chat/completions", json.dumps(refused).encode(), "application/json"
+        )
+        assert (status, document["error"]) == (400, {"message": message})
+    deep = b'{"model":"local/echo","messages":' + b"[" * 3000 + b"]" * 3000 + b"}"
+    status, document = await api.post("/v1/async/chat/completions", deep, "application/json")
+    assert (status, document["error"]["message"]) == (
+        400,
+        "invalid request format: JSON nested deeper than 64 levels",
+    )
+    assert len((await kube.list(resources.asyncjobs_path(namespace)))["items"]) == 2
+    assert "Traceback" not in api.process.log_tail(1_000_000)
+
+
+async def test_a_key_header_that_is_not_utf8_answers_400_without_a_traceback(
+    api: Api, kube: KubeClient, namespace: str
+) -> None:
+    port = int(api.base.rsplit(":", 1)[1])
+    body, _ = request_for(RequestType.CHAT_COMPLETION)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"POST /v1/async/chat/completions HTTP/1.1\r\nHost: api\r\nConnection: close\r\n"
+        b"Content-Type: application/json\r\nx-bf-vk: sk-bf-\xff\xfe\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert int(head.split()[1]) == 400
+    assert json.loads(payload)["error"] == {"message": "invalid x-bf-vk header: not valid UTF-8"}
+    assert (await kube.list(resources.asyncjobs_path(namespace)))["items"] == []
+    assert "Traceback" not in api.process.log_tail(1_000_000)
+
+
 async def test_post_on_a_poll_path_answers_405_and_unknown_job_404(api: Api) -> None:
     document = await api.submit(RequestType.CHAT_COMPLETION)
     path = poll_path(RequestType.CHAT_COMPLETION, document["id"])
