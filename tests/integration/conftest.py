@@ -18,6 +18,7 @@ import pytest
 
 from asyncjobs.core import resources
 from asyncjobs.core.kube import KubeClient, KubeError, load_config
+from tests.integration.operator_support import FAKE_KEY, FakeOpenAI, create_key_secret
 
 REPO = Path(__file__).resolve().parents[2]
 PLANE = REPO / "tools" / "plane.py"
@@ -68,3 +69,13 @@ def log_dir(tmp_path: Path) -> Path:
     path = tmp_path / "logs"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+async def fake(log_dir: Path, kube: KubeClient, namespace: str) -> AsyncIterator[FakeOpenAI]:
+    """The fake OpenAI server as a process, accepting only the key the operator reads
+    from a Secret in the test's namespace."""
+    await create_key_secret(kube, namespace)
+    with FakeOpenAI(log_dir) as server:
+        await server.aconfig(api_keys=[FAKE_KEY])
+        yield server

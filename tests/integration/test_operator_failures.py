@@ -4,16 +4,11 @@ Retry-After, 4xx that fail at once, fallbacks, deadlines, and the concurrency li
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from asyncjobs.core.kube import KubeClient
 from tests.integration.operator_support import (
-    FAKE_KEY,
     FakeOpenAI,
-    create_key_secret,
     read_result,
     running_operator,
     submit,
@@ -23,15 +18,6 @@ from tests.integration.operator_support import (
 
 def chat(model: str) -> dict[str, object]:
     return {"model": model, "messages": [{"role": "user", "content": "hello"}]}
-
-
-@pytest.fixture
-async def fake(log_dir: Path, kube: KubeClient, namespace: str) -> AsyncIterator[FakeOpenAI]:
-    """The fake server, accepting only the key the operator reads from a Secret."""
-    await create_key_secret(kube, namespace)
-    with FakeOpenAI(log_dir) as server:
-        await server.aconfig(api_keys=[FAKE_KEY])
-        yield server
 
 
 async def test_429_with_retry_after_is_retried_then_succeeds(

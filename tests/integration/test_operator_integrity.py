@@ -6,19 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-import pytest
 
 from asyncjobs.core import payloads, resources
 from asyncjobs.core.jobs import format_time
 from asyncjobs.core.kube import KubeClient
 from tests.integration.operator_support import (
-    FAKE_KEY,
     FakeOpenAI,
-    create_key_secret,
     get_job,
     read_result,
     running_operator,
@@ -31,14 +26,6 @@ MODEL = "openai/gpt-integrity"
 
 def chat(text: str) -> dict[str, object]:
     return {"model": MODEL, "messages": [{"role": "user", "content": text}]}
-
-
-@pytest.fixture
-async def fake(log_dir: Path, kube: KubeClient, namespace: str) -> AsyncIterator[FakeOpenAI]:
-    await create_key_secret(kube, namespace)
-    with FakeOpenAI(log_dir) as server:
-        await server.aconfig(api_keys=[FAKE_KEY])
-        yield server
 
 
 async def test_job_found_processing_with_its_result_stored_completes_without_a_new_call(
