@@ -17,23 +17,31 @@ from aiohttp import web
 
 from asyncjobs.api import state
 from asyncjobs.api.clock import Clock
-from asyncjobs.api.reflector import Reflector
+from asyncjobs.api.reflector import DEFAULT_PAGE_SIZE, Reflector
 from asyncjobs.api.store import JobCache, KubeJobStore
-from asyncjobs.api.virtual_keys import KeyRing, entry_from_secret
+from asyncjobs.api.virtual_keys import KeyEntry, KeyRing, entry_from_secret
 from asyncjobs.core import resources
 from asyncjobs.core.kube import KubeClient, KubeConfig, KubeObject
 
 
 class KubeBackend:
-    def __init__(self, config: KubeConfig, namespace: str, clock: Clock) -> None:
+    def __init__(
+        self,
+        config: KubeConfig,
+        namespace: str,
+        clock: Clock,
+        *,
+        list_page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> None:
         self.namespace = namespace
         self.client = KubeClient(config)
         self.cache = JobCache()
         self.store = KubeJobStore(self.client, namespace, self.cache, clock)
         self.keys = KeyRing(synced=False)
+        self.list_page_size = list_page_size
 
-    def _replace_keys(self, secrets: list[KubeObject]) -> None:
-        self.keys.replace(entry for entry in map(entry_from_secret, secrets) if entry is not None)
+    def _replace_keys(self, entries: list[KeyEntry | None]) -> None:
+        self.keys.replace(entry for entry in entries if entry is not None)
 
     def _key_event(self, kind: str, secret: KubeObject) -> None:
         name = secret.get("metadata", {}).get("name", "")
@@ -43,37 +51,43 @@ class KubeBackend:
         else:
             self.keys.put(entry)
 
+    def _jobs_in_sync(self, in_sync: bool) -> None:
+        self.store.synced = in_sync
+
+    def _keys_in_sync(self, in_sync: bool) -> None:
+        self.keys.synced = in_sync
+
     async def run(self, app: web.Application) -> AsyncIterator[None]:
         """The cleanup context: the client and both watches, for the app's lifetime."""
         metrics = app[state.CONTEXT].metrics
         metrics.cache_jobs.set_function(lambda: len(self.cache))
         await self.client.open()
+        # Readiness (/readyz) follows each reflector's `in_sync`: false at start and
+        # from a 410 or a lost watch until the relist completed.
         jobs = Reflector(
             self.client,
             resources.asyncjobs_path(self.namespace),
             name="asyncjobs",
+            keep=JobCache.slim,
             on_replace=self.cache.replace,
             on_event=self.cache.apply,
             on_restart=lambda reason: metrics.watch_restarts.labels("asyncjobs", reason).inc(),
+            on_sync=self._jobs_in_sync,
+            page_size=self.list_page_size,
         )
         keys = Reflector(
             self.client,
             resources.secrets_path(self.namespace),
             name="virtual-keys",
             label_selector=resources.LABEL_VIRTUAL_KEY,
+            keep=entry_from_secret,
             on_replace=self._replace_keys,
             on_event=self._key_event,
             on_restart=lambda reason: metrics.watch_restarts.labels("secrets", reason).inc(),
+            on_sync=self._keys_in_sync,
+            page_size=self.list_page_size,
         )
         tasks = [asyncio.create_task(reflector.run()) for reflector in (jobs, keys)]
-
-        async def mark_synced() -> None:
-            await jobs.synced.wait()
-            self.store.synced = True
-            await keys.synced.wait()
-            self.keys.synced = True
-
-        tasks.append(asyncio.create_task(mark_synced()))
         try:
             yield
         finally:

@@ -23,6 +23,7 @@ from aiohttp import web
 from asyncjobs.api.app import create_app
 from asyncjobs.api.clock import utc_now
 from asyncjobs.api.kube_backend import KubeBackend
+from asyncjobs.api.reflector import DEFAULT_PAGE_SIZE
 from asyncjobs.api.result_cache import DEFAULT_BUDGET_BYTES
 from asyncjobs.api.settings import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_RESULT_TTL, Settings
 from asyncjobs.core import provider_config
@@ -70,6 +71,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_BUDGET_BYTES,
         help="memory for recently read results, so repeated polls skip the store (0: off)",
     )
+    parser.add_argument(
+        "--list-page-size",
+        type=int,
+        default=DEFAULT_PAGE_SIZE,
+        help="objects per page when the job cache lists AsyncJobs (at start, after a 410)",
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
@@ -98,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         gateway_token=gateway_token(args.gateway_token_file),
         result_cache_bytes=args.result_cache_bytes,
     )
-    backend = KubeBackend(config, settings.namespace, utc_now)
+    backend = KubeBackend(config, settings.namespace, utc_now, list_page_size=args.list_page_size)
     app = create_app(
         settings,
         store=backend.store,

@@ -13,6 +13,7 @@ an Event and a log line, then the failed job is what every later poll answers.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -62,13 +63,15 @@ class JobCache:
     def get(self, job_id: str) -> JobView | None:
         return self._jobs.get(job_id)
 
-    def replace(self, objects: list[KubeObject]) -> None:
-        views: dict[str, JobView] = {}
-        for obj in objects:
-            view = _view_or_none(obj)
-            if view is not None:
-                views[view.job_id] = view
-        self._jobs = views
+    @staticmethod
+    def slim(obj: KubeObject) -> JobView | None:
+        """What the cache keeps of a listed AsyncJob (None for a malformed one): the
+        reflector reduces each list page with it, so raw objects never pile up."""
+        return _view_or_none(obj)
+
+    def replace(self, views: Iterable[JobView | None]) -> None:
+        """The whole cache from one completed list, already reduced by `slim`."""
+        self._jobs = {view.job_id: view for view in views if view is not None}
 
     def apply(self, kind: str, obj: KubeObject) -> None:
         if kind == "DELETED":
@@ -127,6 +130,8 @@ class KubeJobStore:
         self.namespace = namespace
         self.cache = cache
         self.clock = clock
+        # True while the cache follows the watch; False at start and during a relist
+        # (the reflector's `in_sync`). Reads still answer meanwhile, misses by a GET.
         self.synced = False
 
     def ready(self) -> bool:

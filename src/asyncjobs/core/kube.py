@@ -183,6 +183,23 @@ class KubeClient:
     async def list(self, path: str, **params: str) -> KubeObject:
         return await self.request("GET", path, params=params)
 
+    async def list_page(
+        self,
+        path: str,
+        *,
+        limit: int,
+        continue_token: str = "",
+        timeout: float = 30,
+        **params: str,
+    ) -> KubeObject:
+        """One page of a paginated list: at most `limit` items, and in its metadata the
+        `continue` token of the next page ("" or absent after the last). A token whose
+        snapshot was compacted away answers 410, after which the list must start again."""
+        query = {**params, "limit": str(limit)}
+        if continue_token:
+            query["continue"] = continue_token
+        return await self.request("GET", path, params=query, timeout=timeout)
+
     async def create(self, path: str, body: Mapping[str, Any]) -> KubeObject:
         return await self.request("POST", path, body=body)
 
