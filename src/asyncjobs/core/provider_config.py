@@ -7,7 +7,7 @@ call them. Keys are never in this file, only references to Secrets.
 
 ```yaml
 providers:
-  local: {type: local, latencyMs: 0}
+  local: {type: local, latencyMs: 0, localLimits: {maxEmbeddingValues: 131072}}
   openai:
     type: openai
     baseURL: https://api.openai.com/v1
@@ -85,6 +85,27 @@ class KeyConfig(BaseModel):
     models: tuple[str, ...] = ()
 
 
+class LocalLimits(BaseModel):
+    """Bounds on what the offline `local` provider builds for one request.
+
+    A few bytes of request can ask for megabytes of answer (400 inputs x 4,096
+    dimensions is 35 MiB of JSON), which the operator holds in memory and stores in
+    Secrets; a request over a bound fails as a 400 naming the option. The defaults keep
+    an answer near or under 3 MiB, well inside the operator's memory and a few Secret chunks.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    # OpenAI's own cap on inputs per embeddings request.
+    max_embedding_inputs: int = Field(default=2048, ge=1, alias="maxEmbeddingInputs")
+    # Inputs x dimensions: about 22 bytes each as JSON floats, so 131,072 is ~2.8 MiB.
+    max_embedding_values: int = Field(default=131_072, ge=1, alias="maxEmbeddingValues")
+    # Completion choices in one answer: prompts x n.
+    max_choices: int = Field(default=128, ge=1, alias="maxChoices")
+    # The answer's text and vectors together (an estimate made while building it).
+    max_output_bytes: int = Field(default=4 << 20, ge=1024, alias="maxOutputBytes")
+
+
 class ProviderConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -97,6 +118,8 @@ class ProviderConfig(BaseModel):
     # Simulated time per call; the local provider honours it so benchmarks can model a
     # slow provider without a network. Remote providers ignore it.
     latency_ms: float = Field(default=0.0, ge=0, alias="latencyMs")
+    # local: bounds on each answer (LocalLimits' defaults when absent).
+    local_limits: LocalLimits | None = Field(default=None, alias="localLimits")
     # Narrows or widens the request types the provider is sent (default: the type's own).
     request_types: tuple[RequestType, ...] | None = Field(default=None, alias="requestTypes")
     # Extra non-secret headers on every request (OpenRouter's HTTP-Referer, anthropic-beta).
@@ -115,6 +138,8 @@ class ProviderConfig(BaseModel):
             raise ValueError("apiVersion and deployments apply to type azure only")
         if self.type != "anthropic" and self.version is not None:
             raise ValueError("version applies to type anthropic only")
+        if self.type != "local" and self.local_limits is not None:
+            raise ValueError("localLimits applies to type local only")
         if self.type == "local" and (self.keys or self.headers):
             raise ValueError("the local provider takes no keys or headers")
         return self

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -10,10 +11,13 @@ import struct
 import time
 import wave
 import zlib
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
 
+from asyncjobs.core import provider_config
+from asyncjobs.core.provider_config import LocalLimits
 from asyncjobs.core.providers.base import ProviderError, ProviderRequest
 from asyncjobs.core.providers.local import LocalProvider
 from asyncjobs.core.request_types import RequestType
@@ -189,3 +193,121 @@ async def test_latency_option_delays_each_answer() -> None:
     started = time.monotonic()
     await provider(latency_ms=60).call(sample_request(RequestType.CHAT_COMPLETION))
     assert time.monotonic() - started >= 0.06
+
+
+# Output bounds: a small request must not become a large answer (issue 13).
+
+
+def test_local_limits_default_when_the_file_names_none() -> None:
+    config = provider_config.parse(b"providers: {local: {type: local}}")
+    assert config.providers["local"].local_limits is None
+    loaded = provider_config.parse(
+        b"providers: {local: {type: local, localLimits: {maxEmbeddingValues: 8}}}"
+    )
+    limits = loaded.providers["local"].local_limits
+    assert limits is not None
+    assert limits.max_embedding_values == 8
+    assert limits.max_output_bytes == LocalLimits().max_output_bytes
+
+
+def test_local_limits_apply_to_the_local_type_only() -> None:
+    with pytest.raises(ValueError, match="localLimits applies to type local only"):
+        provider_config.parse(b"providers: {o: {type: openai, localLimits: {maxChoices: 2}}}")
+
+
+async def refused(request: ProviderRequest, local: LocalProvider | None = None) -> ProviderError:
+    with pytest.raises(ProviderError) as caught:
+        await (local or provider()).call(request)
+    assert caught.value.status_code == 400
+    assert caught.value.retryable is False
+    assert caught.value.code == "local_output_limit"
+    return caught.value
+
+
+async def test_embedding_of_400_inputs_by_4096_dimensions_is_refused_naming_the_bound() -> None:
+    # The issue's 2 KB request that answered 35 MiB and stalled the operator for 8.2 s.
+    request = json_request(RequestType.EMBEDDING, input=["x"] * 400, dimensions=4096)
+    error = await refused(request)
+    assert error.message == (
+        "the embedding request asks for 400 inputs x 4096 dimensions = 1638400 values;"
+        " the local provider answers at most 131072 (option localLimits.maxEmbeddingValues)"
+    )
+    assert error.param == "input"
+
+
+async def test_embedding_inputs_are_bounded_even_with_one_dimension() -> None:
+    request = json_request(RequestType.EMBEDDING, input=["x"] * 2049, dimensions=1)
+    error = await refused(request)
+    assert "2049 inputs" in error.message
+    assert "localLimits.maxEmbeddingInputs" in error.message
+
+
+async def test_embedding_at_the_bound_is_answered_under_the_output_budget() -> None:
+    request = json_request(RequestType.EMBEDDING, input=["x"] * 32, dimensions=4096)
+    body = await answer(request)
+    assert len(body["data"]) == 32
+    assert len(json.dumps(body)) < LocalLimits().max_output_bytes
+
+
+async def test_text_completion_choices_are_bounded() -> None:
+    request = json_request(RequestType.TEXT_COMPLETION, prompt=[""] * 100, n=16)
+    error = await refused(request)
+    assert error.message.startswith("the request asks for 1600 choices (100 prompts x n=16)")
+    assert "localLimits.maxChoices" in error.message
+
+
+async def test_chat_echo_of_a_huge_prompt_cannot_multiply_past_the_output_bytes() -> None:
+    # 48 words of 100 KB, echoed into 16 choices, would answer about 77 MB.
+    words = " ".join(["w" * 100_000] * 48)
+    request = json_request(
+        RequestType.CHAT_COMPLETION, messages=[{"role": "user", "content": words}], n=16
+    )
+    error = await refused(request)
+    assert "localLimits.maxOutputBytes" in error.message
+
+
+async def test_configured_limits_tighten_the_answer() -> None:
+    tight = LocalProvider(limits=LocalLimits(maxOutputBytes=1024), clock=lambda: FIXED_NOW)
+    request = json_request(RequestType.EMBEDDING, input=["x"] * 4, dimensions=256)
+    error = await refused(request, tight)
+    assert "at most 1024 bytes (option localLimits.maxOutputBytes)" in error.message
+    rerank = json_request(
+        RequestType.RERANK, documents=["d" * 2000], top_n=1, return_documents=True
+    )
+    assert "localLimits.maxOutputBytes" in (await refused(rerank, tight)).message
+
+
+async def longest_loop_stall(work: Awaitable[Any]) -> float:
+    """Runs `work` while a ticker records the longest gap between its wake-ups."""
+    longest = 0.0
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal longest
+        last = time.perf_counter()
+        while not done.is_set():
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            longest = max(longest, now - last)
+            last = now
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0.02)
+    try:
+        await work
+    finally:
+        done.set()
+        await task
+    return longest
+
+
+@pytest.mark.timeout(60)
+async def test_a_large_bounded_answer_does_not_stall_the_event_loop() -> None:
+    # Bounds raised so the issue's request is allowed: it takes about a second to build.
+    roomy = LocalProvider(
+        limits=LocalLimits(maxEmbeddingValues=2_000_000, maxOutputBytes=64 << 20),
+        clock=lambda: FIXED_NOW,
+    )
+    request = json_request(RequestType.EMBEDDING, input=["x"] * 400, dimensions=4096)
+    stall = await longest_loop_stall(roomy.call(request))
+    assert stall < 0.2

@@ -5,6 +5,11 @@ or in CI, and gives benchmarks a provider whose latency is exactly what the
 configuration says (`latencyMs`). Answers depend only on the model, the request type and
 the request body (plus the clock for `created`), so repeating a request repeats its
 answer. A body that cannot be read fails as a non-retryable 400, like a real provider.
+
+Answers are bounded by the provider's `localLimits` (an answer past one fails as a 400
+naming the option), and each is built in a worker thread: parsing a large body or
+building megabytes of vectors would otherwise stall the operator's event loop, and with
+it every other job's calls and status writes.
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ from collections.abc import Callable
 from typing import Any
 
 from asyncjobs.core import multipart
+from asyncjobs.core.provider_config import LocalLimits
 from asyncjobs.core.providers import local_media, local_text
 from asyncjobs.core.providers.base import ProviderError, ProviderRequest, ProviderResult
-from asyncjobs.core.providers.local_text import Context
+from asyncjobs.core.providers.local_text import Context, OutputBudget
 from asyncjobs.core.request_types import REQUEST_TYPES, BodyKind, RequestType
 
 _JSON_ANSWERS: dict[RequestType, Callable[[Context, dict[str, Any]], dict[str, Any]]] = {
@@ -40,12 +46,21 @@ _FORM_ANSWERS: dict[RequestType, Callable[[Context, multipart.Form], dict[str, A
 }
 
 
-def answer(request: ProviderRequest, now: float) -> dict[str, Any]:
+def answer(
+    request: ProviderRequest, now: float, limits: LocalLimits | None = None
+) -> dict[str, Any]:
     """The local provider's response body for a request; pure apart from `now`."""
+    limits = limits or LocalLimits()
     seed = hashlib.sha256(
         request.model.encode() + b"\0" + request.request_type.value.encode() + b"\0" + request.body
     ).digest()
-    ctx = Context(model=request.model, seed=seed, created=int(now))
+    ctx = Context(
+        model=request.model,
+        seed=seed,
+        created=int(now),
+        limits=limits,
+        budget=OutputBudget(limits.max_output_bytes),
+    )
     if REQUEST_TYPES[request.request_type].body is BodyKind.MULTIPART:
         try:
             form = multipart.parse(request.body, request.content_type)
@@ -68,23 +83,28 @@ def _invalid(message: str) -> ProviderError:
 
 
 class LocalProvider:
-    """Answers every request type offline; `latency_ms` delays each answer."""
+    """Answers every request type offline; `latency_ms` delays each answer, `limits`
+    bounds it."""
 
     def __init__(
         self,
         name: str = "local",
         *,
         latency_ms: float = 0.0,
+        limits: LocalLimits | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.name = name
         self._latency_seconds = latency_ms / 1000
+        self._limits = limits or LocalLimits()
         self._clock = clock
 
     async def call(self, request: ProviderRequest) -> ProviderResult:
         if self._latency_seconds > 0:
             await asyncio.sleep(self._latency_seconds)
-        return ProviderResult(body=answer(request, self._clock()))
+        # Off the loop: the thread yields the GIL every few ms, so the loop keeps running.
+        body = await asyncio.to_thread(answer, request, self._clock(), self._limits)
+        return ProviderResult(body=body)
 
     async def close(self) -> None:
         """Nothing pooled to release."""

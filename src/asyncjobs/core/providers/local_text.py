@@ -5,6 +5,11 @@ Completions, chat, responses, embeddings and rerank each get a body in OpenAI's 
 the request and a seed derived from it: the same request always gets the same answer,
 which makes the offline system testable end to end. Token counts are word counts — an
 approximation that keeps `usage` plausible without a tokenizer.
+
+A small request can ask for a large answer (many inputs times many dimensions, many
+prompts times `n`, a long prompt echoed into every choice), so each answer is checked
+against the provider's `LocalLimits` before and while it is built: past a bound it
+fails as a non-retryable 400 that names the option, without building the rest.
 """
 
 from __future__ import annotations
@@ -14,10 +19,46 @@ import hashlib
 import json
 import math
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from asyncjobs.core.provider_config import LocalLimits
+from asyncjobs.core.providers.base import ProviderError
+
 DEFAULT_EMBEDDING_DIMENSIONS = 128
+# Estimated JSON bytes per embedding value: a float's repr and ", " (~22), or base64 (~5.3).
+_FLOAT_JSON_BYTES = 24
+_FLOAT_BASE64_BYTES = 6
+# The keys, index and punctuation around each choice, result or vector.
+_ITEM_OVERHEAD_BYTES = 160
+
+
+def over_bound(message: str, param: str | None = None) -> ProviderError:
+    """The error for a request whose answer would pass one of the local provider's bounds."""
+    return ProviderError(
+        message,
+        status_code=400,
+        retryable=False,
+        error_type="invalid_request_error",
+        code="local_output_limit",
+        param=param,
+    )
+
+
+class OutputBudget:
+    """Counts the bytes an answer will take while it is built, and stops at the bound."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.spent = 0
+
+    def spend(self, size: int) -> None:
+        self.spent += size
+        if self.spent > self.limit:
+            raise over_bound(
+                f"the answer grows past {self.limit} bytes; the local provider answers"
+                f" at most {self.limit} bytes (option localLimits.maxOutputBytes)"
+            )
 
 
 @dataclass(frozen=True)
@@ -27,6 +68,10 @@ class Context:
     model: str
     seed: bytes  # sha256 of the model and the request body
     created: int  # Unix seconds
+    limits: LocalLimits = field(default_factory=LocalLimits)
+    budget: OutputBudget = field(
+        default_factory=lambda: OutputBudget(LocalLimits().max_output_bytes)
+    )
 
     def make_id(self, prefix: str) -> str:
         return f"{prefix}{self.seed.hex()[:24]}"
@@ -85,6 +130,7 @@ def chat_completion(ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
         text, finish = _reply(ctx, last_user, limit, index)
         # JSON mode promises parseable content, so wrap the reply rather than break it.
         content = json.dumps({"reply": text}) if wants_json else text
+        ctx.budget.spend(len(content) + _ITEM_OVERHEAD_BYTES)
         contents.append(content)
         choices.append(
             {
@@ -110,11 +156,20 @@ def text_completion(ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
     raw = body.get("prompt")
     prompts = [raw] if isinstance(raw, str) else [p for p in raw or [] if isinstance(p, str)]
     prompts = prompts or [""]
+    n = _choice_count(body)
+    if len(prompts) * n > ctx.limits.max_choices:
+        raise over_bound(
+            f"the request asks for {len(prompts) * n} choices ({len(prompts)} prompts x n={n});"
+            f" the local provider answers at most {ctx.limits.max_choices}"
+            " (option localLimits.maxChoices)",
+            param="prompt",
+        )
     choices: list[dict[str, Any]] = []
     texts: list[str] = []
     for prompt in prompts:
-        for _ in range(_choice_count(body)):
+        for _ in range(n):
             text, finish = _reply(ctx, prompt, body.get("max_tokens"), len(choices))
+            ctx.budget.spend(len(text) + _ITEM_OVERHEAD_BYTES)
             texts.append(text)
             choices.append(
                 {"text": text, "index": len(choices), "logprobs": None, "finish_reason": finish}
@@ -137,6 +192,7 @@ def responses(ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
         items = [i for i in raw or [] if isinstance(i, dict) and i.get("role", "user") == "user"]
         prompt = text_of(items[-1].get("content")) if items else ""
     text, finish = _reply(ctx, prompt, body.get("max_output_tokens"), 0)
+    ctx.budget.spend(len(text) + _ITEM_OVERHEAD_BYTES)
     usage = _usage(prompt + " " + text_of(body.get("instructions")), [text])
     return {
         "id": ctx.make_id("resp_"),
@@ -164,11 +220,12 @@ def responses(ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
 
 def embedding_vector(model: str, item: str, dimensions: int) -> list[float]:
     """A unit vector derived from a hash of the model and the input."""
-    stream = b""
-    counter = 0
-    while len(stream) < dimensions * 4:
-        stream += hashlib.sha256(f"{model}\0{item}\0{counter}".encode()).digest()
-        counter += 1
+    # Joined once: appending to bytes in the loop copied the stream on every digest.
+    digests = -(-dimensions * 4 // 32)
+    stream = b"".join(
+        hashlib.sha256(f"{model}\0{item}\0{counter}".encode()).digest()
+        for counter in range(digests)
+    )
     raw = [value / 2**31 for value in struct.unpack(f"<{dimensions}i", stream[: dimensions * 4])]
     norm = math.sqrt(sum(value * value for value in raw)) or 1.0
     return [value / norm for value in raw]
@@ -183,9 +240,12 @@ def embedding(ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
     dimensions = body.get("dimensions")
     if not isinstance(dimensions, int) or not 1 <= dimensions <= 4096:
         dimensions = DEFAULT_EMBEDDING_DIMENSIONS
+    _check_embedding_bounds(ctx.limits, len(items), dimensions)
     as_base64 = body.get("encoding_format") == "base64"
+    per_value = _FLOAT_BASE64_BYTES if as_base64 else _FLOAT_JSON_BYTES
     data = []
     for index, item in enumerate(items):
+        ctx.budget.spend(dimensions * per_value + _ITEM_OVERHEAD_BYTES)
         vector = embedding_vector(ctx.model, item, dimensions)
         encoded: Any = vector
         if as_base64:
@@ -198,6 +258,22 @@ def embedding(ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
         "model": ctx.model,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
+
+
+def _check_embedding_bounds(limits: LocalLimits, inputs: int, dimensions: int) -> None:
+    if inputs > limits.max_embedding_inputs:
+        raise over_bound(
+            f"the embedding request has {inputs} inputs; the local provider answers at most"
+            f" {limits.max_embedding_inputs} (option localLimits.maxEmbeddingInputs)",
+            param="input",
+        )
+    if inputs * dimensions > limits.max_embedding_values:
+        raise over_bound(
+            f"the embedding request asks for {inputs} inputs x {dimensions} dimensions ="
+            f" {inputs * dimensions} values; the local provider answers at most"
+            f" {limits.max_embedding_values} (option localLimits.maxEmbeddingValues)",
+            param="input",
+        )
 
 
 def rerank_score(model: str, query: str, document: str) -> float:
@@ -225,6 +301,8 @@ def rerank(ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = {"index": index, "relevance_score": score}
         if body.get("return_documents"):
             result["document"] = {"text": documents[index]}
+            ctx.budget.spend(len(documents[index]))
+        ctx.budget.spend(_ITEM_OVERHEAD_BYTES)
         results.append(result)
     tokens = word_count(query, *documents)
     return {
