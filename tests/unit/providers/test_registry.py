@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from asyncjobs.core.provider_config import DEFAULT, ProvidersFile
+from asyncjobs.core.provider_config import DEFAULT, ProvidersFile, parse
+from asyncjobs.core.providers.base import ProviderError, ProviderRequest
 from asyncjobs.core.providers.keys import ApiKey, key_order
 from asyncjobs.core.providers.local import LocalProvider
 from asyncjobs.core.providers.openai_compat import OpenAICompatProvider
@@ -16,6 +17,7 @@ from asyncjobs.core.providers.registry import (
     build_providers,
     provider_limits,
 )
+from asyncjobs.core.request_types import RequestType
 
 CONFIG = ProvidersFile.model_validate(
     {
@@ -136,3 +138,16 @@ async def test_an_azure_deployment_that_would_leave_its_url_path_is_refused_at_l
         await build_providers(config, SecretStore({}))
     message = 'provider azure: deployments.files: invalid deployment name "../files"; '
     assert str(caught.value).startswith(message)
+
+
+async def test_local_limits_from_the_providers_file_reach_the_provider() -> None:
+    config = parse(b"providers:\n  local: {type: local, localLimits: {maxEmbeddingValues: 8}}\n")
+    providers = await build_providers(config, SecretStore({}))
+    request = ProviderRequest(
+        request_type=RequestType.EMBEDDING,
+        model="m",
+        body=b'{"model": "local/m", "input": ["a", "b"], "dimensions": 8}',
+        content_type="application/json",
+    )
+    with pytest.raises(ProviderError, match="maxEmbeddingValues"):
+        await providers["local"].call(request)

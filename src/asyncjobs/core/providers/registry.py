@@ -88,7 +88,7 @@ async def _build(
     name: str, config: ProviderConfig, read_secret: SecretReader, rng: random.Random | None
 ) -> Provider:
     if config.type == "local":
-        return LocalProvider(name, latency_ms=config.latency_ms)
+        return LocalProvider(name, latency_ms=config.latency_ms, limits=config.local_limits)
     keys = [await _read_key(name, key, read_secret) for key in config.keys]
     family = FAMILY.get(config.type)
     if family is not None:
