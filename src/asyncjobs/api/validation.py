@@ -425,6 +425,9 @@ def _validate_multipart(
             f"{MAX_CONTENT_TYPE_LENGTH} characters"
         )
     try:
+        # The parser refuses more than 64 parts and oversized headers or text before it
+        # reads any part, so this costs tens of milliseconds at most; the operator parses
+        # only bodies accepted here (core/multipart.py, api/README.md "Input limits").
         form = multipart.parse(body, content_type)
     except multipart.MultipartError as exc:
         return Rejected(f"failed to parse multipart form: {exc}")
