@@ -1,7 +1,8 @@
 """The API's job cache fills from a paginated list: with many AsyncJobs already in the
 namespace, a real API process with a small page size becomes ready, holds every job in
 its cache and answers a poll for each. Prints the process's resident memory after sync
-(the figure in api/README.md)."""
+(the figures in api/README.md; ASYNCJOBS_PAGINATION_JOBS and
+ASYNCJOBS_PAGINATION_PAGE_SIZE change the run)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from asyncjobs.core.request_types import RequestType
 from tests.integration.test_api import ApiFactory, start_api  # noqa: F401 - fixture
 
 JOBS = int(os.environ.get("ASYNCJOBS_PAGINATION_JOBS", "1200"))
-PAGE_SIZE = 100
+PAGE_SIZE = int(os.environ.get("ASYNCJOBS_PAGINATION_PAGE_SIZE", "100"))
 CREATES_IN_FLIGHT = 32
 
 
