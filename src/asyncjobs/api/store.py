@@ -13,8 +13,10 @@ an Event and a log line, then the failed job is what every later poll answers.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from asyncjobs.api import integrity
@@ -116,6 +118,37 @@ COMPONENT = "asyncjobs-api"
 _JUDGE_ROUNDS = 3
 
 
+class UnknownIds:
+    """Ids the apiserver said do not exist, remembered for a moment.
+
+    A poll of an id that is in no cache costs a GET (read-your-writes across replicas),
+    so a client polling made-up ids would cost the apiserver one GET each. For `ttl`
+    after a 404 the same id answers 404 without a GET. A job can only be missed in that
+    window if it was polled before it existed, which a client given its id never does;
+    and once the watch delivers the job, the job cache answers before this is asked.
+    At most `limit` ids are kept, the oldest dropped first."""
+
+    def __init__(self, ttl: timedelta = timedelta(seconds=2), limit: int = 10_000) -> None:
+        self.ttl = ttl
+        self.limit = limit
+        self._until: OrderedDict[str, datetime] = OrderedDict()
+
+    def known_missing(self, job_id: str, now: datetime) -> bool:
+        until = self._until.get(job_id)
+        if until is None:
+            return False
+        if now < until:
+            return True
+        del self._until[job_id]
+        return False
+
+    def missing(self, job_id: str, now: datetime) -> None:
+        self._until[job_id] = now + self.ttl
+        self._until.move_to_end(job_id)
+        while len(self._until) > self.limit:
+            self._until.popitem(last=False)
+
+
 class KubeJobStore:
     """Jobs as AsyncJobs in one namespace, bodies in Secrets they own."""
 
@@ -130,6 +163,7 @@ class KubeJobStore:
         self.namespace = namespace
         self.cache = cache
         self.clock = clock
+        self.unknown = UnknownIds()
         # True while the cache follows the watch; False at start and during a relist
         # (the reflector's `in_sync`). Reads still answer meanwhile, misses by a GET.
         self.synced = False
@@ -178,8 +212,14 @@ class KubeJobStore:
             return cached
         # Another replica may have created it a moment ago: read it directly so a client
         # never sees 404 for a job it was just given (read-your-writes across replicas).
+        now = self.clock()
+        if self.unknown.known_missing(job_id, now):
+            return None
         obj = await self._get(job_id)
-        return None if obj is None else _view_or_none(obj)
+        if obj is None:
+            self.unknown.missing(job_id, now)
+            return None
+        return _view_or_none(obj)
 
     async def result(self, view: JobView) -> Finished | None:
         for _ in range(_JUDGE_ROUNDS):
