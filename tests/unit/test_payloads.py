@@ -93,3 +93,10 @@ async def test_find_result_needs_every_chunk_and_the_right_digest() -> None:
     assert await payloads.find_result(client, "ns", OWNER, 1) == (ref, body)
     del secrets.objects["job-1-result-1-1"]
     assert await payloads.find_result(client, "ns", OWNER, 1) is None
+
+
+async def test_find_result_ignores_a_secret_of_another_job_under_the_name() -> None:
+    secrets = FakeSecrets()
+    impostor = {"metadata": {"name": "job-1", "uid": "uid-old"}}
+    await payloads.store(secrets, "ns", impostor, "result", b"{}", "application/json", call=1)
+    assert await payloads.find_result(secrets, "ns", OWNER, 1) is None

@@ -186,7 +186,10 @@ async def find_result(
         if exc.status == 404:
             return None
         raise
-    _check_owned(head, job)
+    try:
+        _check_owned(head, job)
+    except PayloadNotOwned:
+        return None  # not this job's result; the repeated call stores under a new name
     ref = _annotated_ref(head)
     if ref is None:
         return None
