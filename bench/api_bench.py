@@ -422,16 +422,17 @@ async def complete_jobs(kube: Any, namespace: str, ids: list[str], concurrency: 
     """Completes jobs as the operator does: the result Secret of call 1, then the status."""
     from datetime import UTC, datetime, timedelta
 
-    from asyncjobs.core import payloads, resources
+    from asyncjobs.core import resources
     from asyncjobs.core.jobs import format_time
+    from asyncjobs.core.secret_payloads import SecretPayloads
 
     gate = asyncio.Semaphore(concurrency)
 
     async def complete(job_id: str) -> None:
         async with gate:
             job = await kube.get(resources.asyncjobs_path(namespace, job_id))
-            ref = await payloads.store(
-                kube, namespace, job, "result", RESULT, "application/json", call=1
+            ref = await SecretPayloads(kube, namespace).put(
+                job, "result", RESULT, "application/json", call=1
             )
             now = datetime.now(UTC)
             status = {

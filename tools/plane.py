@@ -399,14 +399,16 @@ def start_controller_manager(layout: Layout) -> None:
         log("kube-controller-manager already running")
         return
     # Garbage collection removes Secrets owned by deleted AsyncJobs; the namespace
-    # controller finishes namespace deletion (tests use one namespace each).
+    # controller finishes namespace deletion (tests use one namespace each); the
+    # resourcequota controller computes the usage the chart's ResourceQuota admits by
+    # (without it, quota admission refuses every create in that namespace).
     start_process(
         layout,
         "kube-controller-manager",
         [
             str(bin_dir() / "kube-controller-manager"),
             f"--kubeconfig={layout.kubeconfig}",
-            "--controllers=garbage-collector-controller,namespace-controller",
+            "--controllers=garbage-collector-controller,namespace-controller,resourcequota-controller",
             "--leader-elect=false",
             "--secure-port=0",
             "--concurrent-gc-syncs=20",

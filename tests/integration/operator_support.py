@@ -26,6 +26,7 @@ from asyncjobs.core import jobs, payloads, resources
 from asyncjobs.core.kube import KubeClient, KubeError, KubeObject
 from asyncjobs.core.payloads import PayloadRef
 from asyncjobs.core.request_types import RequestType
+from asyncjobs.core.secret_payloads import SecretPayloads
 from tests.support.procs import ManagedProcess, free_port, python_module
 
 
@@ -59,7 +60,7 @@ async def submit(
     obj["spec"].update(spec or {})
     created = await kube.create(resources.asyncjobs_path(namespace), obj)
     if store_request:
-        await payloads.store(kube, namespace, created, "request", raw, content_type)
+        await SecretPayloads(kube, namespace).put(created, "request", raw, content_type)
     return job_id
 
 
@@ -149,7 +150,7 @@ def phase(obj: KubeObject) -> str:
 
 async def read_result(kube: KubeClient, namespace: str, obj: KubeObject) -> dict[str, Any]:
     ref = PayloadRef.from_dict(obj["status"]["resultRef"])
-    loaded: dict[str, Any] = json.loads(await payloads.load(kube, namespace, ref))
+    loaded: dict[str, Any] = json.loads(await SecretPayloads(kube, namespace).get(ref))
     return loaded
 
 

@@ -25,6 +25,7 @@ from asyncjobs.core import multipart, payloads, resources
 from asyncjobs.core.jobs import format_time
 from asyncjobs.core.kube import KubeClient
 from asyncjobs.core.request_types import REQUEST_TYPES, BodyKind, RequestType
+from asyncjobs.core.secret_payloads import SecretPayloads
 from tests.support.procs import ManagedProcess, free_port, python_module
 
 MODEL = "local/echo"
@@ -204,7 +205,7 @@ async def finish(
     if status_code is not None:
         status["statusCode"] = status_code
     if result is not None:
-        ref = await payloads.store(kube, namespace, job, "result", result, "application/json")
+        ref = await SecretPayloads(kube, namespace).put(job, "result", result, "application/json")
         status["resultRef"] = ref.to_dict()
     if error is not None:
         status["error"] = error
@@ -261,7 +262,7 @@ async def test_large_body_is_split_into_chunks_and_reads_back(
     job = await get_job(kube, namespace, document["id"])
     ref = payloads.PayloadRef.from_dict(job["spec"]["requestRef"])
     assert ref.chunks == 2
-    assert await payloads.load(kube, namespace, ref) == body
+    assert await SecretPayloads(kube, namespace).get(ref) == body
 
 
 async def test_completed_job_polls_field_by_field(

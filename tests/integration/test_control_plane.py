@@ -17,6 +17,7 @@ from asyncjobs.core import payloads, resources
 from asyncjobs.core.jobs import JobSpec, build_asyncjob
 from asyncjobs.core.kube import KubeClient, KubeError
 from asyncjobs.core.request_types import RequestType
+from asyncjobs.core.secret_payloads import SecretPayloads
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -197,7 +198,7 @@ async def test_secret_owned_by_a_job_is_garbage_collected_with_it(
     kube: KubeClient, namespace: str
 ) -> None:
     job = await kube.create(resources.asyncjobs_path(namespace), sample_job())
-    ref = await payloads.store(kube, namespace, job, "request", b'{"x": 1}', "application/json")
+    ref = await SecretPayloads(kube, namespace).put(job, "request", b'{"x": 1}', "application/json")
     secret_path = resources.secrets_path(namespace, ref.chunk_names()[0])
     assert (await kube.get(secret_path))["metadata"]["ownerReferences"][0]["uid"] == (
         job["metadata"]["uid"]
@@ -227,11 +228,11 @@ async def test_chunked_payload_round_trips_and_detects_tampering(
 ) -> None:
     job = await kube.create(resources.asyncjobs_path(namespace), sample_job())
     body = bytes(range(256)) * (payloads.CHUNK_SIZE // 256) + b"tail"
-    ref = await payloads.store(kube, namespace, job, "request", body, "application/octet-stream")
-    assert ref.chunks == 2
-    assert await payloads.load(kube, namespace, ref) == body
-    tampered = payloads.PayloadRef(
-        ref.secret_name, ref.chunks, ref.size, "0" * 64, ref.content_type
+    ref = await SecretPayloads(kube, namespace).put(
+        job, "request", body, "application/octet-stream"
     )
+    assert ref.chunks == 2
+    assert await SecretPayloads(kube, namespace).get(ref) == body
+    tampered = payloads.PayloadRef(ref.name, ref.chunks, ref.size, "0" * 64, ref.content_type)
     with pytest.raises(payloads.PayloadCorrupt):
-        await payloads.load(kube, namespace, tampered)
+        await SecretPayloads(kube, namespace).get(tampered)

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from asyncjobs.core import payloads, resources
+from asyncjobs.core import resources
 from asyncjobs.core.kube import KubeClient
 from asyncjobs.core.request_types import RequestType
+from asyncjobs.core.secret_payloads import SecretPayloads
 from tests.integration.operator_support import (
     RESULT_KEYS,
     job_secrets,
@@ -97,7 +98,7 @@ async def test_request_secret_arriving_late_is_awaited(
         await asyncio.sleep(1)  # the gap between the two creates that the API could leave
         job = await kube.get(resources.asyncjobs_path(namespace, late))
         raw = b'{"model": "local/echo", "messages": [{"role": "user", "content": "hi"}]}'
-        await payloads.store(kube, namespace, job, "request", raw, "application/json")
+        await SecretPayloads(kube, namespace).put(job, "request", raw, "application/json")
         assert (await wait_terminal(kube, namespace, late))["status"]["phase"] == "Completed"
         failed = await wait_terminal(kube, namespace, never, timeout=20)
     status = failed["status"]

@@ -9,9 +9,10 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from asyncjobs.core import payloads, resources
+from asyncjobs.core import resources
 from asyncjobs.core.jobs import format_time
 from asyncjobs.core.kube import KubeClient
+from asyncjobs.core.secret_payloads import SecretPayloads
 from tests.integration.operator_support import (
     FakeOpenAI,
     get_job,
@@ -49,8 +50,8 @@ async def test_job_found_processing_with_its_result_stored_completes_without_a_n
     }
     job = await kube.merge_patch(status_path, {"status": interrupted})
     stored = {"object": "chat.completion", "choices": [], "usage": {"total_tokens": 11}}
-    await payloads.store(
-        kube, namespace, job, "result", json.dumps(stored).encode(), "application/json", call=1
+    await SecretPayloads(kube, namespace).put(
+        job, "result", json.dumps(stored).encode(), "application/json", call=1
     )
     providers = fake.providers_config(tmp_path / "p.yaml")
     with running_operator(kubeconfig_path, namespace, providers, log_dir) as operator:
@@ -132,7 +133,7 @@ async def test_request_secret_that_appears_late_is_awaited_on_the_operators_cloc
         job = await get_job(kube, namespace, name)
         assert job is not None
         assert (job.get("status") or {}).get("phase", "Pending") == "Pending", job.get("status")
-        await payloads.store(kube, namespace, job, "request", body, "application/json")
+        await SecretPayloads(kube, namespace).put(job, "request", body, "application/json")
         done = await wait_terminal(kube, namespace, name)
     assert done["status"]["phase"] == "Completed", done["status"]
     assert (await fake.astats())["count"] == 1

@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from asyncjobs.core import payloads, resources
+from asyncjobs.core import payloads, resources, secret_payloads
 from asyncjobs.core.kube import KubeClient
 from tests.integration import test_chart_install as chart_install
 from tests.integration.operator_support import wait_terminal
@@ -161,7 +161,7 @@ async def replace_result(kube: KubeClient, namespace: str, job_id: str) -> None:
     name = (await result_ref(kube, namespace, job_id)).chunk_names()[0]
     path = resources.secrets_path(namespace, name)
     secret = await kube.get(path)
-    body = bytearray(base64.b64decode(secret["data"][payloads.DATA_KEY]))
+    body = bytearray(base64.b64decode(secret["data"][secret_payloads.DATA_KEY]))
     body[-1] = ord(" ") if body[-1] != ord(" ") else ord("\n")
     metadata = secret["metadata"]
     await kube.delete(path)
@@ -177,7 +177,7 @@ async def replace_result(kube: KubeClient, namespace: str, job_id: str) -> None:
                 for key in ("name", "labels", "annotations", "ownerReferences")
                 if key in metadata
             },
-            "data": {payloads.DATA_KEY: base64.b64encode(bytes(body)).decode()},
+            "data": {secret_payloads.DATA_KEY: base64.b64encode(bytes(body)).decode()},
         },
     )
 

@@ -44,3 +44,37 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- $names | uniq | toJson -}}
 {{- end -}}
+
+{{/* The payload store's settings, the same in the API and the operator containers. */}}
+{{- define "asyncjobs.payloadEnv" -}}
+- name: ASYNCJOBS_PAYLOADS
+  value: {{ .Values.payloads.backend | quote }}
+{{- if eq .Values.payloads.backend "s3" }}
+{{- $s3 := .Values.payloads.s3 }}
+{{- if not $s3.bucket }}
+{{- fail "payloads.backend=s3 needs payloads.s3.bucket" }}
+{{- end }}
+- name: ASYNCJOBS_S3_BUCKET
+  value: {{ $s3.bucket | quote }}
+- name: ASYNCJOBS_S3_REGION
+  value: {{ $s3.region | quote }}
+- name: ASYNCJOBS_S3_PATH_STYLE
+  value: {{ $s3.pathStyle | toString | quote }}
+{{- with $s3.endpoint }}
+- name: ASYNCJOBS_S3_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
+{{- with $s3.prefix }}
+- name: ASYNCJOBS_S3_PREFIX
+  value: {{ . | quote }}
+{{- end }}
+{{- with $s3.credentialsSecret.name }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef: {name: {{ . }}, key: {{ $s3.credentialsSecret.accessKeyIdKey }}}
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef: {name: {{ . }}, key: {{ $s3.credentialsSecret.secretAccessKeyKey }}}
+{{- end }}
+{{- end }}
+{{- end }}

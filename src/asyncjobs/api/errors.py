@@ -7,16 +7,20 @@ or the provider's own error shape on a provider-compatible route). No view catch
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from asyncjobs.core.errors import BifrostError
 
 
 class ApiError(Exception):
     """The HTTP status to answer and the BifrostError that explains it."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.error = BifrostError(message=message, status_code=status)
+        # Extra response headers, e.g. Retry-After on a 429.
+        self.headers: Mapping[str, str] = headers or {}
 
     @property
     def message(self) -> str:

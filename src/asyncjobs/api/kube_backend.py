@@ -11,17 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 from aiohttp import web
 
 from asyncjobs.api import state
 from asyncjobs.api.clock import Clock
+from asyncjobs.api.metrics import ApiMetrics
 from asyncjobs.api.reflector import DEFAULT_PAGE_SIZE, Reflector
 from asyncjobs.api.store import JobCache, KubeJobStore
 from asyncjobs.api.virtual_keys import KeyEntry, KeyRing, entry_from_secret
 from asyncjobs.core import resources
-from asyncjobs.core.kube import KubeClient, KubeConfig, KubeObject
+from asyncjobs.core.kube import KubeClient, KubeConfig, KubeObject, ObjectClient
+from asyncjobs.core.payloads import PayloadStore
+
+# Opens the payload store the flags chose, given the apiserver client (for Secrets).
+OpenPayloads = Callable[[ObjectClient], AbstractAsyncContextManager[PayloadStore]]
 
 
 class KubeBackend:
@@ -32,6 +39,7 @@ class KubeBackend:
         clock: Clock,
         *,
         list_page_size: int = DEFAULT_PAGE_SIZE,
+        open_payloads: OpenPayloads | None = None,
     ) -> None:
         self.namespace = namespace
         self.client = KubeClient(config)
@@ -39,6 +47,7 @@ class KubeBackend:
         self.store = KubeJobStore(self.client, namespace, self.cache, clock)
         self.keys = KeyRing(synced=False)
         self.list_page_size = list_page_size
+        self.open_payloads = open_payloads
 
     def _replace_keys(self, entries: list[KeyEntry | None]) -> None:
         self.keys.replace(entry for entry in entries if entry is not None)
@@ -58,10 +67,29 @@ class KubeBackend:
         self.keys.synced = in_sync
 
     async def run(self, app: web.Application) -> AsyncIterator[None]:
-        """The cleanup context: the client and both watches, for the app's lifetime."""
+        """The cleanup context: the client, the payload store and both watches, for the
+        app's lifetime."""
         metrics = app[state.CONTEXT].metrics
         metrics.cache_jobs.set_function(lambda: len(self.cache))
         await self.client.open()
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                if self.open_payloads is not None:
+                    opened = self.open_payloads(self.client)
+                    self.store.payloads = await stack.enter_async_context(opened)
+                tasks = [asyncio.create_task(r.run()) for r in self._reflectors(metrics)]
+                try:
+                    yield
+                finally:
+                    for task in tasks:
+                        task.cancel()
+                    for task in tasks:
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
+        finally:
+            await self.client.close()
+
+    def _reflectors(self, metrics: ApiMetrics) -> list[Reflector[Any]]:
         # Readiness (/readyz) follows each reflector's `in_sync`: false at start and
         # from a 410 or a lost watch until the relist completed.
         jobs = Reflector(
@@ -87,13 +115,4 @@ class KubeBackend:
             on_sync=self._keys_in_sync,
             page_size=self.list_page_size,
         )
-        tasks = [asyncio.create_task(reflector.run()) for reflector in (jobs, keys)]
-        try:
-            yield
-        finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await self.client.close()
+        return [jobs, keys]

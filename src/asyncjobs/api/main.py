@@ -23,10 +23,11 @@ from aiohttp import web
 from asyncjobs.api.app import create_app
 from asyncjobs.api.clock import utc_now
 from asyncjobs.api.kube_backend import KubeBackend
+from asyncjobs.api.quota import Limits
 from asyncjobs.api.reflector import DEFAULT_PAGE_SIZE
 from asyncjobs.api.result_cache import DEFAULT_BUDGET_BYTES
-from asyncjobs.api.settings import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_RESULT_TTL, Settings
-from asyncjobs.core import provider_config
+from asyncjobs.api.settings import BACKEND_DEFAULTS, DEFAULT_RESULT_TTL, Settings
+from asyncjobs.core import payload_stores, provider_config
 from asyncjobs.core.kube import load_config
 
 TOKEN_FILE_ENV = "ASYNCJOBS_GATEWAY_TOKEN_FILE"  # noqa: S105 - a variable name
@@ -51,8 +52,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--max-request-bytes",
         type=int,
-        default=DEFAULT_MAX_REQUEST_BYTES,
-        help="largest accepted request body; larger submits answer 413",
+        help="largest accepted request body; larger submits answer 413 "
+        "(default: 4 MiB with the secrets backend, 25 MiB with s3)",
+    )
+    parser.add_argument(
+        "--max-result-ttl",
+        type=int,
+        help="longest result TTL a client may ask for, in seconds; longer asks are cut "
+        "(default: one day with the secrets backend, Bifrost's maximum with s3)",
+    )
+    parser.add_argument(
+        "--max-stored-jobs",
+        type=int,
+        help="jobs the namespace may hold before submits answer 429; 0: no limit "
+        "(default: 10000 with the secrets backend, no limit with s3)",
+    )
+    parser.add_argument(
+        "--max-stored-bytes",
+        type=int,
+        help="bytes of stored bodies the namespace may hold before submits answer 429; "
+        "0: no limit (default: 512 MiB with the secrets backend, no limit with s3)",
     )
     parser.add_argument(
         "--default-result-ttl",
@@ -78,6 +97,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="objects per page when the job cache lists AsyncJobs (at start, after a 410)",
     )
     parser.add_argument("--log-level", default="INFO")
+    payload_stores.add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -85,6 +105,13 @@ def gateway_token(token_file: str | None) -> str | None:
     if token_file:
         return Path(token_file).read_text().strip() or None
     return os.environ.get(TOKEN_ENV) or None
+
+
+def _given(flag: int | None, default: int | None) -> int | None:
+    """A limit flag: unset takes the backend's default, 0 means no limit."""
+    if flag is None:
+        return default
+    return flag or None
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -95,17 +122,30 @@ def main(argv: Sequence[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     config = load_config(args.kubeconfig)
+    defaults = BACKEND_DEFAULTS[args.payload_backend]
     settings = Settings(
         namespace=args.namespace or config.namespace,
         providers=provider_config.load(args.providers_config).names,
         providers_file=args.providers_config,
         providers_reload_seconds=args.providers_reload_seconds,
-        max_request_bytes=args.max_request_bytes,
+        max_request_bytes=args.max_request_bytes or defaults.max_request_bytes,
+        max_result_ttl=args.max_result_ttl or defaults.max_result_ttl,
+        quota=Limits(
+            max_jobs=_given(args.max_stored_jobs, defaults.max_jobs),
+            max_stored_bytes=_given(args.max_stored_bytes, defaults.max_stored_bytes),
+        ),
         default_result_ttl=args.default_result_ttl,
         gateway_token=gateway_token(args.gateway_token_file),
         result_cache_bytes=args.result_cache_bytes,
+        payload_backend=args.payload_backend,
     )
-    backend = KubeBackend(config, settings.namespace, utc_now, list_page_size=args.list_page_size)
+    backend = KubeBackend(
+        config,
+        settings.namespace,
+        utc_now,
+        list_page_size=args.list_page_size,
+        open_payloads=lambda client: payload_stores.open_store(args, client, settings.namespace),
+    )
     app = create_app(
         settings,
         store=backend.store,

@@ -87,6 +87,7 @@ def request_middleware(
         except ApiError as exc:
             shape = error_shapes.get(route)
             response = _answer(exc) if shape is None else json_response(shape(exc), exc.status)
+            response.headers.update(exc.headers)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise

@@ -51,7 +51,7 @@ class ResultCache:
         """The result stored under `ref` if held (counted as a hit), else None (a miss)."""
         if not self.budget_bytes:
             return None
-        key = (ref.secret_name, ref.sha256)
+        key = (ref.name, ref.sha256)
         body = self._entries.get(key)
         if body is None:
             self.misses += 1
@@ -64,7 +64,7 @@ class ResultCache:
         """Keeps `body`, read and verified under `ref`, evicting the least recently used."""
         if not self.budget_bytes or len(body) > self.largest_body:
             return
-        key = (ref.secret_name, ref.sha256)
+        key = (ref.name, ref.sha256)
         if key in self._entries:
             self._entries.move_to_end(key)
             return

@@ -6,12 +6,16 @@ the application, never from globals, so two apps in one process do not interfere
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from asyncjobs.api.quota import Limits
 from asyncjobs.api.result_cache import DEFAULT_BUDGET_BYTES
+from asyncjobs.core.payloads import S3, SECRETS, Backend
 
 DEFAULT_MAX_REQUEST_BYTES = 25 * 1024 * 1024
 DEFAULT_RESULT_TTL = 3600
+# Bifrost's own cap on the TTL header: the largest Go duration, in seconds.
+MAX_RESULT_TTL = (2**63 - 1) // 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -29,3 +33,38 @@ class Settings:
     gateway_token: str | None = None
     # Memory for recently read results (result_cache.py); 0 reads the store every poll.
     result_cache_bytes: int = DEFAULT_BUDGET_BYTES
+    # Where bodies are stored (core/payloads.py); names the references of new jobs.
+    payload_backend: Backend = SECRETS
+    # The longest result TTL a client may ask for; longer asks are cut to it.
+    max_result_ttl: int = MAX_RESULT_TTL
+    # What the namespace may hold before submits answer 429 (api/quota.py).
+    quota: Limits = field(default_factory=Limits)
+
+
+@dataclass(frozen=True)
+class BackendDefaults:
+    """Limits that depend on where bodies are stored. With `secrets` every byte goes to
+    etcd (whose whole database is a few GiB for the entire cluster), so bodies are
+    smaller, results are kept at most a day, and the namespace holds a bounded amount;
+    an object store takes Bifrost's own limits. Each is a flag (main.py) as well."""
+
+    max_request_bytes: int
+    max_result_ttl: int
+    max_jobs: int | None
+    max_stored_bytes: int | None
+
+
+BACKEND_DEFAULTS = {
+    SECRETS: BackendDefaults(
+        max_request_bytes=4 * 1024 * 1024,
+        max_result_ttl=24 * 3600,
+        max_jobs=10_000,
+        max_stored_bytes=512 * 1024 * 1024,
+    ),
+    S3: BackendDefaults(
+        max_request_bytes=DEFAULT_MAX_REQUEST_BYTES,
+        max_result_ttl=MAX_RESULT_TTL,
+        max_jobs=None,
+        max_stored_bytes=None,
+    ),
+}

@@ -1,9 +1,10 @@
 """The job store: the one boundary between the API's views and where jobs live.
 
 Views talk to the `JobStore` protocol only. The Kubernetes-backed store writes AsyncJobs
-and request Secrets and answers reads from a watch-fed cache; unit tests pass a small
-in-memory store with the same protocol, so the views are tested without a cluster. An
-operation the store cannot complete raises ApiError with a 5xx and leaves nothing behind.
+and request bodies (to the payload store) and answers reads from a watch-fed cache;
+unit tests pass a small in-memory store with the same protocol, so the views are tested
+without a cluster. An operation the store cannot complete raises ApiError with a 5xx
+and leaves nothing behind.
 
 A completed job whose result cannot be read back (its Secret missing, or its bytes not
 matching the reference) is failed here, as `integrity.judge` decides: the status write,
@@ -23,9 +24,17 @@ from asyncjobs.api import integrity
 from asyncjobs.api.clock import Clock
 from asyncjobs.api.errors import ApiError
 from asyncjobs.api.integrity import Cause
-from asyncjobs.core import events, payloads, resources
+from asyncjobs.api.quota import Usage
+from asyncjobs.core import events, resources
 from asyncjobs.core.jobs import JobSpec, JobView, Phase, build_asyncjob
 from asyncjobs.core.kube import KubeClient, KubeError, KubeObject
+from asyncjobs.core.payloads import (
+    PayloadCorrupt,
+    PayloadMissing,
+    PayloadStore,
+    PayloadStoreError,
+)
+from asyncjobs.core.secret_payloads import SecretPayloads
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +64,17 @@ class JobStore(Protocol):
     def ready(self) -> bool:
         """Whether reads are served from a synced view of the jobs."""
 
+    def usage(self) -> Usage:
+        """How many jobs exist and the bytes of their stored bodies, as last seen."""
+
 
 class JobCache:
-    """JobViews by id, fed by the AsyncJob reflector; polls read it without a round trip."""
+    """JobViews by id, fed by the AsyncJob reflector; polls read it without a round trip.
+    It also keeps the total of their stored bytes, which the submit quota reads."""
 
     def __init__(self) -> None:
         self._jobs: dict[str, JobView] = {}
+        self._bytes = 0
 
     def get(self, job_id: str) -> JobView | None:
         return self._jobs.get(job_id)
@@ -74,22 +88,37 @@ class JobCache:
     def replace(self, views: Iterable[JobView | None]) -> None:
         """The whole cache from one completed list, already reduced by `slim`."""
         self._jobs = {view.job_id: view for view in views if view is not None}
+        self._bytes = sum(view.stored_bytes for view in self._jobs.values())
 
     def apply(self, kind: str, obj: KubeObject) -> None:
         if kind == "DELETED":
-            self._jobs.pop(obj.get("metadata", {}).get("name", ""), None)
+            self._remove(obj.get("metadata", {}).get("name", ""))
             return
         view = _view_or_none(obj)
         if view is not None:
-            self._jobs[view.job_id] = view
+            self._set(view)
 
     def put(self, view: JobView) -> None:
         # Our own status write, ahead of its watch event (which replaces it when it comes).
-        self._jobs[view.job_id] = view
+        self._set(view)
 
     def add_if_absent(self, view: JobView) -> None:
         # Our own create, ahead of its watch event; never overwrite a newer watched state.
-        self._jobs.setdefault(view.job_id, view)
+        if view.job_id not in self._jobs:
+            self._set(view)
+
+    def usage(self) -> Usage:
+        return Usage(jobs=len(self._jobs), stored_bytes=self._bytes)
+
+    def _set(self, view: JobView) -> None:
+        self._remove(view.job_id)
+        self._jobs[view.job_id] = view
+        self._bytes += view.stored_bytes
+
+    def _remove(self, job_id: str) -> None:
+        old = self._jobs.pop(job_id, None)
+        if old is not None:
+            self._bytes -= old.stored_bytes
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -104,9 +133,14 @@ def _view_or_none(obj: KubeObject) -> JobView | None:
         return None
 
 
-def _unavailable(action: str, exc: KubeError) -> ApiError:
-    """The 5xx for an operation the apiserver did not complete (nothing is left behind)."""
-    if exc.status in (0, 429, 503, 504):
+def _unavailable(action: str, exc: KubeError | PayloadStoreError) -> ApiError:
+    """The 5xx for an operation the apiserver or the payload store did not complete
+    (nothing is left behind): 503 when trying again later may succeed."""
+    if isinstance(exc, PayloadStoreError):
+        transient = exc.transient
+    else:
+        transient = exc.status in (0, 429, 503, 504)
+    if transient:
         return ApiError(503, f"{action}: the job store is unavailable, retry later")
     return ApiError(500, f"{action}: the job store refused the request")
 
@@ -150,7 +184,7 @@ class UnknownIds:
 
 
 class KubeJobStore:
-    """Jobs as AsyncJobs in one namespace, bodies in Secrets they own."""
+    """Jobs as AsyncJobs in one namespace, bodies in the payload store."""
 
     def __init__(
         self,
@@ -158,8 +192,11 @@ class KubeJobStore:
         namespace: str,
         cache: JobCache,
         clock: Clock,
+        payloads: PayloadStore | None = None,
     ) -> None:
         self.client = client
+        # Replaced by the one the flags choose once it is open (kube_backend.py).
+        self.payloads: PayloadStore = payloads or SecretPayloads(client, namespace)
         self.namespace = namespace
         self.cache = cache
         self.clock = clock
@@ -171,7 +208,16 @@ class KubeJobStore:
     def ready(self) -> bool:
         return self.synced
 
+    def usage(self) -> Usage:
+        return self.cache.usage()
+
     async def create(self, spec: JobSpec, body: bytes) -> None:
+        """Stores the request and creates the AsyncJob, in the order the payload store
+        needs: an object store first (so the job never names missing bytes), Secrets
+        after (they are owned by the created job). Whatever fails, nothing is left."""
+        before = self.payloads.stores_before_job
+        if before:
+            await self._store_request(spec, body, {"metadata": {"name": spec.job_id}})
         path = resources.asyncjobs_path(self.namespace)
         try:
             created = await self.client.create(path, build_asyncjob(spec))
@@ -180,22 +226,32 @@ class KubeJobStore:
                 # A timeout may hide a create that did happen; remove it so no job runs
                 # without its request.
                 await self._delete_quietly(spec.job_id)
+            if before:
+                await self._delete_bodies_quietly(spec.job_id)
             raise _unavailable("could not create the job", exc) from exc
-        try:
-            await payloads.store(
-                self.client,
-                self.namespace,
-                created,
-                "request",
-                body,
-                spec.request_ref.content_type,
-                ref=spec.request_ref,
-            )
-        except KubeError as exc:
-            # Deleting the job lets garbage collection remove any chunk already written.
-            await self._delete_quietly(spec.job_id)
-            raise _unavailable("could not store the request", exc) from exc
+        if not before:
+            try:
+                await self._store_request(spec, body, created)
+            except ApiError:
+                # Deleting the job lets garbage collection remove any chunk already written.
+                await self._delete_quietly(spec.job_id)
+                raise
         self.cache.add_if_absent(JobView.from_object(created))
+
+    async def _store_request(self, spec: JobSpec, body: bytes, job: KubeObject) -> None:
+        ref = spec.request_ref
+        try:
+            await self.payloads.put(job, "request", body, ref.content_type, ref=ref)
+        except PayloadStoreError as exc:
+            raise _unavailable("could not store the request", exc) from exc
+        except PayloadCorrupt as exc:
+            raise ApiError(500, "could not store the request: its name is taken") from exc
+
+    async def _delete_bodies_quietly(self, job_id: str) -> None:
+        try:
+            await self.payloads.delete_job(job_id)
+        except PayloadStoreError as exc:
+            log.error("could not delete the request of half-created job %s: %s", job_id, exc)
 
     async def _delete_quietly(self, job_id: str) -> None:
         try:
@@ -226,12 +282,12 @@ class KubeJobStore:
             if view.phase is not Phase.COMPLETED or view.result_ref is None:
                 return Finished(view)
             try:
-                body = await payloads.load(self.client, self.namespace, view.result_ref)
-            except KubeError as exc:
-                if exc.status != 404:
-                    raise _unavailable("could not read the job result", exc) from exc
+                body = await self.payloads.get(view.result_ref)
+            except PayloadStoreError as exc:
+                raise _unavailable("could not read the job result", exc) from exc
+            except PayloadMissing:
                 cause = Cause.MISSING
-            except payloads.PayloadCorrupt:
+            except PayloadCorrupt:
                 cause = Cause.CORRUPT
             else:
                 return Finished(view, body)

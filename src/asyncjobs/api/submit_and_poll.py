@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from asyncjobs.api import quota
 from asyncjobs.api.errors import ApiError
 from asyncjobs.api.responses import dumps
 from asyncjobs.api.state import ApiContext
@@ -90,17 +91,26 @@ async def create_job(
     """Creates the job of a valid submit and stores its body.
 
     The virtual key is looked up only now, once the body is valid, as Bifrost does
-    (spec §4 order): an unknown key is ApiError(400), a failing store ApiError(5xx).
+    (spec §4 order): an unknown key is ApiError(400), a full quota ApiError(429), a
+    failing store ApiError(5xx).
     """
     key_id = _submit_key_id(context.keys, headers)
+    settings = context.settings
+    full = quota.refusal(context.store.usage(), settings.quota, len(body))
+    if full is not None:
+        raise full
     job_id = str(uuid.uuid4())
     spec = JobSpec(
         job_id=job_id,
         request_type=request_type,
         model=accepted.model,
         fallbacks=accepted.fallbacks,
-        result_ttl_seconds=result_ttl(headers.get(TTL_HEADER), context.settings.default_result_ttl),
-        request_ref=payloads.describe(job_id, "request", body, content_type),
+        result_ttl_seconds=result_ttl(
+            headers.get(TTL_HEADER), settings.default_result_ttl, settings.max_result_ttl
+        ),
+        request_ref=payloads.describe(
+            job_id, "request", body, content_type, backend=settings.payload_backend
+        ),
         submitted_at=context.clock(),
         virtual_key_id=key_id,
     )

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from asyncjobs.api.settings import DEFAULT_MAX_REQUEST_BYTES
+from asyncjobs.api.settings import DEFAULT_MAX_REQUEST_BYTES, MAX_RESULT_TTL
 from asyncjobs.core import multipart
 from asyncjobs.core.request_types import REQUEST_TYPES, BodyKind, RequestType, RequestTypeInfo
 
@@ -29,7 +29,6 @@ _INT64_MAX = 2**63 - 1
 # Bifrost turns the TTL into a time.Duration, whose range ends at this many seconds; any
 # longer TTL is kept as the longest one it can honour (a completion time plus this stays
 # well inside what a timestamp can hold).
-MAX_RESULT_TTL = _INT64_MAX // 1_000_000_000
 
 # What the AsyncJob CRD accepts (charts/asyncjobs/templates/crd-asyncjobs.yaml): a value
 # beyond these would be refused by the apiserver after validation passed, so it is
@@ -79,17 +78,18 @@ def split_model(model: str, providers: frozenset[str]) -> tuple[str, str] | None
     return provider, name
 
 
-def result_ttl(header: str | None, default: int) -> int:
+def result_ttl(header: str | None, default: int, maximum: int = MAX_RESULT_TTL) -> int:
     """The result TTL from x-bf-async-job-result-ttl, with Bifrost's quirks (spec §2).
 
-    Empty, not an integer or negative → the server default; 0 → 3600. Never an error.
+    Empty, not an integer or negative → the server default; 0 → 3600. Never an error:
+    an ask above `maximum` (the install's cap, Bifrost's by default) is cut to it.
     """
     if not header or not _GO_INT.fullmatch(header):
-        return default
+        return min(default, maximum)
     value = int(header)
     if value < 0 or value > _INT64_MAX:
-        return default
-    return 3600 if value == 0 else min(value, MAX_RESULT_TTL)
+        return min(default, maximum)
+    return min(3600 if value == 0 else value, maximum)
 
 
 def validate(

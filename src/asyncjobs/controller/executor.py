@@ -36,13 +36,21 @@ from asyncjobs.controller.metrics import (
     STATUS_NO_ANSWER,
     Metrics,
 )
-from asyncjobs.core import lifecycle, payloads, results
+from asyncjobs.core import lifecycle, results
 from asyncjobs.core.conditions import Reason
 from asyncjobs.core.jobs import Phase, parse_time
-from asyncjobs.core.kube import KubeError, ObjectClient
+from asyncjobs.core.kube import ObjectClient
 from asyncjobs.core.lifecycle import Job, Policy, Resume, Retry, Run, WaitForRequest, WriteStatus
 from asyncjobs.core.model import AsyncJob, StatusPatch, Usage
-from asyncjobs.core.payloads import PayloadRef
+from asyncjobs.core.payloads import (
+    SECRETS,
+    PayloadCorrupt,
+    PayloadMissing,
+    PayloadNotOwned,
+    PayloadRef,
+    PayloadStore,
+    PayloadStoreError,
+)
 from asyncjobs.core.providers.base import Provider, ProviderError, ProviderRequest, ProviderResult
 from asyncjobs.core.request_types import RequestType
 
@@ -68,6 +76,7 @@ class Context:
 
     client: ObjectClient
     namespace: str
+    payloads: PayloadStore
     providers: Mapping[str, Provider]
     admission: Admission
     writer: StatusWriter
@@ -139,7 +148,7 @@ class JobRun:
         """An operator stopped during call `step.call`: finish from its stored result if
         there is one, else let the lifecycle decide whether to repeat the call."""
         interruptions = self.ctx.metrics.interruptions
-        found = await payloads.find_result(self.ctx.client, self.ctx.namespace, self.obj, step.call)
+        found = await self.ctx.payloads.find_result(self.obj, step.call)
         if found is not None:
             ref, body = found
             interruptions.labels(RESUME_REUSED).inc()
@@ -206,15 +215,13 @@ class JobRun:
         """The request body; None while it is missing; a failure when it is not usable."""
         ref = PayloadRef.from_dict(self.obj["spec"]["requestRef"])
         try:
-            return await payloads.load(self.ctx.client, self.ctx.namespace, ref, owner=self.obj)
-        except KubeError as error:
-            if error.status == 404:
-                return None
-            raise
-        except payloads.PayloadNotOwned:
-            message = f"the request Secret {ref.secret_name} does not belong to this job"
+            return await self.ctx.payloads.get(ref, owner=self.obj)
+        except PayloadMissing:
+            return None
+        except PayloadNotOwned:
+            message = f"the stored request {ref.name} does not belong to this job"
             reason = Reason.REQUEST_NOT_OWNED
-        except payloads.PayloadCorrupt:
+        except PayloadCorrupt:
             message = "the stored request does not match its size and checksum"
             reason = Reason.REQUEST_INVALID
         return lifecycle.unrunnable(self.job, reason, message, self.ctx.wall(), 400)
@@ -287,24 +294,17 @@ class JobRun:
         )
         for delay in _repeating_last(self.ctx.store_retry_delays):
             try:
-                ref = await payloads.store(
-                    self.ctx.client,
-                    self.ctx.namespace,
-                    self.obj,
-                    "result",
-                    body,
-                    results.CONTENT_TYPE,
-                    call=self.job.calls,
+                ref = await self.ctx.payloads.put(
+                    self.obj, "result", body, results.CONTENT_TYPE, call=self.job.calls
                 )
                 break
-            except KubeError as error:
+            except PayloadStoreError as error:
                 if not error.transient:
                     raise
                 log.warning("job %s: storing the result failed (%s); retrying", self.name, error)
-            except OSError as error:
-                log.warning("job %s: storing the result failed (%s); retrying", self.name, error)
             await asyncio.sleep(delay)
-        self.ctx.metrics.apiserver_writes.labels("POST", "secrets").inc(ref.chunks)
+        if ref.backend == SECRETS:
+            self.ctx.metrics.apiserver_writes.labels("POST", "secrets").inc(ref.chunks)
         self.stored = lifecycle.succeeded(
             self.job, target, ref.to_dict(), results.usage_of(outcome.body), self.ctx.wall()
         )

@@ -31,7 +31,7 @@ from asyncjobs.controller.leadership import LeaderOnly, Leadership, LeadershipLo
 from asyncjobs.controller.metrics import Metrics
 from asyncjobs.controller.supervisor import Supervisor
 from asyncjobs.controller.writer import JobWriter
-from asyncjobs.core import provider_config, resources
+from asyncjobs.core import payload_stores, provider_config, resources
 from asyncjobs.core.kube import KubeClient, KubeConfig, load_config
 from asyncjobs.core.lifecycle import Policy
 from asyncjobs.core.limits import CallBudget
@@ -105,6 +105,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "the holder renews every 2/15 of it and stops after 2/3 of it without a renewal",
     )
     parser.add_argument("--log-level", default="INFO")
+    payload_stores.add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -143,7 +144,10 @@ async def operate(args: argparse.Namespace, config: KubeConfig) -> None:
     metrics = Metrics()
     health = WatchHealth(time.monotonic, args.watch_stall_seconds)
     loop = asyncio.get_running_loop()
-    async with KubeClient(config, max_connections=200) as client:
+    async with (
+        KubeClient(config, max_connections=200) as client,
+        payload_stores.open_store(args, client, namespace) as payloads,
+    ):
         keys_namespace = args.secrets_namespace or namespace
         reader = secret_reader(client, keys_namespace)
         admission = Admission(CallBudget(max_in_flight=0))
@@ -174,6 +178,7 @@ async def operate(args: argparse.Namespace, config: KubeConfig) -> None:
         ctx = Context(
             client=client,
             namespace=namespace,
+            payloads=payloads,
             providers=providers,
             admission=admission,
             writer=writer,

@@ -109,6 +109,13 @@ class Metrics:
             "stored result (a subset of provider calls; each job's count is in its status).",
             registry=r,
         )
+        self.bodies_deleted = Counter(
+            "asyncjobs_operator_payload_deletes",
+            "Deletions of a deleted job's stored bodies from an object store, by outcome "
+            "(deleted, failed after retries: left to the bucket's lifecycle rule).",
+            ["outcome"],
+            registry=r,
+        )
         self.interruptions = Counter(
             "asyncjobs_operator_job_interruptions",
             "Jobs found Processing with no operator running them (an operator stopped "

@@ -25,12 +25,15 @@ from asyncjobs.core import lifecycle, resources
 from asyncjobs.core.kube import KubeError
 from asyncjobs.core.lifecycle import Delete, ExpireAt, Job, Resume, Run, WriteStatus
 from asyncjobs.core.model import AsyncJob, as_asyncjob, phase_of
+from asyncjobs.core.payloads import PayloadStoreError
 
 log = logging.getLogger(__name__)
 
 # After an unexpected error a job is looked at again after this long (its deadline
 # still bounds it, so it cannot loop forever).
 _RETRY_AFTER_ERROR = 5.0
+# Pauses between tries to delete a deleted job's bodies from an object store.
+_BODY_DELETE_RETRIES = (1.0, 5.0, 30.0)
 
 
 class Supervisor:
@@ -40,6 +43,7 @@ class Supervisor:
         self.health = health
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.terminal: set[str] = set()
+        self.deletions: set[asyncio.Task[None]] = set()
         # Names seen since start, kept only until every listed job has been seen.
         self._seen_at_start: set[str] | None = set()
         self._listed = 1 << 62  # unknown until expect_listed()
@@ -80,6 +84,8 @@ class Supervisor:
         if event_type == "DELETED":
             self.ctx.metrics.phases.forget(name)
             self._forget(name)
+            if name and not self.ctx.payloads.deleted_with_job:
+                self._start_body_deletion(name)
             return
         if not name:
             return
@@ -123,8 +129,8 @@ class Supervisor:
                 return
             except Conflict:
                 log.info("job %s changed while being claimed; looking again", name)
-            except (KubeError, OSError) as error:
-                log.warning("job %s: apiserver error (%s); retrying", name, error)
+            except (KubeError, OSError, PayloadStoreError) as error:
+                log.warning("job %s: store error (%s); retrying", name, error)
                 await asyncio.sleep(_RETRY_AFTER_ERROR)
             except Exception as error:
                 # A bug must not strand the job: log it briefly (no body content can be
@@ -141,6 +147,27 @@ class Supervisor:
                 self._schedule_expiry(name, job, next_step)
                 return
             step = next_step
+
+    def _start_body_deletion(self, name: str) -> None:
+        task = asyncio.create_task(self._delete_bodies(name), name=f"bodies of {name}")
+        self.deletions.add(task)
+        task.add_done_callback(self.deletions.discard)
+
+    async def _delete_bodies(self, name: str) -> None:
+        """Removes a deleted job's bodies from the object store, a few times if need be;
+        what is still left then is for the bucket's lifecycle rule."""
+        for delay in (*_BODY_DELETE_RETRIES, None):
+            try:
+                await self.ctx.payloads.delete_job(name)
+            except PayloadStoreError as error:
+                if delay is None:
+                    log.warning("job %s: its bodies were not deleted (%s)", name, error)
+                    self.ctx.metrics.bodies_deleted.labels("failed").inc()
+                    return
+                await asyncio.sleep(delay)
+            else:
+                self.ctx.metrics.bodies_deleted.labels("deleted").inc()
+                return
 
     def _schedule_expiry(self, name: str, job: Job, step: ExpireAt | Delete) -> None:
         self.terminal.add(name)
@@ -173,7 +200,7 @@ class Supervisor:
             task.cancel()
 
     async def close(self) -> None:
-        tasks = list(self.tasks.values())
+        tasks = [*self.tasks.values(), *self.deletions]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

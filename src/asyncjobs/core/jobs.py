@@ -106,6 +106,8 @@ class JobView:
     error: dict[str, Any] | None = None
     result_ref: PayloadRef | None = None
     resource_version: str = ""
+    # Bytes of its request and result bodies, counted against the store's quota.
+    stored_bytes: int = 0
 
     @classmethod
     def from_object(cls, obj: Mapping[str, Any]) -> JobView:
@@ -116,7 +118,9 @@ class JobView:
         spec = job.get("spec")
         status = status_of(job)
         expires = status.get("expiresAt")
-        result_ref = status.get("resultRef")
+        stored_result = status.get("resultRef")
+        result_ref = PayloadRef.from_dict(stored_result) if stored_result else None
+        request_size = int(spec["requestRef"]["size"]) if spec and "requestRef" in spec else 0
         completed = status.get("completionTime")
         return cls(
             job_id=metadata["name"],
@@ -129,8 +133,9 @@ class JobView:
             expires_at=parse_time(expires) if expires else None,
             status_code=status.get("statusCode"),
             error=status.get("error"),
-            result_ref=PayloadRef.from_dict(result_ref) if result_ref else None,
+            result_ref=result_ref,
             resource_version=metadata.get("resourceVersion", ""),
+            stored_bytes=request_size + (result_ref.size if result_ref else 0),
         )
 
     def expired(self, now: datetime) -> bool:

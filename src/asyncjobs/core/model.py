@@ -17,14 +17,16 @@ from collections.abc import Mapping
 from typing import Any, Required, TypedDict, cast
 
 
-class PayloadRefFields(TypedDict):
-    """Where a body lives: its Secret (chunked), size, SHA-256 and media type."""
+class PayloadRefFields(TypedDict, total=False):
+    """Where a body lives: its Secrets (`secretName`, chunked) or its object
+    (`objectKey`), exactly one of the two; its size, SHA-256 and media type."""
 
     secretName: str
-    chunks: int
-    size: int
-    sha256: str
-    contentType: str
+    objectKey: str
+    chunks: Required[int]
+    size: Required[int]
+    sha256: Required[str]
+    contentType: Required[str]
 
 
 class Condition(TypedDict, total=False):

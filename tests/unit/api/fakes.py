@@ -17,6 +17,7 @@ from asyncjobs.api import integrity
 from asyncjobs.api.clock import Clock
 from asyncjobs.api.errors import ApiError
 from asyncjobs.api.integrity import Cause
+from asyncjobs.api.quota import Usage
 from asyncjobs.api.store import Finished
 from asyncjobs.core import payloads
 from asyncjobs.core.jobs import JobSpec, JobView, build_asyncjob, format_time
@@ -97,6 +98,10 @@ class FakeJobStore:
 
     def ready(self) -> bool:
         return self.is_ready
+
+    def usage(self) -> Usage:
+        views = [JobView.from_object(obj) for obj in self.objects.values()]
+        return Usage(jobs=len(views), stored_bytes=sum(v.stored_bytes for v in views))
 
     # --- helpers that play the operator's part -------------------------------------------
 

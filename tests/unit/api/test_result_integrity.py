@@ -17,7 +17,7 @@ from asyncjobs.api import integrity
 from asyncjobs.api.errors import ApiError
 from asyncjobs.api.integrity import Cause, Changed, Fail, Gone
 from asyncjobs.api.store import Finished, JobCache, KubeJobStore
-from asyncjobs.core import payloads, resources
+from asyncjobs.core import payloads, resources, secret_payloads
 from asyncjobs.core.jobs import JobView, Phase, format_time
 from asyncjobs.core.kube import KubeClient, KubeConfig
 
@@ -149,7 +149,7 @@ class FakeApiserver:
 
     def __init__(self) -> None:
         self.job: dict[str, Any] | None = completed_job()
-        self.secrets: dict[str, bytes] = {f"{REF.secret_name}-0": RESULT}
+        self.secrets: dict[str, bytes] = {f"{REF.name}-0": RESULT}
         self.patches: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
         self.refuse_patch = 0  # status to answer every status patch with (0: accept)
@@ -191,7 +191,9 @@ class FakeApiserver:
         body = self.secrets.get(request.match_info["name"])
         if body is None:
             return web.json_response({"code": 404}, status=404)
-        return web.json_response({"data": {payloads.DATA_KEY: base64.b64encode(body).decode()}})
+        return web.json_response(
+            {"data": {secret_payloads.DATA_KEY: base64.b64encode(body).decode()}}
+        )
 
     async def post_event(self, request: web.Request) -> web.Response:
         if self.refuse_events:
@@ -228,7 +230,7 @@ async def test_corrupt_result_fails_the_job_with_a_status_patch_an_event_and_the
     apiserver: tuple[FakeApiserver, KubeJobStore],
 ) -> None:
     fake, store = apiserver
-    fake.secrets[f"{REF.secret_name}-0"] = b'{"object":"chat.completion "}'
+    fake.secrets[f"{REF.name}-0"] = b'{"object":"chat.completion "}'
     finished = await store.result(READ)
     assert finished is not None
     assert finished.unreadable is Cause.CORRUPT

@@ -89,7 +89,7 @@ async def test_submit_answers_202_and_stores_the_body_as_received(
     assert spec.virtual_key_id is None
     expected_type = content_type if info.body is BodyKind.MULTIPART else "application/json"
     assert spec.request_ref.content_type == expected_type
-    assert spec.request_ref.secret_name == f"{document['id']}-request"
+    assert spec.request_ref.name == f"{document['id']}-request"
     stored = store.objects[document["id"]]["spec"]
     assert stored["submittedAt"] == document["created_at"]
 

@@ -14,13 +14,14 @@ from asyncjobs.controller.admission import Admission
 from asyncjobs.controller.executor import Context
 from asyncjobs.controller.metrics import Metrics
 from asyncjobs.controller.writer import Conflict
-from asyncjobs.core import payloads
+from asyncjobs.core import payloads, secret_payloads
 from asyncjobs.core.jobs import format_time
 from asyncjobs.core.kube import KubeError, KubeObject
 from asyncjobs.core.lifecycle import Policy
 from asyncjobs.core.limits import CallBudget
 from asyncjobs.core.providers.base import ProviderError, ProviderRequest, ProviderResult
 from asyncjobs.core.providers.registry import ProviderLimits
+from asyncjobs.core.secret_payloads import SecretPayloads
 
 SUBMITTED = datetime(2026, 1, 1, tzinfo=UTC)
 REQUEST = b'{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}'
@@ -78,7 +79,9 @@ class FakeSecrets:
     async def put_body(self, owner: KubeObject, kind: str, body: bytes, **kw: Any) -> None:
         """Stores a body the way the API (request) or the operator (result) does."""
         ref = payloads.describe(owner["metadata"]["name"], kind, body, "application/json", **kw)
-        for secret in payloads.build_secrets(ref, owner["metadata"]["name"], kind, body, owner):
+        for secret in secret_payloads.build_secrets(
+            ref, owner["metadata"]["name"], kind, body, owner
+        ):
             self.objects[secret["metadata"]["name"]] = secret
 
 
@@ -174,9 +177,11 @@ def context(
     policy: Policy | None = None,
     wall: Callable[[], datetime] | None = None,
 ) -> Context:
+    client = secrets or FakeSecrets()
     return Context(
-        client=secrets or FakeSecrets(),
+        client=client,
         namespace="ns",
+        payloads=SecretPayloads(client, "ns"),
         providers=providers or {},
         admission=admission_for(providers or {}),
         writer=writer,

@@ -8,7 +8,7 @@ import json
 from datetime import timedelta
 
 from asyncjobs.controller.executor import JobRun
-from asyncjobs.core import payloads
+from asyncjobs.core import payloads, secret_payloads
 from asyncjobs.core.conditions import Reason
 from asyncjobs.core.kube import KubeError
 from asyncjobs.core.lifecycle import Policy, Resume, Run
@@ -42,7 +42,7 @@ def stored_result(secrets: FakeSecrets, name: str) -> dict[str, object]:
         }
     )
     chunks = [secrets.objects[chunk] for chunk in ref.chunk_names()]
-    return json.loads(payloads._joined(chunks, ref))  # type: ignore[no-any-return]
+    return json.loads(secret_payloads.joined_body(chunks, ref))  # type: ignore[no-any-return]
 
 
 def _ref_fields(secrets: FakeSecrets, name: str) -> dict[str, object]:
