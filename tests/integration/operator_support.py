@@ -26,7 +26,7 @@ from asyncjobs.core import jobs, payloads, resources
 from asyncjobs.core.kube import KubeClient, KubeError, KubeObject
 from asyncjobs.core.payloads import PayloadRef
 from asyncjobs.core.request_types import RequestType
-from asyncjobs.core.secret_payloads import SecretPayloads
+from tests.support import bodies
 from tests.support.procs import ManagedProcess, free_port, python_module
 
 
@@ -43,10 +43,11 @@ async def submit(
     spec: dict[str, Any] | None = None,
     store_request: bool = True,
 ) -> str:
-    """Creates an AsyncJob and then its request Secret, in the API's order."""
+    """Stores the request and creates the AsyncJob in the API's order for the backend
+    (an object before its job, Secrets after it)."""
     raw = json.dumps(body).encode() if isinstance(body, dict) else body
     job_id = str(uuid.uuid4())
-    ref = payloads.describe(job_id, "request", raw, content_type)
+    ref = payloads.describe(job_id, "request", raw, content_type, backend=bodies.backend())
     job_spec = jobs.JobSpec(
         job_id=job_id,
         request_type=request_type,
@@ -58,9 +59,12 @@ async def submit(
     )
     obj = jobs.build_asyncjob(job_spec)
     obj["spec"].update(spec or {})
-    created = await kube.create(resources.asyncjobs_path(namespace), obj)
-    if store_request:
-        await SecretPayloads(kube, namespace).put(created, "request", raw, content_type)
+    async with bodies.open_bodies(kube, namespace) as store:
+        if store_request and store.stores_before_job:
+            await store.put({"metadata": {"name": job_id}}, "request", raw, content_type, ref=ref)
+        created = await kube.create(resources.asyncjobs_path(namespace), obj)
+        if store_request and not store.stores_before_job:
+            await store.put(created, "request", raw, content_type, ref=ref)
     return job_id
 
 
@@ -150,7 +154,8 @@ def phase(obj: KubeObject) -> str:
 
 async def read_result(kube: KubeClient, namespace: str, obj: KubeObject) -> dict[str, Any]:
     ref = PayloadRef.from_dict(obj["status"]["resultRef"])
-    loaded: dict[str, Any] = json.loads(await SecretPayloads(kube, namespace).get(ref))
+    async with bodies.open_bodies(kube, namespace) as store:
+        loaded: dict[str, Any] = json.loads(await store.get(ref))
     return loaded
 
 

@@ -25,6 +25,7 @@ from tests.integration.operator_support import (
     wait_for_job,
     wait_gone,
 )
+from tests.support import bodies
 from tests.support.procs import ManagedProcess, free_port, python_module
 from tests.unit.providers.samples import JSON_BODIES, sample_request
 
@@ -240,7 +241,7 @@ async def test_jobs_submitted_with_no_operator_complete_once_it_starts(
 
 
 @pytest.mark.timeout(120)
-async def test_expiry_deletes_the_job_and_its_secrets(
+async def test_expiry_deletes_the_job_and_its_bodies(
     system: tuple[Client, Operator, FakeOpenAI], kube: KubeClient, namespace: str
 ) -> None:
     client, operator, _ = system
@@ -255,8 +256,7 @@ async def test_expiry_deletes_the_job_and_its_secrets(
     await wait_gone(kube, resources.asyncjobs_path(namespace, job_id), timeout=20)
     async with client.session.get(f"{path}/{job_id}") as answer:
         assert answer.status == 404
-    for kind in ("request", "result"):
-        await wait_gone(kube, resources.secrets_path(namespace, f"{job_id}-{kind}-0"), 60)
+    await bodies.wait_no_bodies(kube, namespace, job_id)
 
 
 async def test_a_deadline_fails_a_job_that_runs_too_long(

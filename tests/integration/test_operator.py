@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
 
-from asyncjobs.core import resources
+from asyncjobs.core import payloads, resources
 from asyncjobs.core.kube import KubeClient
 from asyncjobs.core.request_types import RequestType
-from asyncjobs.core.secret_payloads import SecretPayloads
 from tests.integration.operator_support import (
     RESULT_KEYS,
     job_secrets,
@@ -22,6 +22,7 @@ from tests.integration.operator_support import (
     wait_gone,
     wait_terminal,
 )
+from tests.support import bodies
 from tests.unit.providers.samples import sample_request
 
 
@@ -63,8 +64,9 @@ async def test_every_request_type_completes_with_a_result_secret_owned_by_the_jo
             metadata = done["metadata"]
             assert not metadata.get("finalizers")
             assert not [a for a in metadata.get("annotations", {}) if "kopf" in a]
-            secret = await kube.get(resources.secrets_path(namespace, f"{name}-result-1-0"))
-            assert secret["metadata"]["ownerReferences"][0]["uid"] == metadata["uid"]
+            if bodies.backend() == payloads.SECRETS:
+                secret = await kube.get(resources.secrets_path(namespace, f"{name}-result-1-0"))
+                assert secret["metadata"]["ownerReferences"][0]["uid"] == metadata["uid"]
         finished = await operator.ametrics()
         assert (
             'outcome="completed",provider="local",reason="Succeeded",request_type="chat_completion"'
@@ -98,7 +100,8 @@ async def test_request_secret_arriving_late_is_awaited(
         await asyncio.sleep(1)  # the gap between the two creates that the API could leave
         job = await kube.get(resources.asyncjobs_path(namespace, late))
         raw = b'{"model": "local/echo", "messages": [{"role": "user", "content": "hi"}]}'
-        await SecretPayloads(kube, namespace).put(job, "request", raw, "application/json")
+        async with bodies.open_bodies(kube, namespace) as store:
+            await store.put(job, "request", raw, "application/json")
         assert (await wait_terminal(kube, namespace, late))["status"]["phase"] == "Completed"
         failed = await wait_terminal(kube, namespace, never, timeout=20)
     status = failed["status"]
@@ -108,6 +111,7 @@ async def test_request_secret_arriving_late_is_awaited(
     assert status["error"]["is_bifrost_error"] is True
 
 
+@bodies.needs_backend("secrets")
 @pytest.mark.timeout(90)
 async def test_expired_job_is_deleted_and_its_secrets_are_collected(
     kube: KubeClient, namespace: str, kubeconfig_path: str, log_dir: Path, tmp_path: Path
@@ -128,6 +132,38 @@ async def test_expired_job_is_deleted_and_its_secrets_are_collected(
     # kube-controller-manager's garbage collector follows the owner references.
     for secret in (f"{name}-request-0", f"{name}-result-1-0"):
         await wait_gone(kube, resources.secrets_path(namespace, secret), timeout=60)
+
+
+@bodies.needs_backend("s3")
+@pytest.mark.timeout(90)
+async def test_expired_and_deleted_jobs_take_their_objects_with_them(
+    kube: KubeClient, namespace: str, kubeconfig_path: str, log_dir: Path, tmp_path: Path
+) -> None:
+    body = {"model": "local/echo", "messages": [{"role": "user", "content": "hi"}]}
+    async with bodies.open_bodies(kube, namespace) as store:
+        with running_operator(
+            kubeconfig_path, namespace, local_providers(tmp_path), log_dir
+        ) as operator:
+            await operator.astart()
+            expiring = await submit(kube, namespace, body, ttl=2)
+            deleted = await submit(kube, namespace, body)
+            for name in (expiring, deleted):
+                done = await wait_terminal(kube, namespace, name)
+                assert done["status"]["phase"] == "Completed"
+                assert await bodies.object_keys(store, name) == [
+                    f"{name}/request",
+                    f"{name}/result-1",
+                ]
+            # One deleted by its expiry, one by hand (as `kubectl delete aj` does).
+            await kube.delete(resources.asyncjobs_path(namespace, deleted))
+            for name in (expiring, deleted):
+                await wait_gone(kube, resources.asyncjobs_path(namespace, name), timeout=15)
+                deadline = time.monotonic() + 15
+                while await bodies.object_keys(store, name):
+                    assert time.monotonic() < deadline, f"objects of {name} were not deleted"
+                    await asyncio.sleep(0.2)
+            metrics = await operator.ametrics()
+    assert 'asyncjobs_operator_payload_deletes_total{outcome="deleted"} 2.0' in metrics
 
 
 async def test_processing_job_is_resumed_after_the_operator_is_killed(
@@ -151,5 +187,7 @@ async def test_processing_job_is_resumed_after_the_operator_is_killed(
     assert status["attempts"] == 1
     assert status["interruptions"] == 1
     assert status["repeatedCalls"] == 1
-    assert status["resultRef"]["secretName"] == f"{name}-result-2"
+    assert payloads.PayloadRef.from_dict(status["resultRef"]).name == bodies.stored_name(
+        name, "result", 2
+    )
     assert status["conditions"][0]["type"] == "Processing"

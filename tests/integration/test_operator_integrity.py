@@ -12,7 +12,7 @@ from pathlib import Path
 from asyncjobs.core import resources
 from asyncjobs.core.jobs import format_time
 from asyncjobs.core.kube import KubeClient
-from asyncjobs.core.secret_payloads import SecretPayloads
+from asyncjobs.core.payloads import PayloadRef
 from tests.integration.operator_support import (
     FakeOpenAI,
     get_job,
@@ -21,6 +21,7 @@ from tests.integration.operator_support import (
     submit,
     wait_terminal,
 )
+from tests.support import bodies
 
 MODEL = "openai/gpt-integrity"
 
@@ -50,9 +51,8 @@ async def test_job_found_processing_with_its_result_stored_completes_without_a_n
     }
     job = await kube.merge_patch(status_path, {"status": interrupted})
     stored = {"object": "chat.completion", "choices": [], "usage": {"total_tokens": 11}}
-    await SecretPayloads(kube, namespace).put(
-        job, "result", json.dumps(stored).encode(), "application/json", call=1
-    )
+    async with bodies.open_bodies(kube, namespace) as store:
+        await store.put(job, "result", json.dumps(stored).encode(), "application/json", call=1)
     providers = fake.providers_config(tmp_path / "p.yaml")
     with running_operator(kubeconfig_path, namespace, providers, log_dir) as operator:
         await operator.astart()
@@ -62,7 +62,7 @@ async def test_job_found_processing_with_its_result_stored_completes_without_a_n
         )
     status = done["status"]
     assert status["phase"] == "Completed", status
-    assert status["resultRef"]["secretName"] == f"{name}-result-1"
+    assert PayloadRef.from_dict(status["resultRef"]).name == bodies.stored_name(name, "result", 1)
     assert (status["attempts"], status["interruptions"]) == (1, 1)
     assert status["usage"] == {"totalTokens": 11}
     assert await read_result(kube, namespace, done) == stored
@@ -133,7 +133,8 @@ async def test_request_secret_that_appears_late_is_awaited_on_the_operators_cloc
         job = await get_job(kube, namespace, name)
         assert job is not None
         assert (job.get("status") or {}).get("phase", "Pending") == "Pending", job.get("status")
-        await SecretPayloads(kube, namespace).put(job, "request", body, "application/json")
+        async with bodies.open_bodies(kube, namespace) as store:
+            await store.put(job, "request", body, "application/json")
         done = await wait_terminal(kube, namespace, name)
     assert done["status"]["phase"] == "Completed", done["status"]
     assert (await fake.astats())["count"] == 1

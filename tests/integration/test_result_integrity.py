@@ -7,16 +7,16 @@ grants the API what this needs (patch asyncjobs/status, create events)."""
 from __future__ import annotations
 
 import asyncio
-import base64
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from asyncjobs.core import payloads, resources, secret_payloads
+from asyncjobs.core import payloads, resources
 from asyncjobs.core.kube import KubeClient
 from tests.integration import test_chart_install as chart_install
 from tests.integration.operator_support import wait_terminal
+from tests.support import bodies
 from tests.support.identity import service_account_kubeconfig
 from tests.support.procs import ManagedProcess, free_port, python_module
 
@@ -157,31 +157,13 @@ async def result_ref(kube: KubeClient, namespace: str, job_id: str) -> payloads.
 
 
 async def replace_result(kube: KubeClient, namespace: str, job_id: str) -> None:
-    """The first chunk again, as the operator wrote it but one byte different."""
-    name = (await result_ref(kube, namespace, job_id)).chunk_names()[0]
-    path = resources.secrets_path(namespace, name)
-    secret = await kube.get(path)
-    body = bytearray(base64.b64decode(secret["data"][secret_payloads.DATA_KEY]))
-    body[-1] = ord(" ") if body[-1] != ord(" ") else ord("\n")
-    metadata = secret["metadata"]
-    await kube.delete(path)
-    await kube.create(
-        resources.secrets_path(namespace),
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "type": secret.get("type", "Opaque"),
-            "immutable": True,
-            "metadata": {
-                key: metadata[key]
-                for key in ("name", "labels", "annotations", "ownerReferences")
-                if key in metadata
-            },
-            "data": {secret_payloads.DATA_KEY: base64.b64encode(bytes(body)).decode()},
-        },
-    )
+    """The stored result again, as the operator wrote it but one byte different."""
+    ref = await result_ref(kube, namespace, job_id)
+    async with bodies.open_bodies(kube, namespace) as store:
+        await bodies.corrupt(store, ref)
 
 
 async def delete_result(kube: KubeClient, namespace: str, job_id: str) -> None:
-    for name in (await result_ref(kube, namespace, job_id)).chunk_names():
-        await kube.delete(resources.secrets_path(namespace, name))
+    ref = await result_ref(kube, namespace, job_id)
+    async with bodies.open_bodies(kube, namespace) as store:
+        await bodies.remove(store, ref)
