@@ -43,3 +43,12 @@ ensure_binaries() {
   local bin_dir=${ASYNCJOBS_BIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/asyncjobs/bin}
   export PATH="$bin_dir:$PATH"
 }
+
+# Only the S3 payload store needs SeaweedFS, so it is built on demand rather than with
+# the control plane's binaries.
+ensure_weed() {
+  step "building SeaweedFS's weed, the local S3 server (cached after the first build)"
+  bash "$REPO/tools/build-binaries.sh" weed
+  local bin_dir=${ASYNCJOBS_BIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/asyncjobs/bin}
+  export PATH="$bin_dir:$PATH"
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the local control plane's binaries (kube-apiserver, kube-controller-manager,
-# etcd, helm) from the Go module proxy into the cache folder, once.
+# etcd, helm) from the Go module proxy into the cache folder, once. SeaweedFS's `weed`
+# (the development S3 server) is built only when named: `build-binaries.sh weed`.
 #
 # A binary is rebuilt only when it is missing or reports another version than the
 # pinned one, so a warm run costs a few process starts. Progress goes to stderr with
@@ -41,7 +42,7 @@ with_heartbeat() {
 
 has_version() {
   local binary=$1 wanted=$2 flag=--version
-  [ "$binary" = helm ] && flag=version
+  case $binary in helm | weed) flag=version ;; esac
   # The output is captured before it is searched: `| grep -q` under pipefail fails when
   # grep exits first and the binary dies of SIGPIPE, which would trigger a rebuild.
   local printed
@@ -94,6 +95,26 @@ build_helm() {
   say "helm: done"
 }
 
+# weed prints its release number and a COMMIT string that upstream's own builds fill
+# in; stamping the pinned pseudo-version there is what lets has_version recognise it.
+build_weed() {
+  if has_version weed "$SEAWEEDFS_VERSION"; then
+    say "weed $SEAWEEDFS_VERSION: cached"
+    return
+  fi
+  # The stamp comes from versions.sh but the code from go.mod: refuse to label one
+  # commit's binary with another's version.
+  if ! grep -qF "github.com/seaweedfs/seaweedfs $SEAWEEDFS_VERSION" "$here/seaweedfs/go.mod"; then
+    echo "tools/seaweedfs/go.mod does not require seaweedfs $SEAWEEDFS_VERSION" >&2
+    exit 1
+  fi
+  say "weed $SEAWEEDFS_VERSION: building (a cold build takes about 9 minutes on two cores)"
+  (cd "$here/seaweedfs" && with_heartbeat weed go build -trimpath -buildvcs=false \
+    -ldflags "-s -w -X github.com/seaweedfs/seaweedfs/weed/util/version.COMMIT=$SEAWEEDFS_VERSION" \
+    -o "$bin_dir/weed" github.com/seaweedfs/seaweedfs/weed)
+  say "weed: done"
+}
+
 wanted=("$@")
 [ ${#wanted[@]} -gt 0 ] || wanted=(etcd kube-apiserver kube-controller-manager helm)
 for item in "${wanted[@]}"; do
@@ -101,6 +122,7 @@ for item in "${wanted[@]}"; do
     etcd) build_etcd ;;
     kube-apiserver | kube-controller-manager) build_kube "$item" ;;
     helm) build_helm ;;
+    weed) build_weed ;;
     *) echo "unknown binary: $item" >&2 && exit 2 ;;
   esac
 done

@@ -19,9 +19,30 @@ import pytest
 from asyncjobs.core import resources
 from asyncjobs.core.kube import KubeClient, KubeError, load_config
 from tests.integration.operator_support import FAKE_KEY, FakeOpenAI, create_key_secret
+from tests.support import bodies
 
 REPO = Path(__file__).resolve().parents[2]
 PLANE = REPO / "tools" / "plane.py"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def payload_store_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """With ASYNCJOBS_PAYLOADS=s3 and no S3 endpoint given, a SeaweedFS S3 server for the
+    session (tools/s3server.py); its settings go into this process's environment, which
+    every API and operator process the tests start inherits (core/payload_stores.py)."""
+    if bodies.backend() != "s3" or os.environ.get("ASYNCJOBS_S3_ENDPOINT"):
+        yield
+        return
+    from tools import s3server
+
+    with s3server.start(tmp_path_factory.mktemp("s3")) as server:
+        settings = {**server.env(), "ASYNCJOBS_S3_PATH_STYLE": "true"}
+        os.environ.update(settings)
+        try:
+            yield
+        finally:
+            for name in settings:
+                os.environ.pop(name, None)
 
 
 @pytest.fixture(scope="session")
