@@ -20,6 +20,8 @@ BIN_DIR = Path(
     )
 )
 
+pytestmark = pytest.mark.payload_independent
+
 
 def helm(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

@@ -21,6 +21,8 @@ from asyncjobs.core.secret_payloads import SecretPayloads
 
 REPO = Path(__file__).resolve().parents[2]
 
+pytestmark = pytest.mark.payload_independent
+
 
 def sample_job(job_id: str = "0b7c2f6e-1d7a-4c55-9d1e-8f3f5c1a2b3c", **spec: Any) -> dict[str, Any]:
     ref = payloads.describe(job_id, "request", b'{"model":"local/echo"}', "application/json")

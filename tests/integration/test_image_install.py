@@ -9,6 +9,10 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.payload_independent
+
 REPO = Path(__file__).resolve().parents[2]
 
 

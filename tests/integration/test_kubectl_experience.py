@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
+pytestmark = pytest.mark.payload_independent
+
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.payload_independent
+
 REPO = Path(__file__).resolve().parents[2]
 PLANE = REPO / "tools" / "plane.py"
 
