@@ -175,3 +175,64 @@ def test_values_schema_rejects_wrong_values(value: str, message: str) -> None:
     assert result.returncode != 0
     assert "values don't meet the specifications of the schema" in result.stderr
     assert message in result.stderr
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {item["name"]: item.get("value", item.get("valueFrom")) for item in container["env"]}
+
+
+def rules_for(docs: list[dict[str, Any]], role: str, resource: str) -> list[list[str]]:
+    found = next(r for r in by_kind(docs, "Role") if r["metadata"]["name"] == role)
+    return [rule["verbs"] for rule in found["rules"] if resource in rule["resources"]]
+
+
+def test_secrets_backend_is_bounded_by_quota_flags_and_a_resource_quota() -> None:
+    docs = render()
+    (quota,) = by_kind(docs, "ResourceQuota")
+    assert quota["metadata"]["namespace"] == "platform-jobs"
+    assert quota["spec"]["hard"] == {
+        "count/asyncjobs.asyncjobs.dev": "12000",
+        "count/secrets": "40000",
+    }
+    api = next(
+        d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "aj-asyncjobs-api"
+    )
+    (container,) = api["spec"]["template"]["spec"]["containers"]
+    assert {"--max-stored-jobs=10000", "--max-stored-bytes=536870912"} <= set(container["args"])
+    assert env_of(container)["ASYNCJOBS_PAYLOADS"] == "secrets"
+    assert rules_for(docs, "aj-asyncjobs-api", "secrets") == [["create", "get", "list", "watch"]]
+
+
+def test_s3_backend_configures_both_processes_and_needs_no_body_secrets() -> None:
+    docs = render(
+        "payloads.backend=s3",
+        "payloads.s3.bucket=llm-bodies",
+        "payloads.s3.endpoint=http://seaweedfs:8333",
+        "payloads.s3.pathStyle=true",
+        "payloads.s3.credentialsSecret.name=s3-credentials",
+    )
+    assert by_kind(docs, "ResourceQuota") == []
+    for deployment in by_kind(docs, "Deployment"):
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        env = env_of(container)
+        assert env["ASYNCJOBS_PAYLOADS"] == "s3"
+        assert env["ASYNCJOBS_S3_BUCKET"] == "llm-bodies"
+        assert env["ASYNCJOBS_S3_ENDPOINT"] == "http://seaweedfs:8333"
+        assert env["ASYNCJOBS_S3_PATH_STYLE"] == "true"
+        # The keys come from the Secret, never from values.
+        assert env["AWS_SECRET_ACCESS_KEY"] == {
+            "secretKeyRef": {"name": "s3-credentials", "key": "AWS_SECRET_ACCESS_KEY"}
+        }
+        assert not any(arg.startswith("--max-stored") for arg in container["args"])
+    # Bodies are objects: the API only watches Secrets (virtual keys), the operator
+    # touches none in the jobs namespace.
+    assert rules_for(docs, "aj-asyncjobs-api", "secrets") == [["list", "watch"]]
+    assert rules_for(docs, "aj-asyncjobs-operator", "secrets") == []
+
+
+def test_s3_backend_without_a_bucket_is_refused_at_render() -> None:
+    result = helm(
+        "template", "aj", str(CHART), "--kube-version", "1.37.2", "--set", "payloads.backend=s3"
+    )
+    assert result.returncode != 0
+    assert "payloads.backend=s3 needs payloads.s3.bucket" in result.stderr
