@@ -101,3 +101,12 @@ async def test_find_result_ignores_a_secret_of_another_job_under_the_name() -> N
     impostor = {"metadata": {"name": "job-1", "uid": "uid-old"}}
     await SecretPayloads(secrets, "ns").put(impostor, "result", b"{}", "application/json", call=1)
     assert await SecretPayloads(secrets, "ns").find_result(OWNER, 1) is None
+
+
+async def test_a_reference_of_the_other_backend_is_a_clear_lasting_error() -> None:
+    secrets = FakeSecrets()
+    ref = payloads.describe("job-1", "request", b"{}", "application/json", backend="s3")
+    with pytest.raises(payloads.PayloadStoreError, match="stored by the s3 backend") as raised:
+        await SecretPayloads(secrets, "ns").get(ref)
+    assert not raised.value.transient
+    assert secrets.reads == []

@@ -101,6 +101,16 @@ class PayloadRef:
         return len(body) == self.size and hashlib.sha256(body).hexdigest() == self.sha256
 
 
+def check_backend(ref: PayloadRef, backend: Backend) -> None:
+    """A store reads only references it wrote: after a switch of backend, the bodies of
+    older jobs stay where they were stored (README "Payload store")."""
+    if ref.backend != backend:
+        raise PayloadStoreError(
+            f"{ref.name} was stored by the {ref.backend} backend; this install uses {backend}",
+            transient=False,
+        )
+
+
 def describe(
     job_id: str,
     kind: str,

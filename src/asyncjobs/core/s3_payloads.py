@@ -35,6 +35,7 @@ from asyncjobs.core.payloads import (
     PayloadNotOwned,
     PayloadRef,
     PayloadStoreError,
+    check_backend,
     describe,
     stored_name,
 )
@@ -102,6 +103,7 @@ class S3Payloads:
         return ref
 
     async def get(self, ref: PayloadRef, *, owner: Mapping[str, Any] | None = None) -> bytes:
+        check_backend(ref, self.backend)
         if owner is not None and not ref.name.startswith(owner["metadata"]["name"] + "/"):
             raise PayloadNotOwned(f"{ref.name} does not belong to job {owner['metadata']['name']}")
         body, _ = await self._read(ref.name)

@@ -28,6 +28,7 @@ from asyncjobs.core.payloads import (
     PayloadNotOwned,
     PayloadRef,
     PayloadStoreError,
+    check_backend,
     describe,
     stored_name,
 )
@@ -80,6 +81,7 @@ class SecretPayloads:
         return ref
 
     async def get(self, ref: PayloadRef, *, owner: Mapping[str, Any] | None = None) -> bytes:
+        check_backend(ref, self.backend)
         with _store_errors():
             secrets = await asyncio.gather(*(self._secret(name) for name in ref.chunk_names()))
         if owner is not None:
