@@ -2,7 +2,7 @@
 """Benchmark of the API process against the local control plane.
 
     uv run --frozen python bench/api_bench.py [--duration 10] [--poll-rate 1000]
-        [--completed 1000] [--result-cache-bytes 0,67108864]
+        [--completed 1000] [--result-cache-bytes 0,67108864] [--payloads secrets|s3]
 
 Starts (or reuses) the plane, creates a scratch namespace, starts the API as a real
 process, and drives it from a separate load-generator process (an aiohttp client), so
@@ -18,13 +18,18 @@ the measure to compare changes by on a shared host:
    time, so a stalled server cannot hide queueing (no coordinated omission);
 3. polls of *completed* jobs, the poll that carries a result: --completed of the
    submitted jobs are completed directly with the admin client, exactly as the operator
-   writes them (result Secret `<id>-result-1`, then a status merge patch to Completed
-   with its resultRef), so the API is measured alone, without an operator's load. Then,
-   for each budget in --result-cache-bytes (0 = the cache off), a fresh API process
-   with that budget: a first pass polls every completed job once (each reads its result
-   Secret through the apiserver, open loop at --poll-rate), then random polls of those
-   jobs at --poll-rate for --duration. The API's result-cache counters are scraped after
-   each pass.
+   writes them (the result of call 1 through the configured payload store, then a
+   status merge patch to Completed with its resultRef), so the API is measured alone,
+   without an operator's load. Then, for each budget in --result-cache-bytes (0 = the
+   cache off), a fresh API process with that budget: a first pass polls every completed
+   job once (each reads its result from the store, open loop at --poll-rate), then
+   random polls of those jobs at --poll-rate for --duration. The API's result-cache
+   counters are scraped after each pass. A poll counts as `with_result` when it is a
+   200 whose document is completed with a non-empty result.
+
+--payloads chooses where bodies live, for the API processes and the direct completions
+alike: `secrets` (the default) or `s3`, which starts a SeaweedFS server of its own
+(tools/s3server.py, a free port, stopped at the end).
 
 With --profile the API runs under cProfile and the top functions are printed.
 """
@@ -33,13 +38,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +192,7 @@ async def poll_load(
 
     latencies: list[float] = []
     statuses: dict[str, int] = {}
+    with_result = 0
     connector = aiohttp.TCPConnector(limit=256)
     async with aiohttp.ClientSession(connector=connector) as session:
         # Warm the connection pool so the first second does not measure TCP handshakes.
@@ -192,10 +201,13 @@ async def poll_load(
         )
 
         async def one(scheduled: float, job_id: str) -> None:
+            nonlocal with_result
             async with session.get(f"{base}/v1/async/chat/completions/{job_id}") as response:
-                await response.read()
+                body = await response.read()
             latencies.append(time.perf_counter() - scheduled)
             statuses[str(response.status)] = statuses.get(str(response.status), 0) + 1
+            if response.status == 200 and carries_result(body):
+                with_result += 1
 
         tasks: set[asyncio.Task[None]] = set()
         cpu.start()
@@ -218,9 +230,24 @@ async def poll_load(
         "target_per_second": rate,
         "achieved_per_second": round(len(latencies) / elapsed, 1),
         "statuses": statuses,
+        "with_result": with_result,
         **percentiles(latencies),
         **cpu.report(len(latencies)),
     }
+
+
+def carries_result(body: bytes) -> bool:
+    """A completed job's answer: the job document, completed, with a non-empty result
+    (a 200 alone would also pass a failed job or an empty body)."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return False
+    return (
+        isinstance(document, dict)
+        and document.get("status") == "completed"
+        and bool(document.get("result"))
+    )
 
 
 def generate(args: argparse.Namespace) -> None:
@@ -279,6 +306,12 @@ def main() -> None:
         default="0,67108864",
         help="comma-separated API --result-cache-bytes budgets, one phase-3 run each",
     )
+    parser.add_argument(
+        "--payloads",
+        choices=["secrets", "s3"],
+        default="secrets",
+        help="payload backend; s3 starts a SeaweedFS server for the run",
+    )
     parser.add_argument("--log-level", default="WARNING", help="the API's log level")
     parser.add_argument("--profile", action="store_true", help="run the API under cProfile")
     args = parser.parse_args()
@@ -292,7 +325,26 @@ def main() -> None:
             capture_output=True,
             text=True,
         ).stdout.strip()
-    asyncio.run(drive(args))
+    with payload_backend(args.payloads):
+        asyncio.run(drive(args))
+
+
+@contextlib.contextmanager
+def payload_backend(backend: str) -> Iterator[None]:
+    """Chooses the payload store for the run through the environment, which the API
+    processes inherit and which this process's own store (the direct completions) and
+    botocore's credentials read, exactly as deployed processes read theirs. For s3 a
+    SeaweedFS server of our own runs for the length of the run."""
+    os.environ["ASYNCJOBS_PAYLOADS"] = backend  # overrides one left in the shell
+    if backend != "s3":
+        yield
+        return
+    from tools import s3server
+
+    state = Path(tempfile.mkdtemp(prefix="api-bench-s3-"))
+    with s3server.start(state) as server:
+        os.environ.update(server.env())
+        yield
 
 
 async def drive(args: argparse.Namespace) -> None:
@@ -314,6 +366,9 @@ async def drive(args: argparse.Namespace) -> None:
         api_args = [
             *("--kubeconfig", kubeconfig, "--namespace", namespace),
             *("--host", "127.0.0.1", "--port", str(port), "--log-level", args.log_level),
+            # The secrets backend's quota (10,000 jobs) would refuse the submits of a
+            # long submit phase; its check costs nothing worth measuring.
+            *("--max-stored-jobs", "0", "--max-stored-bytes", "0"),
             *extra,
         ]
         if args.profile:
@@ -387,7 +442,8 @@ async def drive(args: argparse.Namespace) -> None:
     print(
         f"machine: {os.cpu_count()} cores; load average before {' '.join(load_before)}, "
         f"after {' '.join(load_average())}; "
-        f"API log level {args.log_level}; API, load generator and control plane on the same host"
+        f"API log level {args.log_level}; payloads {args.payloads}; "
+        "API, load generator and control plane on the same host"
     )
     print(
         f"submit  (closed loop, {args.concurrency} workers, {args.duration:g}s): "
@@ -399,8 +455,9 @@ async def drive(args: argparse.Namespace) -> None:
     )
     if completed_runs:
         print(
-            f"completed {min(args.completed, len(ids))} jobs directly (result Secret"
-            f" {len(RESULT)} B + status patch, {args.concurrency} at once) in {completing:.1f}s"
+            f"completed {min(args.completed, len(ids))} jobs directly (result of"
+            f" {len(RESULT)} B stored in {args.payloads} + status patch,"
+            f" {args.concurrency} at once) in {completing:.1f}s"
         )
     for budget, first, again, counters in completed_runs:
         label = f"--result-cache-bytes {budget}" + (" (off)" if budget == 0 else "")
@@ -419,34 +476,35 @@ async def drive(args: argparse.Namespace) -> None:
 
 
 async def complete_jobs(kube: Any, namespace: str, ids: list[str], concurrency: int) -> None:
-    """Completes jobs as the operator does: the result Secret of call 1, then the status."""
+    """Completes jobs as the operator does: the result of call 1 through the payload
+    store the environment configures (the API's), then the status."""
     from datetime import UTC, datetime, timedelta
+
+    from tests.support.bodies import open_bodies
 
     from asyncjobs.core import resources
     from asyncjobs.core.jobs import format_time
-    from asyncjobs.core.secret_payloads import SecretPayloads
 
     gate = asyncio.Semaphore(concurrency)
+    async with open_bodies(kube, namespace) as store:
 
-    async def complete(job_id: str) -> None:
-        async with gate:
-            job = await kube.get(resources.asyncjobs_path(namespace, job_id))
-            ref = await SecretPayloads(kube, namespace).put(
-                job, "result", RESULT, "application/json", call=1
-            )
-            now = datetime.now(UTC)
-            status = {
-                "phase": "Completed",
-                "statusCode": 200,
-                "completionTime": format_time(now),
-                "expiresAt": format_time(now + timedelta(hours=1)),
-                "resultRef": ref.to_dict(),
-            }
-            await kube.merge_patch(
-                resources.asyncjobs_path(namespace, job_id, status=True), {"status": status}
-            )
+        async def complete(job_id: str) -> None:
+            async with gate:
+                job = await kube.get(resources.asyncjobs_path(namespace, job_id))
+                ref = await store.put(job, "result", RESULT, "application/json", call=1)
+                now = datetime.now(UTC)
+                status = {
+                    "phase": "Completed",
+                    "statusCode": 200,
+                    "completionTime": format_time(now),
+                    "expiresAt": format_time(now + timedelta(hours=1)),
+                    "resultRef": ref.to_dict(),
+                }
+                await kube.merge_patch(
+                    resources.asyncjobs_path(namespace, job_id, status=True), {"status": status}
+                )
 
-    await asyncio.gather(*(complete(job_id) for job_id in ids))
+        await asyncio.gather(*(complete(job_id) for job_id in ids))
 
 
 async def cache_counters(base: str) -> dict[str, float]:
