@@ -404,6 +404,9 @@ def stop_process(layout: Layout) -> None:
         while time.monotonic() < deadline and weed_pid(layout.pidfile):
             reap(pid)
             time.sleep(0.05)
+        child = CHILDREN.pop(pid, None)
+        if child is not None:
+            child.wait(timeout=10)
         log(f"stopped weed (pid {pid})")
     layout.pidfile.unlink(missing_ok=True)
     forget_ports(layout)

@@ -57,10 +57,8 @@ def stored_name(job_id: str, kind: str, call: int | None = None) -> str:
 async def object_keys(store: PayloadStore, job_id: str) -> list[str]:
     """The keys stored for a job in an object store, prefix removed."""
     assert isinstance(store, S3Payloads)
-    listed = await store.client.list_objects_v2(
-        Bucket=store.bucket, Prefix=f"{store.prefix}{job_id}/"
-    )
-    return sorted(item["Key"].removeprefix(store.prefix) for item in listed.get("Contents", []))
+    listed = await store.client.list_keys(f"{store.prefix}{job_id}/")
+    return sorted(key.removeprefix(store.prefix) for key in listed)
 
 
 async def corrupt(store: PayloadStore, ref: payloads.PayloadRef) -> None:
@@ -70,10 +68,8 @@ async def corrupt(store: PayloadStore, ref: payloads.PayloadRef) -> None:
     body[-1] = ord(" ") if body[-1] != ord(" ") else ord("\n")
     if isinstance(store, S3Payloads):
         key = store.prefix + ref.name
-        head = await store.client.head_object(Bucket=store.bucket, Key=key)
-        await store.client.put_object(
-            Bucket=store.bucket, Key=key, Body=bytes(body), Metadata=head["Metadata"]
-        )
+        stored = await store.client.get_object(key)
+        await store.client.put_object(key, bytes(body), stored.content_type, stored.metadata)
         return
     assert isinstance(store, SecretPayloads)
     assert isinstance(store.client, KubeClient)
@@ -102,7 +98,7 @@ async def corrupt(store: PayloadStore, ref: payloads.PayloadRef) -> None:
 async def remove(store: PayloadStore, ref: payloads.PayloadRef) -> None:
     """Deletes the stored body (every chunk), as a lost volume or a manual clean-up would."""
     if isinstance(store, S3Payloads):
-        await store.client.delete_object(Bucket=store.bucket, Key=store.prefix + ref.name)
+        await store.client.delete_object(store.prefix + ref.name)
         return
     assert isinstance(store, SecretPayloads)
     assert isinstance(store.client, KubeClient)
@@ -116,8 +112,7 @@ async def stored_bodies(client: KubeClient, namespace: str, job_id: str | None =
     async with open_bodies(client, namespace) as store:
         if isinstance(store, S3Payloads):
             prefix = store.prefix + (f"{job_id}/" if job_id else "")
-            listed = await store.client.list_objects_v2(Bucket=store.bucket, Prefix=prefix)
-            return len(listed.get("Contents", []))
+            return len(await store.client.list_keys(prefix))
     selector = resources.LABEL_JOB_ID + (f"={job_id}" if job_id else "")
     secrets = await client.list(resources.secrets_path(namespace), labelSelector=selector)
     return len(secrets.get("items", []))

@@ -1,8 +1,8 @@
 """The `s3` payload backend: bodies as objects in an S3-compatible bucket.
 
 Any S3-compatible store works (AWS S3, GCS interop, Ceph RGW, SeaweedFS, MinIO) through
-aiobotocore, which also brings botocore's credential chain: keys from the environment
-(a Secret in the chart) or the pod's workload identity.
+the small SigV4 client in s3_client.py; botocore's credential chain supplies the keys:
+from the environment (a Secret in the chart) or the pod's workload identity.
 
 Objects live under `<prefix><job>/`: `request` and `result-<call>`. The request is
 written before its AsyncJob exists and the result before the terminal status names it,
@@ -16,16 +16,15 @@ operator ran.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
-from botocore.exceptions import BotoCoreError, ClientError
+from aiobotocore.session import AioSession
 
 from asyncjobs.core.payloads import (
     S3,
@@ -39,13 +38,11 @@ from asyncjobs.core.payloads import (
     describe,
     stored_name,
 )
-
-if TYPE_CHECKING:
-    from types_aiobotocore_s3 import S3Client
+from asyncjobs.core.s3_client import Credentials, CredentialSource, S3Client, S3Error
 
 META_SHA256 = "sha256"
 META_JOB_UID = "job-uid"
-_MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+_MISSING_CODES = {"NoSuchKey", "NotFound"}
 # S3's own answers that mean "later": throttling and server trouble.
 _TRANSIENT_CODES = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout"}
 
@@ -57,7 +54,7 @@ class S3Settings:
     region: str = "us-east-1"
     prefix: str = ""
     path_style: bool = False
-    # Seconds for one connection and one read; botocore retries within them.
+    # Seconds for one call, connection included.
     timeout: float = 10.0
     max_connections: int = 64
 
@@ -94,11 +91,7 @@ class S3Payloads:
             metadata[META_JOB_UID] = uid
         with _store_errors():
             await self.client.put_object(
-                Bucket=self.bucket,
-                Key=self.prefix + ref.name,
-                Body=body,
-                ContentType=ref.content_type,
-                Metadata=metadata,
+                self.prefix + ref.name, body, ref.content_type, metadata, sha256=ref.sha256
             )
         return ref
 
@@ -106,10 +99,11 @@ class S3Payloads:
         check_backend(ref, self.backend)
         if owner is not None and not ref.name.startswith(owner["metadata"]["name"] + "/"):
             raise PayloadNotOwned(f"{ref.name} does not belong to job {owner['metadata']['name']}")
-        body, _ = await self._read(ref.name)
-        if not ref.matches(body):
+        with _store_errors():
+            stored = await self.client.get_object(self.prefix + ref.name)
+        if not ref.matches(stored.body):
             raise PayloadCorrupt(f"stored body {ref.name} does not match its checksum")
-        return body
+        return stored.body
 
     async def find_result(
         self, job: Mapping[str, Any], call: int
@@ -117,77 +111,76 @@ class S3Payloads:
         metadata = job["metadata"]
         name = stored_name(metadata["name"], "result", call, S3)
         try:
-            body, head = await self._read(name)
+            with _store_errors():
+                stored = await self.client.get_object(self.prefix + name)
         except PayloadMissing:
             return None
-        if head.get(META_JOB_UID) != metadata.get("uid"):
+        if stored.metadata.get(META_JOB_UID) != metadata.get("uid"):
             return None  # another job's (an earlier one of the same name)
         ref = PayloadRef(
             name=name,
             chunks=1,
-            size=len(body),
-            sha256=hashlib.sha256(body).hexdigest(),
-            content_type=str(head.get("content-type", "")),
+            size=len(stored.body),
+            sha256=hashlib.sha256(stored.body).hexdigest(),
+            content_type=stored.content_type,
             backend=S3,
         )
-        return (ref, body) if head.get(META_SHA256) == ref.sha256 else None
+        return (ref, stored.body) if stored.metadata.get(META_SHA256) == ref.sha256 else None
 
     async def delete_job(self, job_id: str) -> int:
-        prefix = f"{self.prefix}{job_id}/"
         with _store_errors():
-            listed = await self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix)
-            keys = [item["Key"] for item in listed.get("Contents", []) if "Key" in item]
-            if keys:
-                await self.client.delete_objects(
-                    Bucket=self.bucket,
-                    Delete={"Objects": [{"Key": key} for key in keys], "Quiet": True},
-                )
+            keys = await self.client.list_keys(f"{self.prefix}{job_id}/")
+            await asyncio.gather(*(self.client.delete_object(key) for key in keys))
         return len(keys)
 
-    async def _read(self, name: str) -> tuple[bytes, dict[str, str]]:
-        """The object's bytes and its user metadata (plus its content type)."""
-        with _store_errors():
-            answer = await self.client.get_object(Bucket=self.bucket, Key=self.prefix + name)
-            async with answer["Body"] as stream:
-                body = await stream.read()
-        head = dict(answer.get("Metadata", {}))
-        head["content-type"] = answer.get("ContentType", "")
-        return body, head
+
+async def botocore_credentials() -> CredentialSource:
+    """botocore's credential chain: environment, web identity, container or instance
+    role; refreshable ones are refreshed before they expire."""
+    found = await AioSession().get_credentials()
+    if found is None:
+        raise SystemExit(
+            "the s3 payload backend found no credentials: set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY (a Secret in the chart) or give the pod a workload identity"
+        )
+
+    async def current() -> Credentials:
+        frozen = await found.get_frozen_credentials()
+        return Credentials(frozen.access_key or "", frozen.secret_key or "", frozen.token)
+
+    return current
 
 
 @asynccontextmanager
 async def open_s3_payloads(settings: S3Settings) -> AsyncIterator[S3Payloads]:
     """An S3 payload store with its connection pool, closed on exit."""
-    config = AioConfig(
-        s3={"addressing_style": "path" if settings.path_style else "auto"},
-        connect_timeout=settings.timeout,
-        read_timeout=settings.timeout,
-        max_pool_connections=settings.max_connections,
-        retries={"max_attempts": 3, "mode": "standard"},
-    )
-    session = get_session()
-    async with session.create_client(
-        "s3", region_name=settings.region, endpoint_url=settings.endpoint, config=config
-    ) as client:
+    credentials = await botocore_credentials()
+    connector = aiohttp.TCPConnector(limit=settings.max_connections)
+    timeout = aiohttp.ClientTimeout(total=settings.timeout)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        client = S3Client(
+            session,
+            credentials,
+            bucket=settings.bucket,
+            region=settings.region,
+            endpoint=settings.endpoint,
+            path_style=settings.path_style,
+        )
         yield S3Payloads(client, settings)
 
 
 @contextmanager
 def _store_errors() -> Iterator[None]:
-    """Turns botocore's and the transport's errors into the payload store's."""
+    """Turns the store's answers into the payload store's errors."""
     try:
         yield
-    except ClientError as exc:
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-        if code in _MISSING_CODES:
-            raise PayloadMissing(code) from exc
-        transient = code in _TRANSIENT_CODES or status >= 500 or status == 429
-        raise PayloadStoreError(
-            f"the object store answered {status} {code}", transient=transient
-        ) from exc
-    except (BotoCoreError, aiohttp.ClientError, OSError, TimeoutError) as exc:
-        raise PayloadStoreError(
-            f"the object store is unreachable ({type(exc).__name__})", transient=True
-        ) from exc
+    except S3Error as exc:
+        if exc.code in _MISSING_CODES or (exc.status == 404 and not exc.code):
+            raise PayloadMissing(str(exc)) from exc
+        transient = (
+            exc.status == 0
+            or exc.status >= 500
+            or exc.status == 429
+            or exc.code in _TRANSIENT_CODES
+        )
+        raise PayloadStoreError(f"the object store answered {exc}", transient=transient) from exc
