@@ -21,6 +21,7 @@ import yaml
 from asyncjobs.controller.leadership import leases_path
 from asyncjobs.core import resources
 from asyncjobs.core.kube import KubeClient, KubeError, load_config
+from tests.support import bodies
 from tests.support.identity import service_account_kubeconfig
 from tests.support.procs import ManagedProcess, free_port, python_module
 
@@ -67,7 +68,7 @@ async def release(kubeconfig_path: str, kube: KubeClient) -> AsyncIterator[dict[
             "stringData": {"api-key": "sk-provider-key-the-api-must-never-read"},
         },
     )
-    values = {
+    values: dict[str, Any] = {
         # The plane already serves the CRD (installed from manifests/); a second owner
         # would conflict, so this release leaves it alone.
         "crds": {"enabled": False},
@@ -82,6 +83,29 @@ async def release(kubeconfig_path: str, kube: KubeClient) -> AsyncIterator[dict[
             }
         },
     }
+    if bodies.backend() == "s3":
+        # The documented s3 install: the key pair in a Secret beside the Deployments.
+        await kube.create(
+            resources.secrets_path(namespace),
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "s3-credentials"},
+                "stringData": {
+                    name: os.environ[name]
+                    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+                },
+            },
+        )
+        values["payloads"] = {
+            "backend": "s3",
+            "s3": {
+                "bucket": os.environ["ASYNCJOBS_S3_BUCKET"],
+                "endpoint": os.environ["ASYNCJOBS_S3_ENDPOINT"],
+                "pathStyle": True,
+                "credentialsSecret": {"name": "s3-credentials"},
+            },
+        }
     values_file = Path(kubeconfig_path).parent / f"values-{namespace}.yaml"
     values_file.write_text(yaml.safe_dump(values))
     installed = helm(
@@ -194,6 +218,10 @@ async def test_installed_chart_objects_are_accepted_and_its_rbac_runs_a_job(
         with pytest.raises(KubeError) as refused:
             await as_api.list(f"/apis/{resources.GROUP}/{resources.VERSION}/asyncjobs")
         assert refused.value.status == 403, "the API may not read jobs outside its namespace"
+        if bodies.backend() == "s3":
+            with pytest.raises(KubeError) as refused:
+                await as_api.get(resources.secrets_path(jobs_namespace, "any-secret"))
+            assert refused.value.status == 403, "with s3 the API reads no Secret by name"
     async with KubeClient(load_config(operator_config)) as as_operator:
         key = await as_operator.get(resources.secrets_path(namespace, KEY_SECRET))
         assert base64.b64decode(key["data"]["api-key"]).startswith(b"sk-provider-key")
