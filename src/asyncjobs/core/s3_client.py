@@ -13,9 +13,9 @@ which is the part worth a well-kept library.
 from __future__ import annotations
 
 import hashlib
-import io
 import hmac
 import html
+import io
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
