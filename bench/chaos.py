@@ -58,7 +58,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -74,6 +74,7 @@ from tests.integration.operator_support import (  # noqa: E402
     create_key_secret,
 )
 from tests.support.procs import ManagedProcess, free_port, python_module  # noqa: E402
+from tools import s3server  # noqa: E402
 
 from asyncjobs.core import resources  # noqa: E402
 from asyncjobs.core.kube import KubeClient, KubeError, load_config  # noqa: E402
@@ -108,6 +109,10 @@ class Settings:
     plane_dir: Path | None = None
     source: Path | None = None
     strict: bool = False
+    # Where bodies live: "secrets", or "s3" with a SeaweedFS of the run's own; None: as
+    # the environment says (the test's s3 pass sets it for the whole session).
+    payloads: str | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
 
 
 # About 100 jobs and a few kills: what scripts/test runs, well under two minutes.
@@ -749,10 +754,24 @@ def machine() -> dict[str, Any]:
 
 
 def child_env(settings: Settings) -> dict[str, str]:
-    """The operator's and the API's environment: another checkout's src when asked."""
-    if settings.source is None:
-        return {}
-    return {"PYTHONPATH": os.pathsep.join([str(settings.source), os.environ.get("PYTHONPATH", "")])}
+    """The operator's and the API's environment: another checkout's src when asked, and
+    the payload store's settings."""
+    env = dict(settings.extra_env)
+    if settings.source is not None:
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(settings.source), os.environ.get("PYTHONPATH", "")]
+        )
+    return env
+
+
+@contextlib.contextmanager
+def payload_env(settings: Settings, state: Path) -> Iterator[dict[str, str]]:
+    """With --payloads s3, a SeaweedFS of the run's own for as long as the run."""
+    if settings.payloads != "s3":
+        yield {} if settings.payloads is None else {"ASYNCJOBS_PAYLOADS": settings.payloads}
+        return
+    with s3server.start(state / "s3") as server:
+        yield {"ASYNCJOBS_PAYLOADS": "s3", "ASYNCJOBS_S3_PATH_STYLE": "true", **server.env()}
 
 
 def operator_flags(settings: Settings) -> list[str]:
@@ -783,13 +802,18 @@ async def run(
             asyncio.to_thread(plane.up), asyncio.to_thread(operator_flags, settings)
         )
         say(f"plane up at {kubeconfig}; logs in {logs}")
-        summary = await _run_on_plane(settings, plane, kubeconfig, flags, logs)
+        with payload_env(settings, state) as bodies_env:
+            summary = await _run_on_plane(
+                replace(settings, extra_env=bodies_env), plane, kubeconfig, flags, logs
+            )
     finally:
         await asyncio.to_thread(plane.down)
     info["load_average_1m_after"] = round(os.getloadavg()[0], 2)
     summary = {
         "settings": {
-            k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()
+            k: (str(v) if isinstance(v, Path) else v)
+            for k, v in asdict(settings).items()
+            if k != "extra_env"  # credentials of the run's S3 server
         },
         "machine": info,
         "wall_seconds": round(time.monotonic() - wall_started, 1),
@@ -1042,6 +1066,9 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     )
     parser.add_argument(
         "--strict", action="store_true", help="also fail when issue 9's done-when does not hold"
+    )
+    parser.add_argument(
+        "--payloads", choices=["secrets", "s3"], help="where bodies live (s3: its own SeaweedFS)"
     )
     args = parser.parse_args(argv)
     base = short_settings() if args.short else defaults
