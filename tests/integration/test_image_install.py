@@ -34,6 +34,21 @@ def test_runtime_install_from_the_lock_file_provides_both_entrypoints(tmp_path: 
         )
         assert shown.returncode == 0, shown.stderr
         assert "--namespace" in shown.stdout
+    # The contract is package data: the installed API serves /openapi.json.
+    served = subprocess.run(
+        [
+            str(tmp_path / "venv" / "bin" / "python"),
+            "-c",
+            "import json; from asyncjobs.api.ops import load_openapi; "
+            "print(json.loads(load_openapi())['openapi'])",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert served.returncode == 0, served.stderr
+    assert served.stdout.startswith("3.")
     dev_only = subprocess.run(
         [str(tmp_path / "venv" / "bin" / "python"), "-c", "import pytest"],
         capture_output=True,

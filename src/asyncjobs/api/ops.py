@@ -8,8 +8,7 @@ it simply has not loaded yet.
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
+from importlib import resources
 
 import yaml
 from aiohttp import web
@@ -19,9 +18,8 @@ from asyncjobs.api import state
 from asyncjobs.api.errors import ApiError
 from asyncjobs.api.responses import json_response
 
-# The contract lives at api/openapi.yaml in the repository (next to the README that
-# explains it); ASYNCJOBS_OPENAPI points elsewhere when the package is installed alone.
-_OPENAPI_DEFAULT = Path(__file__).resolve().parents[3] / "api" / "openapi.yaml"
+# The contract ships inside the package (package data), so an installed API, the image
+# included, serves it; api/README.md explains it.
 OPENAPI = web.AppKey("openapi", bytes)
 
 
@@ -53,7 +51,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 def load_openapi() -> bytes | None:
     """The OpenAPI document as JSON bytes, converted once at start."""
-    path = Path(os.environ.get("ASYNCJOBS_OPENAPI", _OPENAPI_DEFAULT))
-    if not path.is_file():
+    document = resources.files("asyncjobs.api").joinpath("openapi.yaml")
+    if not document.is_file():
         return None
-    return json.dumps(yaml.safe_load(path.read_text()), separators=(",", ":")).encode()
+    return json.dumps(yaml.safe_load(document.read_text()), separators=(",", ":")).encode()
