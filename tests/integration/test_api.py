@@ -426,6 +426,32 @@ async def test_oversized_submit_answers_413_and_leaves_nothing(
     assert await bodies.stored_bodies(kube, namespace) == 0
 
 
+async def test_a_full_backlog_answers_429_and_creates_nothing(
+    start_api: ApiFactory, kube: KubeClient, namespace: str
+) -> None:
+    # No operator runs: the first two jobs stay pending and fill a backlog of two.
+    api = await start_api("--max-pending-jobs", "2")
+    first = await api.submit(RequestType.CHAT_COMPLETION)
+    await api.submit(RequestType.EMBEDDING)
+    # The cap counts what the watch has delivered; wait until both are in the cache.
+    await api.poll_until(poll_path(RequestType.CHAT_COMPLETION, first["id"]), 202)
+    deadline = time.monotonic() + 10
+    while True:
+        async with api.session.post(
+            api.base + "/v1/async/chat/completions",
+            data=request_for(RequestType.CHAT_COMPLETION)[0],
+            headers={"Content-Type": "application/json"},
+        ) as response:
+            status, retry_after = response.status, response.headers.get("Retry-After")
+            document = await response.json()
+        if status == 429 or time.monotonic() > deadline:
+            break
+    assert (status, retry_after) == (429, "5"), document
+    assert document["error"]["message"].startswith("backlog full: ")
+    jobs = (await kube.list(resources.asyncjobs_path(namespace)))["items"]
+    assert len(jobs) <= 3, "at most one submit raced the watch; the refused one wrote nothing"
+
+
 async def test_invalid_submit_leaves_nothing(api: Api, kube: KubeClient, namespace: str) -> None:
     status, document = await api.post(
         "/v1/async/chat/completions", b'{"model":"local/echo"}', "application/json"

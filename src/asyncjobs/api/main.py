@@ -26,7 +26,12 @@ from asyncjobs.api.kube_backend import KubeBackend
 from asyncjobs.api.quota import Limits
 from asyncjobs.api.reflector import DEFAULT_PAGE_SIZE
 from asyncjobs.api.result_cache import DEFAULT_BUDGET_BYTES
-from asyncjobs.api.settings import BACKEND_DEFAULTS, DEFAULT_RESULT_TTL, Settings
+from asyncjobs.api.settings import (
+    BACKEND_DEFAULTS,
+    DEFAULT_MAX_PENDING_JOBS,
+    DEFAULT_RESULT_TTL,
+    Settings,
+)
 from asyncjobs.core import payload_stores, provider_config
 from asyncjobs.core.kube import load_config
 
@@ -66,6 +71,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=int,
         help="jobs the namespace may hold before submits answer 429; 0: no limit "
         "(default: 10000 with the secrets backend, no limit with s3)",
+    )
+    parser.add_argument(
+        "--max-pending-jobs",
+        type=int,
+        default=DEFAULT_MAX_PENDING_JOBS,
+        help="jobs not yet terminal before submits answer 429 (the operator keeps about 12 KB "
+        "per waiting job); 0: no limit",
+    )
+    parser.add_argument(
+        "--max-pending-jobs-per-key",
+        type=int,
+        default=0,
+        help="jobs not yet terminal per virtual key before its submits answer 429; 0: no limit",
     )
     parser.add_argument(
         "--max-stored-bytes",
@@ -133,6 +151,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         quota=Limits(
             max_jobs=_given(args.max_stored_jobs, defaults.max_jobs),
             max_stored_bytes=_given(args.max_stored_bytes, defaults.max_stored_bytes),
+            max_pending_jobs=args.max_pending_jobs or None,
+            max_pending_per_key=args.max_pending_jobs_per_key or None,
         ),
         default_result_ttl=args.default_result_ttl,
         gateway_token=gateway_token(args.gateway_token_file),

@@ -14,6 +14,9 @@ from asyncjobs.core.payloads import S3, SECRETS, Backend
 
 DEFAULT_MAX_REQUEST_BYTES = 25 * 1024 * 1024
 DEFAULT_RESULT_TTL = 3600
+# Jobs not yet terminal before submits answer 429: the operator holds about 12 KB per
+# waiting job, so 20,000 is ~240 MiB, inside its default memory limit.
+DEFAULT_MAX_PENDING_JOBS = 20_000
 # Bifrost's own cap on the TTL header: the largest Go duration, in seconds.
 MAX_RESULT_TTL = (2**63 - 1) // 1_000_000_000
 

@@ -14,7 +14,7 @@ an Event and a log line, then the failed job is what every later poll answers.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -64,8 +64,9 @@ class JobStore(Protocol):
     def ready(self) -> bool:
         """Whether reads are served from a synced view of the jobs."""
 
-    def usage(self) -> Usage:
-        """How many jobs exist and the bytes of their stored bodies, as last seen."""
+    def usage(self, key_id: str | None = None) -> Usage:
+        """How many jobs exist, the bytes of their stored bodies and how many are not
+        yet terminal (all, and those of `key_id`), as last seen."""
 
 
 class JobCache:
@@ -75,6 +76,8 @@ class JobCache:
     def __init__(self) -> None:
         self._jobs: dict[str, JobView] = {}
         self._bytes = 0
+        # Jobs not yet terminal, and of those the ones of each virtual key ("" for none).
+        self._pending: Counter[str] = Counter()
 
     def get(self, job_id: str) -> JobView | None:
         return self._jobs.get(job_id)
@@ -89,6 +92,9 @@ class JobCache:
         """The whole cache from one completed list, already reduced by `slim`."""
         self._jobs = {view.job_id: view for view in views if view is not None}
         self._bytes = sum(view.stored_bytes for view in self._jobs.values())
+        self._pending = Counter(
+            view.virtual_key_id or "" for view in self._jobs.values() if not view.phase.terminal
+        )
 
     def apply(self, kind: str, obj: KubeObject) -> None:
         if kind == "DELETED":
@@ -107,18 +113,30 @@ class JobCache:
         if view.job_id not in self._jobs:
             self._set(view)
 
-    def usage(self) -> Usage:
-        return Usage(jobs=len(self._jobs), stored_bytes=self._bytes)
+    def usage(self, key_id: str | None = None) -> Usage:
+        return Usage(
+            jobs=len(self._jobs),
+            stored_bytes=self._bytes,
+            pending=self._pending.total(),
+            pending_of_key=self._pending[key_id or ""],
+        )
 
     def _set(self, view: JobView) -> None:
         self._remove(view.job_id)
         self._jobs[view.job_id] = view
         self._bytes += view.stored_bytes
+        if not view.phase.terminal:
+            self._pending[view.virtual_key_id or ""] += 1
 
     def _remove(self, job_id: str) -> None:
         old = self._jobs.pop(job_id, None)
         if old is not None:
             self._bytes -= old.stored_bytes
+            if not old.phase.terminal:
+                key = old.virtual_key_id or ""
+                self._pending[key] -= 1
+                if not self._pending[key]:
+                    del self._pending[key]
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -208,8 +226,8 @@ class KubeJobStore:
     def ready(self) -> bool:
         return self.synced
 
-    def usage(self) -> Usage:
-        return self.cache.usage()
+    def usage(self, key_id: str | None = None) -> Usage:
+        return self.cache.usage(key_id)
 
     async def create(self, spec: JobSpec, body: bytes) -> None:
         """Stores the request and creates the AsyncJob, in the order the payload store

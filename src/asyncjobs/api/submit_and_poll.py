@@ -96,7 +96,8 @@ async def create_job(
     """
     key_id = _submit_key_id(context.keys, headers)
     settings = context.settings
-    full = quota.refusal(context.store.usage(), settings.quota, len(body))
+    usage = context.store.usage(key_id)
+    full = quota.refusal(usage, settings.quota, len(body), with_key=key_id is not None)
     if full is not None:
         raise full
     job_id = str(uuid.uuid4())

@@ -99,9 +99,15 @@ class FakeJobStore:
     def ready(self) -> bool:
         return self.is_ready
 
-    def usage(self) -> Usage:
+    def usage(self, key_id: str | None = None) -> Usage:
         views = [JobView.from_object(obj) for obj in self.objects.values()]
-        return Usage(jobs=len(views), stored_bytes=sum(v.stored_bytes for v in views))
+        pending = [v for v in views if not v.phase.terminal]
+        return Usage(
+            jobs=len(views),
+            stored_bytes=sum(v.stored_bytes for v in views),
+            pending=len(pending),
+            pending_of_key=sum(1 for v in pending if v.virtual_key_id == key_id),
+        )
 
     # --- helpers that play the operator's part -------------------------------------------
 
