@@ -71,7 +71,8 @@ class JobStore(Protocol):
 
 class JobCache:
     """JobViews by id, fed by the AsyncJob reflector; polls read it without a round trip.
-    It also keeps the total of their stored bytes, which the submit quota reads."""
+    It also keeps what the submit quota reads: the total of their stored bytes and the
+    count of jobs not yet terminal, per virtual key."""
 
     def __init__(self) -> None:
         self._jobs: dict[str, JobView] = {}
