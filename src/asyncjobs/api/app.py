@@ -16,6 +16,7 @@ from pathlib import Path
 from aiohttp import web
 
 from asyncjobs.api import ops, provider_routes, state, views
+from asyncjobs.api.body_worker import BodyWorker
 from asyncjobs.api.clock import Clock, utc_now
 from asyncjobs.api.metrics import ApiMetrics
 from asyncjobs.api.middleware import request_middleware
@@ -69,7 +70,11 @@ def create_app(
     providers = ProviderNames(settings.providers)
     results = ResultCache(settings.result_cache_bytes)
     metrics.watch_result_cache(results)
-    app[state.CONTEXT] = state.ApiContext(settings, store, keys, providers, metrics, clock, results)
+    body_worker = BodyWorker()
+    app[state.CONTEXT] = state.ApiContext(
+        settings, store, keys, providers, metrics, clock, results, body_worker
+    )
+    app.on_cleanup.append(lambda _app: _close(body_worker))
     if settings.providers_file:
         app.cleanup_ctx.append(_follow_providers(providers, settings))
     app.cleanup_ctx.extend(cleanup_ctx)
@@ -78,6 +83,10 @@ def create_app(
         app[ops.OPENAPI] = openapi
     app.add_routes(ROUTES)
     return app
+
+
+async def _close(worker: BodyWorker) -> None:
+    worker.close()
 
 
 def _follow_providers(names: ProviderNames, settings: Settings) -> CleanupContext:

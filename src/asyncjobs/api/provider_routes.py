@@ -29,6 +29,7 @@ from asyncjobs.api.responses import dumps, json_response
 from asyncjobs.api.state import ApiContext
 from asyncjobs.api.submit_and_poll import Submission
 from asyncjobs.api.validation import (
+    Accepted,
     FormatError,
     Rejected,
     max_json_values,
@@ -186,7 +187,7 @@ def handler(dialect: Dialect) -> Callable[[web.Request], Awaitable[web.Response]
 
     async def provider_async(request: web.Request) -> web.Response:
         context = request.app[state.CONTEXT]
-        submit_and_poll.authorize(request.headers, context.settings.gateway_token)
+        submit_and_poll.authorize(request.headers, context.settings)
         job_id = request.headers.get(ASYNC_ID_HEADER, "").strip()
         if job_id:
             status, document = await retrieve(context, dialect, job_id, request.headers)
@@ -206,27 +207,44 @@ def handler(dialect: Dialect) -> Callable[[web.Request], Awaitable[web.Response]
 async def submit(context: ApiContext, dialect: Dialect, submission: Submission) -> JobSpec:
     """Translates the provider's request body into a job and creates it; ApiError(400)
     for a body the job cannot be made from."""
-    providers = context.providers.current
-    max_values = max_json_values(context.settings.max_request_bytes)
-    try:
-        body = parse_object(submission.body, max_values)
-        body["model"] = _qualified(body.get("model"), dialect, providers)
-        fields = dialect.to_job_body(body)
-    except BadRequestBody as exc:  # its message is the client's answer
-        raise ApiError(400, str(exc)) from exc
-    except FormatError as exc:
-        raise ApiError(400, f"invalid request format: {exc}") from exc
-    outcome = validate_json_fields(dialect.request_type, fields, providers)
-    if isinstance(outcome, Rejected):
-        raise ApiError(400, outcome.message)
+    prepared = await context.body_worker.run(
+        submission.body,
+        prepare,
+        dialect,
+        submission.body,
+        context.providers.current,
+        max_json_values(context.settings.max_request_bytes),
+    )
+    if isinstance(prepared, Rejected):
+        raise ApiError(400, prepared.message)
+    outcome, job_body = prepared
     return await submit_and_poll.create_job(
         context,
         dialect.request_type,
         outcome,
         submission.headers,
-        _encoded(fields),
+        job_body,
         "application/json",
     )
+
+
+def prepare(
+    dialect: Dialect, body: bytes, providers: frozenset[str], max_values: int
+) -> tuple[Accepted, bytes] | Rejected:
+    """The job a provider's request body makes (its decision and the body to store), or
+    the 400 message; pure, so a large body can be prepared in the body worker."""
+    try:
+        fields = parse_object(body, max_values)
+        fields["model"] = _qualified(fields.get("model"), dialect, providers)
+        job_fields = dialect.to_job_body(fields)
+    except BadRequestBody as exc:  # its message is the client's answer
+        return Rejected(str(exc))
+    except FormatError as exc:
+        return Rejected(f"invalid request format: {exc}")
+    outcome = validate_json_fields(dialect.request_type, job_fields, providers)
+    if isinstance(outcome, Rejected):
+        return outcome
+    return outcome, _encoded(job_fields)
 
 
 def _encoded(fields: dict[str, Any]) -> bytes:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from asyncjobs.api.body_worker import BodyWorker
 from asyncjobs.api.clock import Clock
 from asyncjobs.api.metrics import ApiMetrics
 from asyncjobs.api.provider_names import ProviderNames
@@ -31,6 +32,8 @@ class ApiContext:
     clock: Clock
     # Results already read and verified, by reference; disabled unless given one.
     results: ResultCache = field(default_factory=ResultCache)
+    # Parses JSON bodies with many values in a worker process (body_worker.py).
+    body_worker: BodyWorker = field(default_factory=BodyWorker)
 
 
 CONTEXT = web.AppKey("context", ApiContext)

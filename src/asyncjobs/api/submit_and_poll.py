@@ -21,6 +21,7 @@ from typing import Any
 from asyncjobs.api import quota
 from asyncjobs.api.errors import ApiError
 from asyncjobs.api.responses import dumps
+from asyncjobs.api.settings import Settings
 from asyncjobs.api.state import ApiContext
 from asyncjobs.api.validation import Accepted, Rejected, max_json_values, result_ttl, validate
 from asyncjobs.api.virtual_keys import KeyRing, from_headers, header_text, token_matches
@@ -45,17 +46,30 @@ class Submission:
     content_type: str
 
 
-def authorize(headers: Mapping[str, str], gateway_token: str | None) -> None:
-    """Checks the optional gateway token; ApiError(401) without it."""
-    if gateway_token is None:
-        return
+# Bifrost's answer when governance requires a virtual key (enforce_governance_header) and
+# a request carries none: its type, status and message, word for word.
+VIRTUAL_KEY_REQUIRED = "virtual key is required. Provide a virtual key via the x-bf-vk header."
+VIRTUAL_KEY_REQUIRED_TYPE = "virtual_key_required"
+
+
+def authorize(headers: Mapping[str, str], settings: Settings) -> None:
+    """Checks what a request must carry before anything else is read: the gateway token
+    (ApiError(401) `Unauthorized`) and, when required, some virtual key (ApiError(401)
+    as Bifrost answers it). Whether the key is known is decided later, after the body
+    is validated (spec §4 order), but a client with no key at all costs no body read.
+    """
+    if settings.gateway_token is not None and not _has_token(headers, settings.gateway_token):
+        raise ApiError(401, "Unauthorized")
+    if settings.require_virtual_key and from_headers(headers) is None:
+        raise ApiError(401, VIRTUAL_KEY_REQUIRED, outer_type=VIRTUAL_KEY_REQUIRED_TYPE)
+
+
+def _has_token(headers: Mapping[str, str], gateway_token: str) -> bool:
     scheme, _, value = header_text(headers, "Authorization").partition(" ")
     bearer = value.strip() if scheme.lower() == "bearer" else None
     if token_matches(bearer, gateway_token):
-        return
-    if token_matches(header_text(headers, "x-api-key") or None, gateway_token):
-        return
-    raise ApiError(401, "Unauthorized")
+        return True
+    return token_matches(header_text(headers, "x-api-key") or None, gateway_token)
 
 
 # --- submit ----------------------------------------------------------------------------------
@@ -63,13 +77,19 @@ def authorize(headers: Mapping[str, str], gateway_token: str | None) -> None:
 
 async def submit(context: ApiContext, info: RequestTypeInfo, submission: Submission) -> JobSpec:
     """Validates a submit to the generic route and creates its job; ApiError otherwise."""
-    outcome = validate(
+    arguments = (
         info,
         submission.body,
         submission.content_type,
         context.providers.current,
         max_json_values(context.settings.max_request_bytes),
     )
+    # Multipart parsing is bounded by its part limits and stays on the loop; a JSON body
+    # with many values is parsed in the body worker.
+    if info.body is BodyKind.MULTIPART:
+        outcome = validate(*arguments)
+    else:
+        outcome = await context.body_worker.run(submission.body, validate, *arguments)
     if isinstance(outcome, Rejected):
         raise ApiError(400, outcome.message)
     # JSON bodies are stored as application/json whatever the client labelled them;
@@ -153,7 +173,9 @@ async def poll(
     view = await context.store.find(job_id) if _JOB_ID.fullmatch(job_id) else None
     if view is None or view.expired(context.clock()):
         raise ApiError(404, NOT_FOUND)
-    if view.virtual_key_id is not None:
+    if view.virtual_key_id is not None or context.settings.require_virtual_key:
+        # With keys required, even a job submitted without one (before keys were
+        # required) is shown only to a caller whose key is known.
         _check_poll_key(context.keys, headers, view.virtual_key_id)
     if view.request_type != request_type.value:
         raise ApiError(404, "operation type mismatch")
@@ -174,14 +196,14 @@ async def poll(
     return finished.view, finished.result
 
 
-def _check_poll_key(keys: KeyRing, headers: Mapping[str, str], job_key_id: str) -> None:
+def _check_poll_key(keys: KeyRing, headers: Mapping[str, str], job_key_id: str | None) -> None:
     key = from_headers(headers)
     if key is None:
         raise ApiError(404, "virtual key is required")
     key_id = keys.resolve(key)
     if key_id is None:
         raise ApiError(404, "virtual key not found")
-    if key_id != job_key_id:
+    if job_key_id is not None and key_id != job_key_id:
         raise ApiError(404, "virtual key mismatch")
 
 
