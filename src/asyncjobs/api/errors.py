@@ -15,10 +15,17 @@ from asyncjobs.core.errors import BifrostError
 class ApiError(Exception):
     """The HTTP status to answer and the BifrostError that explains it."""
 
-    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+        *,
+        outer_type: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
-        self.error = BifrostError(message=message, status_code=status)
+        self.error = BifrostError(message=message, status_code=status, outer_type=outer_type)
         # Extra response headers, e.g. Retry-After on a 429.
         self.headers: Mapping[str, str] = headers or {}
 

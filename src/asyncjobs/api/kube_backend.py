@@ -1,10 +1,10 @@
 """The API's Kubernetes side: where jobs and virtual keys live when the API runs for real.
 
-`KubeBackend` opens a client to the apiserver, and two reflectors (AsyncJobs,
-virtual-key Secrets) keep the job cache behind the store and the key ring current for as
-long as the app runs. main.py builds it and gives create_app its store, its key ring and
-`run` as a cleanup context; unit tests give create_app an in-memory store and a ring
-instead, and nothing touches the network.
+`KubeBackend` opens a client to the apiserver, and two reflectors (AsyncJobs in the jobs
+namespace, virtual-key Secrets in the keys namespace) keep the job cache behind the store
+and the key ring current for as long as the app runs. main.py builds it and gives
+create_app its store, its key ring and `run` as a cleanup context; unit tests give
+create_app an in-memory store and a ring instead, and nothing touches the network.
 """
 
 from __future__ import annotations
@@ -38,10 +38,14 @@ class KubeBackend:
         namespace: str,
         clock: Clock,
         *,
+        keys_namespace: str | None = None,
         list_page_size: int = DEFAULT_PAGE_SIZE,
         open_payloads: OpenPayloads | None = None,
     ) -> None:
         self.namespace = namespace
+        # Virtual-key Secrets are listed and watched here; with a namespace of their
+        # own, the API needs no list or watch on the jobs' Secrets (bodies).
+        self.keys_namespace = keys_namespace or namespace
         self.client = KubeClient(config)
         self.cache = JobCache()
         self.store = KubeJobStore(self.client, namespace, self.cache, clock)
@@ -105,7 +109,7 @@ class KubeBackend:
         )
         keys = Reflector(
             self.client,
-            resources.secrets_path(self.namespace),
+            resources.secrets_path(self.keys_namespace),
             name="virtual-keys",
             label_selector=resources.LABEL_VIRTUAL_KEY,
             keep=entry_from_secret,

@@ -45,6 +45,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or in-cluster)")
     parser.add_argument("--namespace", help="namespace of the jobs (default: the config's)")
+    parser.add_argument(
+        "--keys-namespace",
+        help="namespace of the virtual-key Secrets, the only one where the API lists Secrets "
+        "(default: the jobs' namespace; the chart uses a namespace of their own, so the API "
+        "never lists the Secrets that hold request and result bodies)",
+    )
     parser.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a server in a pod
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--providers-config", help="providers YAML (default: just `local`)")
@@ -103,6 +109,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help=f"file holding the gateway API token (or ${TOKEN_FILE_ENV} / ${TOKEN_ENV})",
     )
     parser.add_argument(
+        "--require-virtual-key",
+        action="store_true",
+        help="every request must carry a known virtual key (Bifrost's enforce_governance_header): "
+        "none answers 401 virtual_key_required",
+    )
+    parser.add_argument(
         "--result-cache-bytes",
         type=int,
         default=DEFAULT_BUDGET_BYTES,
@@ -156,6 +168,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         ),
         default_result_ttl=args.default_result_ttl,
         gateway_token=gateway_token(args.gateway_token_file),
+        require_virtual_key=args.require_virtual_key,
         result_cache_bytes=args.result_cache_bytes,
         payload_backend=args.payload_backend,
     )
@@ -163,6 +176,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         config,
         settings.namespace,
         utc_now,
+        keys_namespace=args.keys_namespace or settings.namespace,
         list_page_size=args.list_page_size,
         open_payloads=lambda client: payload_stores.open_store(args, client, settings.namespace),
     )

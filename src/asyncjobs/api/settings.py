@@ -34,6 +34,11 @@ class Settings:
     # When set, every inference route needs it as `Authorization: Bearer <token>` or
     # `x-api-key: <token>` (a virtual key then goes in another of the accepted headers).
     gateway_token: str | None = None
+    # When set, every inference request must carry a virtual key (Bifrost's
+    # enforce_governance_header): none → 401 virtual_key_required, an unknown one → the
+    # contract's "virtual key not found", and polls check the key even on jobs
+    # submitted without one.
+    require_virtual_key: bool = False
     # Memory for recently read results (result_cache.py); 0 reads the store every poll.
     result_cache_bytes: int = DEFAULT_BUDGET_BYTES
     # Where bodies are stored (core/payloads.py); names the references of new jobs.

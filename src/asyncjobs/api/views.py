@@ -51,7 +51,7 @@ async def read_body(request: web.Request, limit: int) -> bytes:
 async def submit(request: web.Request) -> web.Response:
     info = _ROUTE_INFO[request.match_info.route.name or ""]
     context = request.app[state.CONTEXT]
-    submit_and_poll.authorize(request.headers, context.settings.gateway_token)
+    submit_and_poll.authorize(request.headers, context.settings)
     body = await read_body(request, context.settings.max_request_bytes)
     submission = Submission(request.headers, body, request.headers.get("Content-Type", ""))
     spec = await submit_and_poll.submit(context, info, submission)
@@ -61,7 +61,7 @@ async def submit(request: web.Request) -> web.Response:
 async def poll(request: web.Request) -> web.Response:
     info = _ROUTE_INFO[request.match_info.route.name or ""]
     context = request.app[state.CONTEXT]
-    submit_and_poll.authorize(request.headers, context.settings.gateway_token)
+    submit_and_poll.authorize(request.headers, context.settings)
     view, result = await submit_and_poll.poll(
         context, info.request_type, request.match_info["job_id"], request.headers
     )

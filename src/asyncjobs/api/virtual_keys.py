@@ -1,9 +1,12 @@
 """Virtual keys (spec §5): which header carries one, and which id a key belongs to.
 
-Keys are Kubernetes Secrets in the jobs' namespace labelled `asyncjobs.dev/virtual-key`:
+Keys are Kubernetes Secrets labelled `asyncjobs.dev/virtual-key` in the keys namespace
+(`--keys-namespace`; the chart gives them a namespace of their own, where the API may
+list and watch Secrets and nothing else is kept, so that it need not list the jobs'
+Secrets, which hold every request and result):
 
     data.sha256  the hex SHA-256 of the key (preferred: the Secret then never holds
-                 the key, so the operator's `get secrets` in that namespace reveals nothing)
+                 the key, so whoever may read Secrets there learns nothing usable)
     data.key     or the key itself, e.g. sk-bf-…
     data.id      the id jobs record (optional; the Secret's name when absent)
 

@@ -37,6 +37,9 @@ class BifrostError:
     code: str | None = None
     param: str | None = None
     extra_fields: ExtraFields = ExtraFields()
+    # The outer `type` (Bifrost's BifrostError.Type, e.g. virtual_key_required): what
+    # kind of gateway refusal this is; `type` above is the inner error.type.
+    outer_type: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         error = _without_empty(
@@ -48,7 +51,10 @@ class BifrostError:
             }
         )
         error["message"] = self.message  # required even when empty
-        outer: dict[str, Any] = {"is_bifrost_error": self.is_bifrost_error}
+        outer: dict[str, Any] = {}
+        if self.outer_type:
+            outer["type"] = self.outer_type
+        outer["is_bifrost_error"] = self.is_bifrost_error
         if self.status_code is not None:
             outer["status_code"] = self.status_code
         outer["error"] = _in_order(error, ("type", "code", "message", "param"))

@@ -60,11 +60,12 @@ def chat_body(**extra: object) -> bytes:
     ],
 )
 def test_authorize(token: str | None, sent: Mapping[str, str], allowed: bool) -> None:
+    settings = Settings(namespace="unit", gateway_token=token)
     if allowed:
-        submit_and_poll.authorize(CIMultiDict(sent), token)
+        submit_and_poll.authorize(CIMultiDict(sent), settings)
         return
     with pytest.raises(ApiError) as refused:
-        submit_and_poll.authorize(CIMultiDict(sent), token)
+        submit_and_poll.authorize(CIMultiDict(sent), settings)
     assert (refused.value.status, refused.value.message) == (401, "Unauthorized")
 
 
