@@ -326,11 +326,70 @@ def test_retry_and_fallback(
 ) -> None:
     step = lifecycle.provider_failed(job(processing(tries), **spec), 0, tries, error, at(5), POLICY)
     assert isinstance(step, Retry), case
-    if error.retry_after is None:
-        # Exponential from the 1 s base, with at most 10% stable jitter.
-        assert expected.delay <= step.delay <= expected.delay * 1.1
-        step = Retry(expected.delay, step.target, step.tries_on_target, step.reason)
+    # Exponential from the 1 s base, or Retry-After, with at most 10% stable jitter.
+    assert expected.delay <= step.delay <= expected.delay * 1.1
+    step = Retry(expected.delay, step.target, step.tries_on_target, step.reason)
     assert step == expected
+
+
+def test_jobs_throttled_together_do_not_retry_together() -> None:
+    # The same Retry-After for a hundred jobs: their delays spread (stable per job).
+    delays = {lifecycle.backoff_delay(f"job-{i}", 1, 10.0, POLICY) for i in range(100)}
+    assert len(delays) > 50
+    assert all(10.0 <= delay <= 11.0 for delay in delays)
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "cap", "floor"),
+    [(30.0, 300.0, 30.0), (3600.0, 300.0, 300.0), (3600.0, 60.0, 60.0), (0.0, 300.0, 0.0)],
+)
+def test_a_retry_after_delay_is_capped(retry_after: float, cap: float, floor: float) -> None:
+    policy = Policy(retry_after_max_seconds=cap)
+    delay = lifecycle.backoff_delay("j", 1, retry_after, policy)
+    assert floor <= delay <= floor * 1.1
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "retry_after", "now", "expected"),
+    [
+        ("a Retry-After ending before the deadline is waited for", 429, 60.0, at(500), Retry),
+        ("one ending at the deadline fails at once", 429, 100.0, at(500), 429),
+        ("one ending after it fails at once", 429, 3600.0, at(5), 429),
+        ("a 503 with a Retry-After past the deadline keeps its status", 503, 900.0, at(5), 503),
+    ],
+)
+def test_a_retry_after_past_the_deadline_fails_now_with_the_providers_state(
+    case: str, status: int, retry_after: float, now: datetime, expected: object
+) -> None:
+    error = failure(status, True, retry_after)
+    step = lifecycle.provider_failed(job(processing(1)), 0, 1, error, now, POLICY)
+    if expected is Retry:
+        assert isinstance(step, Retry), case
+        return
+    assert isinstance(step, WriteStatus), case
+    assert step.phase is Phase.FAILED
+    assert step.reason is Reason.PROVIDER_OVERLOADED
+    assert step.status["statusCode"] == expected
+    until = format_time(now + timedelta(seconds=retry_after))
+    state = "rate limited" if expected == 429 else "unavailable"
+    assert step.message == (
+        f"provider openai is {state} until {until}, beyond the job's deadline "
+        f"({format_time(at(600))})"
+    )
+    error_body = step.status["error"]
+    assert error_body["status_code"] == expected
+    assert error_body["is_bifrost_error"] is True
+    assert error_body["error"]["message"] == step.message
+
+
+def test_held_past_the_deadline_names_the_target_it_was_held_for() -> None:
+    the_job = job(processing(1), fallbacks=["anthropic/claude"])
+    step = lifecycle.overloaded_past_deadline(the_job, 1, at(900), 429, at(10))
+    assert step.reason is Reason.PROVIDER_OVERLOADED
+    assert step.status["provider"] == "anthropic"
+    assert step.status["modelUsed"] == "anthropic/claude"
+    assert step.status["error"]["extra_fields"]["model_requested"] == "claude"
+    assert "anthropic is rate limited until" in step.message
 
 
 @pytest.mark.parametrize(

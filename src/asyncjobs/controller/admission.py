@@ -8,6 +8,13 @@ saturated or rate-limited provider therefore never holds up jobs for another pro
 and nothing but the granted calls runs: a backlog costs one parked future per job.
 A reloaded configuration changes the limits in place (`reconfigure`) and wakes the
 queue, so raised limits take effect at once for the jobs already waiting.
+
+Each granted call reports its outcome (`Call.report`) before its slot is released, so a
+429 or a run of 5xx opens the provider's circuit breaker (core/cooldown.py) before the
+next waiter could be granted: the jobs waiting for that provider stay here, spending no
+attempt, until the cooldown ends and a probe call succeeds. A waiter whose deadline
+comes before the cooldown ends is told at once (ProviderCoolingDown) rather than left
+to time out.
 """
 
 from __future__ import annotations
@@ -18,10 +25,38 @@ import itertools
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 
+from asyncjobs.core.cooldown import signal_of
 from asyncjobs.core.limits import CallBudget, ProviderLimitSpec
+from asyncjobs.core.providers.base import ProviderError, ProviderResult
 
 Priority = tuple[float, str]
-_Waiter = tuple[Priority, int, "asyncio.Future[None]"]
+# (priority, arrival order, granted, deadline on the admission clock)
+_Waiter = tuple[Priority, int, "asyncio.Future[bool]", float]
+
+
+class ProviderCoolingDown(Exception):
+    """The provider's calls are held until `until` (the admission clock), after the
+    waiting job's deadline."""
+
+    def __init__(self, provider: str, until: float, cause: str) -> None:
+        super().__init__(f"provider {provider} is cooling down ({cause})")
+        self.provider = provider
+        self.until = until
+        self.cause = cause  # cooldown.CAUSE_THROTTLED or CAUSE_FAILING
+
+
+class Call:
+    """A granted call slot; the call reports how it went before the slot is released."""
+
+    def __init__(self, admission: Admission, provider: str, probe: bool) -> None:
+        self._admission = admission
+        self.provider = provider
+        self.probe = probe
+        self.recorded = False
+
+    def report(self, outcome: ProviderResult | ProviderError) -> None:
+        self.recorded = True
+        self._admission._report(self, outcome)
 
 
 class Admission:
@@ -35,6 +70,8 @@ class Admission:
         # Paused until the operator has seen every listed job, so that after a restart
         # the oldest of the backlog start first, not the first ones listed (by name).
         self.paused = False
+        # Told (provider, cause) whenever a provider's cooldown starts (a metric).
+        self.on_cooldown: Callable[[str, str], None] | None = None
 
     def resume(self) -> None:
         self.paused = False
@@ -55,31 +92,73 @@ class Admission:
         return self.budget.in_flight
 
     def waiting(self) -> int:
-        return sum(1 for heap in self._waiting.values() for _, _, f in heap if not f.done())
+        return sum(1 for heap in self._waiting.values() for _, _, f, _ in heap if not f.done())
+
+    def cooling_down(self) -> int:
+        """Providers whose calls are held now."""
+        now = self.now()
+        return sum(1 for name in self._waiting if self.budget.cooling_down(name, now) is not None)
+
+    def held(self) -> int:
+        """Jobs waiting for a provider whose calls are held."""
+        now = self.now()
+        return sum(
+            1
+            for name, heap in self._waiting.items()
+            if self.budget.cooling_down(name, now) is not None
+            for _, _, granted, _ in heap
+            if not granted.done()
+        )
 
     @asynccontextmanager
-    async def slot(self, provider: str, priority: Priority) -> AsyncIterator[None]:
-        """Holds one call slot for `provider` for the duration of the block."""
-        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiting[provider], (priority, next(self._order), granted))
+    async def slot(
+        self, provider: str, priority: Priority, deadline: float = float("inf")
+    ) -> AsyncIterator[Call]:
+        """Holds one call slot for `provider` for the duration of the block; raises
+        ProviderCoolingDown when the provider's calls are held past `deadline`."""
+        until = self.budget.cooling_down(provider, self.now())
+        if until is not None and until > deadline:
+            raise ProviderCoolingDown(provider, until, self.budget.cooldown_cause(provider))
+        granted: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting[provider], (priority, next(self._order), granted, deadline))
         self._dispatch()
         try:
-            await granted
+            probe = await granted
         except asyncio.CancelledError:
             # Granted just before the cancellation landed: give the slot back.
             if granted.done() and not granted.cancelled():
-                self._release(provider)
+                self._release(Call(self, provider, granted.result()))
             else:
                 granted.cancel()
             raise
+        call = Call(self, provider, probe)
         try:
-            yield
+            yield call
         finally:
-            self._release(provider)
+            self._release(call)
 
-    def _release(self, provider: str) -> None:
-        self.budget.finish(provider)
+    def _release(self, call: Call) -> None:
+        self.budget.finish(call.provider, probe=call.probe, recorded=call.recorded)
         self._dispatch()
+
+    def _report(self, call: Call, outcome: ProviderResult | ProviderError) -> None:
+        retry_after = outcome.retry_after if isinstance(outcome, ProviderError) else None
+        cause = self.budget.record(
+            call.provider, signal_of(outcome), retry_after, self.now(), probe=call.probe
+        )
+        if cause is not None and self.on_cooldown is not None:
+            self.on_cooldown(call.provider, cause)
+        self._turn_away_late(call.provider)
+
+    def _turn_away_late(self, provider: str) -> None:
+        """Waiters whose deadline comes before the provider's cooldown ends hear it now."""
+        until = self.budget.cooling_down(provider, self.now())
+        if until is None:
+            return
+        cause = self.budget.cooldown_cause(provider)
+        for _, _, granted, deadline in self._waiting[provider]:
+            if deadline < until and not granted.done():
+                granted.set_exception(ProviderCoolingDown(provider, until, cause))
 
     def _dispatch(self) -> None:
         if self.paused:
@@ -89,7 +168,7 @@ class Admission:
         while True:
             best: str | None = None
             for name, heap in self._waiting.items():
-                while heap and heap[0][2].done():  # cancelled waiters leave lazily
+                while heap and heap[0][2].done():  # cancelled or turned-away waiters leave lazily
                     heapq.heappop(heap)
                 if not heap:
                     continue
@@ -103,9 +182,8 @@ class Admission:
                     best = name
             if best is None:
                 break
-            _, _, granted = heapq.heappop(self._waiting[best])
-            self.budget.start(best, now)
-            granted.set_result(None)
+            _, _, granted, _ = heapq.heappop(self._waiting[best])
+            granted.set_result(self.budget.start(best, now))
         self._schedule_wakeup(wake, now)
 
     def _schedule_wakeup(self, at: float, now: float) -> None:

@@ -7,7 +7,10 @@ lifecycle what follows: a retry after a delay, the next fallback, or the termina
 status. A provider answer is stored (retried in place while the apiserver is away, so
 a Kubernetes error never pays the provider twice) before the terminal status names it,
 and once stored it is final: a job resumed after its operator stopped first looks for
-the result of the interrupted call and finishes from it. The whole run sits under the
+the result of the interrupted call and finishes from it. Each call's outcome is reported
+to the admission queue before its slot is released, so an overloaded provider's circuit
+breaker holds the other jobs before they spend an attempt; a job held past its deadline
+fails at once with the provider's state (ProviderOverloaded). The whole run sits under the
 job's deadline; when it passes, whatever is in progress is cancelled and the job fails
 with DeadlineExceeded (unless its result is already stored). Request and result content
 never reach a log line.
@@ -19,11 +22,12 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
-from asyncjobs.controller.admission import Admission
+from asyncjobs.controller.admission import Admission, Call, ProviderCoolingDown
 from asyncjobs.controller.metrics import (
     CALL_FAILED,
     CALL_NO_ANSWER,
@@ -38,6 +42,7 @@ from asyncjobs.controller.metrics import (
 )
 from asyncjobs.core import lifecycle, results
 from asyncjobs.core.conditions import Reason
+from asyncjobs.core.cooldown import CAUSE_THROTTLED
 from asyncjobs.core.jobs import Phase, parse_time
 from asyncjobs.core.kube import ObjectClient
 from asyncjobs.core.lifecycle import Job, Policy, Resume, Retry, Run, WaitForRequest, WriteStatus
@@ -86,6 +91,12 @@ class Context:
     # Pauses between tries to store a result while the apiserver is unavailable; the
     # last repeats until the job's deadline.
     store_retry_delays: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+    def __post_init__(self) -> None:
+        # The cooldown metrics read the admission queue, which knows nothing of metrics.
+        self.admission.on_cooldown = self.metrics.count_cooldown
+        self.metrics.cooldowns_active.set_function(self.admission.cooling_down)
+        self.metrics.jobs_held.set_function(self.admission.held)
 
 
 class JobRun:
@@ -178,19 +189,22 @@ class JobRun:
                 )
             outcome: ProviderResult | ProviderError | None = None
             started = 0.0
-            priority = (self.job.submitted_at.timestamp(), self.name)
-            async with self.ctx.admission.slot(chosen.provider, priority):
-                if self.request is None:
-                    loaded = await self._load_request()
-                    if isinstance(loaded, WriteStatus):
-                        return loaded
-                    self.request = loaded
-                if self.request is not None:
-                    if not await self._record_attempt(run, precondition):
-                        return None
-                    precondition = None
-                    started = asyncio.get_running_loop().time()
-                    outcome = await self._call(provider, chosen.model, self.request)
+            try:
+                async with self._slot(chosen.provider) as call:
+                    if self.request is None:
+                        loaded = await self._load_request()
+                        if isinstance(loaded, WriteStatus):
+                            return loaded
+                        self.request = loaded
+                    if self.request is not None:
+                        if not await self._record_attempt(run, precondition):
+                            return None
+                        precondition = None
+                        started = asyncio.get_running_loop().time()
+                        outcome = await self._call(provider, chosen.model, self.request)
+                        call.report(outcome)
+            except ProviderCoolingDown as held:
+                return self._held_past_deadline(run.target, held)
             if outcome is None:
                 now = self.ctx.wall()
                 self.missing_since = self.missing_since or now
@@ -210,6 +224,21 @@ class JobRun:
             self.ctx.metrics.retries.labels(chosen.provider, after.reason.value).inc()
             await asyncio.sleep(after.delay)
             run = Run(after.target, after.tries_on_target, after.reason)
+
+    def _slot(self, provider: str) -> AbstractAsyncContextManager[Call]:
+        """A call slot, the oldest job first; the deadline, on the queue's clock, lets
+        the queue turn the job away when the provider is held past it."""
+        admission = self.ctx.admission
+        left = (self.job.deadline - self.ctx.wall()).total_seconds()
+        priority = (self.job.submitted_at.timestamp(), self.name)
+        return admission.slot(provider, priority, admission.now() + left)
+
+    def _held_past_deadline(self, target: int, held: ProviderCoolingDown) -> WriteStatus:
+        now = self.ctx.wall()
+        until = now + timedelta(seconds=max(0.0, held.until - self.ctx.admission.now()))
+        status = 429 if held.cause == CAUSE_THROTTLED else 503
+        log.info("job %s: %s holds calls past the job's deadline", self.name, held.provider)
+        return lifecycle.overloaded_past_deadline(self.job, target, until, status, now)
 
     async def _load_request(self) -> bytes | WriteStatus | None:
         """The request body; None while it is missing; a failure when it is not usable."""

@@ -90,6 +90,23 @@ class Metrics:
             "Jobs waiting for a provider call slot.",
             registry=r,
         )
+        self.cooldowns = Counter(
+            "asyncjobs_operator_provider_cooldowns",
+            "Cooldowns started (a provider's circuit breaker opened), by cause: throttled "
+            "(a 429) or failing (a run of 5xx answers or calls with no answer).",
+            ["provider", "cause"],
+            registry=r,
+        )
+        self.cooldowns_active = Gauge(
+            "asyncjobs_operator_provider_cooldowns_active",
+            "Providers whose calls are held now (cooling down, or awaiting the probe call).",
+            registry=r,
+        )
+        self.jobs_held = Gauge(
+            "asyncjobs_operator_jobs_held",
+            "Jobs waiting for a provider whose calls are held; they spend no attempt.",
+            registry=r,
+        )
         self.retries = Counter(
             "asyncjobs_operator_retries",
             "Provider calls scheduled again after a failure (reason Retrying or FallingBack).",
@@ -154,6 +171,9 @@ class Metrics:
             "by (controller/leadership.py).",
             registry=r,
         )
+
+    def count_cooldown(self, provider: str, cause: str) -> None:
+        self.cooldowns.labels(provider, cause).inc()
 
 
 class PhaseTally:

@@ -36,6 +36,9 @@ class Reason(enum.StrEnum):
     RESULT_UNREADABLE = "ResultUnreadable"
     INTERRUPTION_LIMIT_EXCEEDED = "InterruptionLimitExceeded"
     REQUEST_NOT_OWNED = "RequestNotOwned"
+    # The provider refused calls (429, or cooling down after failures) until after the
+    # job's deadline: the job fails at once rather than wait for a 504.
+    PROVIDER_OVERLOADED = "ProviderOverloaded"
 
 
 def set_condition(

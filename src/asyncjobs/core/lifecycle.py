@@ -60,6 +60,9 @@ class Policy:
     default_ttl_seconds: int = 3600
     backoff_base_seconds: float = 1.0
     backoff_max_seconds: float = 60.0
+    # The longest wait taken from a provider's Retry-After: a provider asking for hours
+    # is probed again after this (its circuit breaker holds every job meanwhile).
+    retry_after_max_seconds: float = 300.0
     # Operator stops a job survives; a job interrupted more often fails (a poison pill).
     max_interruptions: int = 20
     # The API creates the AsyncJob a moment before its request Secret; measured from
@@ -334,6 +337,13 @@ def provider_failed(
     if now >= job.deadline:
         return deadline_passed(job, now)
     if error.retryable and tries_on_target <= job.backoff_limit:
+        if error.retry_after is not None:
+            # The provider's own word: no call before then. Waiting past the deadline
+            # would only end in a 504 that hides why.
+            until = now + timedelta(seconds=max(0.0, error.retry_after))
+            if until >= job.deadline:
+                status = error.status_code or 429
+                return overloaded_past_deadline(job, target, until, status, now)
         delay = backoff_delay(job.name, tries_on_target, error.retry_after, policy)
         return Retry(delay, target, tries_on_target, Reason.RETRYING)
     if target + 1 < len(job.targets):
@@ -388,6 +398,23 @@ def unrunnable(
     return _fail_by_gateway(job, now, reason, message, status_code)
 
 
+def overloaded_past_deadline(
+    job: Job, target: int, until: datetime, status_code: int, now: datetime
+) -> WriteStatus:
+    """The provider takes no call from this job before `until` (its Retry-After, or its
+    circuit breaker's cooldown), which is after the job's deadline: fail now, saying so.
+    `status_code` is 429 when the provider rate-limited, else the 5xx it failed with."""
+    chosen = job.targets[target]
+    state = "rate limited" if status_code == 429 else "unavailable"
+    message = (
+        f"provider {chosen.provider} is {state} until {format_time(until)}, beyond the "
+        f"job's deadline ({format_time(job.deadline)})"
+    )
+    return _fail_by_gateway(
+        job, now, Reason.PROVIDER_OVERLOADED, message, status_code, target=chosen
+    )
+
+
 def deadline_passed(job: Job, now: datetime) -> WriteStatus:
     seconds = (job.deadline - job.submitted_at).total_seconds()
     return _fail_by_gateway(
@@ -419,10 +446,17 @@ def result_unreadable(job: Job, now: datetime, message: str) -> WriteStatus:
 
 
 def _fail_by_gateway(
-    job: Job, now: datetime, reason: Reason, message: str, status_code: int
+    job: Job,
+    now: datetime,
+    reason: Reason,
+    message: str,
+    status_code: int,
+    *,
+    target: Target | None = None,
 ) -> WriteStatus:
-    """A failure the gateway itself reports (no provider error to pass on)."""
-    chosen = job.targets[job.current_target]
+    """A failure the gateway itself reports (no provider error to pass on), about
+    `target` (default: the job's current one)."""
+    chosen = target or job.targets[job.current_target]
     bifrost = BifrostError(
         message=message,
         status_code=status_code,
@@ -503,14 +537,16 @@ def _extra_fields(job: Job, target: Target) -> ExtraFields:
 
 
 def backoff_delay(name: str, tries: int, retry_after: float | None, policy: Policy) -> float:
-    """Seconds before retry number `tries`: Retry-After when the provider sent one, else
-    exponential from the base, capped, plus up to 10% jitter that is stable per job (so
-    jobs failing together do not retry together, and tests stay deterministic)."""
+    """Seconds before retry number `tries`: Retry-After when the provider sent one (at
+    most retry_after_max_seconds), else exponential from the base, capped; either plus
+    up to 10% jitter that is stable per job (so jobs throttled together do not retry
+    together, and tests stay deterministic)."""
     if retry_after is not None and retry_after >= 0:
-        return float(retry_after)
-    exponential = min(policy.backoff_max_seconds, policy.backoff_base_seconds * 2.0 ** (tries - 1))
+        wait = min(float(retry_after), policy.retry_after_max_seconds)
+    else:
+        wait = min(policy.backoff_max_seconds, policy.backoff_base_seconds * 2.0 ** (tries - 1))
     spread = (zlib.crc32(f"{name}/{tries}".encode()) % 1000) / 10000
-    return exponential * (1 + spread)
+    return wait * (1 + spread)
 
 
 def format_duration(seconds: float) -> str:

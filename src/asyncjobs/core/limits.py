@@ -2,7 +2,9 @@
 
 Three limits apply to every call: a global number of calls in flight (so ten thousand
 pending jobs never mean ten thousand calls), a number in flight per provider, and a
-request rate per provider (requests per minute). This module only counts, with the time
+request rate per provider (requests per minute). A fourth holds all calls to a provider
+that is overloaded: its circuit breaker (core/cooldown.py), opened by a 429 or a run of
+5xx answers. This module only counts, with the time
 passed in, so the rules are unit-tested without sleeping; the operator's admission
 queue (controller/admission.py) decides who waits and who goes first.
 
@@ -14,9 +16,12 @@ already earned, so a reload never opens a burst the configuration did not allow.
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from asyncjobs.core.cooldown import Breaker, CooldownPolicy, Signal
 
 
 class TokenBucket:
@@ -72,6 +77,7 @@ class ProviderLimitSpec(Protocol):
 class ProviderBudget:
     max_concurrency: int
     bucket: TokenBucket | None
+    breaker: Breaker
     in_flight: int = 0
 
 
@@ -82,6 +88,8 @@ class CallBudget:
     max_in_flight: int
     providers: dict[str, ProviderBudget] = field(default_factory=dict)
     in_flight: int = 0
+    cooldown: CooldownPolicy = field(default_factory=CooldownPolicy)
+    rng: random.Random = field(default_factory=random.Random)
 
     def set_provider(
         self, name: str, max_concurrency: int, per_minute: int | None, now: float
@@ -91,7 +99,8 @@ class CallBudget:
         budget = self.providers.get(name)
         if budget is None:
             bucket = TokenBucket(per_minute, now) if per_minute else None
-            self.providers[name] = ProviderBudget(max_concurrency, bucket)
+            breaker = Breaker(self.cooldown, self.rng)
+            self.providers[name] = ProviderBudget(max_concurrency, bucket, breaker)
             return
         budget.max_concurrency = max_concurrency
         if not per_minute:
@@ -116,20 +125,45 @@ class CallBudget:
             self.set_provider(name, spec.max_concurrency, spec.requests_per_minute, now)
 
     def ready_at(self, provider: str, now: float) -> float | None:
-        """When a call to `provider` may start: now, later (rate), or None (a slot must
-        be released first)."""
+        """When a call to `provider` may start: now, later (rate, cooldown), or None (a
+        slot must be released, or the cooldown's probe answer, first)."""
         budget = self.providers[provider]
         if self.in_flight >= self.max_in_flight or budget.in_flight >= budget.max_concurrency:
             return None
+        healthy_at = budget.breaker.ready_at(now)
+        if healthy_at is None or healthy_at > now:
+            return healthy_at  # the bucket is asked once the cooldown is over
         return now if budget.bucket is None else budget.bucket.ready_at(now)
 
-    def start(self, provider: str, now: float) -> None:
+    def start(self, provider: str, now: float) -> bool:
+        """A call starts; True when it is the provider's half-open probe."""
         budget = self.providers[provider]
         self.in_flight += 1
         budget.in_flight += 1
         if budget.bucket is not None:
             budget.bucket.take(now)
+        return budget.breaker.start(now)
 
-    def finish(self, provider: str) -> None:
+    def record(
+        self, provider: str, signal: Signal, retry_after: float | None, now: float, *, probe: bool
+    ) -> str | None:
+        """What a call's outcome says about the provider; the cause of a new cooldown."""
+        return self.providers[provider].breaker.record(signal, retry_after, now, probe=probe)
+
+    def finish(self, provider: str, *, probe: bool = False, recorded: bool = True) -> None:
+        """A call's slot is released; a probe that recorded no outcome (cancelled) hands
+        the probe to the next call."""
         self.in_flight -= 1
-        self.providers[provider].in_flight -= 1
+        budget = self.providers[provider]
+        budget.in_flight -= 1
+        if not recorded:
+            budget.breaker.abandoned(probe)
+
+    def cooling_down(self, provider: str, now: float) -> float | None:
+        """Until when the provider's calls are held, or None when they are not."""
+        breaker = self.providers[provider].breaker
+        return breaker.until if breaker.cooling_down(now) else None
+
+    def cooldown_cause(self, provider: str) -> str:
+        """Why the provider's breaker last opened (cooldown.CAUSE_*)."""
+        return self.providers[provider].breaker.cause

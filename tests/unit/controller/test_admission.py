@@ -7,8 +7,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from asyncjobs.controller.admission import Admission
+from asyncjobs.controller.admission import Admission, ProviderCoolingDown
+from asyncjobs.core.cooldown import CooldownPolicy
 from asyncjobs.core.limits import CallBudget, TokenBucket
+from asyncjobs.core.providers.base import ProviderError, ProviderResult
 
 
 def budget(max_in_flight: int, **providers: tuple[int, int | None]) -> CallBudget:
@@ -186,3 +188,142 @@ async def test_a_provider_added_by_a_reload_gets_slots() -> None:
     assert recorder.started == ["n0"]
     recorder.release.set()
     await task
+
+
+# --- a provider's circuit breaker ------------------------------------------------------
+
+
+def breaking_budget(base_seconds: float) -> CallBudget:
+    result = CallBudget(10, cooldown=CooldownPolicy(base_seconds=base_seconds, jitter=0.0))
+    result.set_provider("a", 3, None, 0.0)
+    result.set_provider("b", 3, None, 0.0)
+    return result
+
+
+THROTTLED = ProviderError("slow down", status_code=429, retryable=True)
+
+
+async def test_a_429_holds_the_waiting_jobs_until_a_probe_succeeds() -> None:
+    admission = Admission(breaking_budget(base_seconds=0.2))
+    cooldowns: list[tuple[str, str]] = []
+    admission.on_cooldown = lambda provider, cause: cooldowns.append((provider, cause))
+    loop = asyncio.get_running_loop()
+    started: dict[str, float] = {}
+    first_answer = asyncio.Event()
+
+    async def job(provider: str, name: str, submitted: float) -> None:
+        async with admission.slot(provider, (submitted, name)) as call:
+            started[name] = loop.time()
+            if name == "first":
+                await first_answer.wait()
+                call.report(THROTTLED)
+            else:
+                call.report(ProviderResult({}))
+
+    begin = loop.time()
+    first = asyncio.create_task(job("a", "first", 0.0))
+    await settle()
+    first_answer.set()
+    await first
+    assert cooldowns == [("a", "throttled")]
+    # Five jobs arrive while the provider cools down, and one for another provider.
+    waiting = [asyncio.create_task(job("a", f"j{i}", float(i + 1))) for i in range(5)]
+    other = asyncio.create_task(job("b", "other", 9.0))
+    await settle()
+    assert list(started) == ["first", "other"]
+    assert admission.waiting() == 5
+    assert admission.held() == 5
+    assert admission.cooling_down() == 1
+    await asyncio.wait_for(asyncio.gather(*waiting, other), timeout=5)
+    # None started before the cooldown ended; the oldest probed, then the rest went.
+    assert all(started[f"j{i}"] - begin >= 0.19 for i in range(5))
+    assert started["j0"] <= min(started[f"j{i}"] for i in range(1, 5))
+    assert admission.held() == 0
+    assert admission.cooling_down() == 0
+
+
+async def test_while_the_probe_runs_no_other_call_starts() -> None:
+    admission = Admission(breaking_budget(base_seconds=0.05))
+    started: list[str] = []
+    answer = asyncio.Event()
+
+    async def job(name: str, submitted: float, outcome: ProviderResult | ProviderError) -> None:
+        async with admission.slot("a", (submitted, name)) as call:
+            started.append(name)
+            if name == "probe":
+                await answer.wait()
+            call.report(outcome)
+
+    await job("first", 0.0, THROTTLED)
+    probe = asyncio.create_task(job("probe", 1.0, ProviderResult({})))
+    rest = [asyncio.create_task(job(f"j{i}", 2.0 + i, ProviderResult({}))) for i in range(3)]
+    await asyncio.sleep(0.2)
+    assert started == ["first", "probe"]
+    answer.set()
+    await asyncio.wait_for(asyncio.gather(probe, *rest), timeout=5)
+    assert started == ["first", "probe", "j0", "j1", "j2"]
+
+
+async def test_a_job_whose_deadline_ends_before_the_cooldown_is_turned_away() -> None:
+    clock = [100.0]
+    admission = Admission(breaking_budget(base_seconds=30.0), clock=lambda: clock[0])
+    holder_answer = asyncio.Event()
+
+    async def holder() -> None:
+        async with admission.slot("a", (0.0, "holder")) as call:
+            await holder_answer.wait()
+            call.report(ProviderError("x", status_code=429, retryable=True, retry_after=60.0))
+
+    async def waiter(name: str, deadline: float) -> str:
+        try:
+            async with admission.slot("a", (1.0, name), deadline):
+                return "started"
+        except ProviderCoolingDown as held:
+            return f"{held.provider} {held.cause} until {held.until:g}"
+
+    running = asyncio.create_task(holder())
+    await settle()
+    # The global limit lets no one else start while the holder runs (concurrency 1).
+    admission.budget.providers["a"].max_concurrency = 1
+    short = asyncio.create_task(waiter("short", deadline=150.0))
+    long = asyncio.create_task(waiter("long", deadline=500.0))
+    await settle()
+    holder_answer.set()
+    await running
+    assert await short == "a throttled until 160"
+    assert not long.done()  # it waits for the cooldown
+    # One arriving during the cooldown with too little time left is turned away at once.
+    assert await waiter("late", deadline=159.0) == "a throttled until 160"
+    long.cancel()
+    await asyncio.gather(long, return_exceptions=True)
+    assert admission.waiting() == 0
+
+
+async def test_a_cancelled_probe_hands_the_probe_to_the_next_job() -> None:
+    admission = Admission(breaking_budget(base_seconds=0.05))
+    started: list[str] = []
+
+    async def throttled() -> None:
+        async with admission.slot("a", (0.0, "first")) as call:
+            call.report(THROTTLED)
+
+    async def hanging() -> None:
+        async with admission.slot("a", (1.0, "probe")):
+            started.append("probe")
+            await asyncio.Event().wait()
+
+    async def later() -> None:
+        async with admission.slot("a", (2.0, "later")) as call:
+            started.append("later")
+            call.report(ProviderResult({}))
+
+    await throttled()
+    probe = asyncio.create_task(hanging())
+    after = asyncio.create_task(later())
+    await asyncio.sleep(0.15)
+    assert started == ["probe"]
+    probe.cancel()
+    await asyncio.gather(probe, return_exceptions=True)
+    await asyncio.wait_for(after, timeout=5)
+    assert started == ["probe", "later"]
+    assert admission.budget.providers["a"].breaker.state.value == "closed"

@@ -10,9 +10,12 @@ from datetime import timedelta
 from asyncjobs.controller.executor import JobRun
 from asyncjobs.core import payloads, secret_payloads
 from asyncjobs.core.conditions import Reason
+from asyncjobs.core.cooldown import CooldownPolicy
+from asyncjobs.core.jobs import format_time
 from asyncjobs.core.kube import KubeError
 from asyncjobs.core.lifecycle import Policy, Resume, Run
 from asyncjobs.core.providers.base import ProviderError
+from asyncjobs.core.providers.registry import ProviderLimits
 from tests.unit.controller.fakes import (
     REQUEST,
     SUBMITTED,
@@ -236,3 +239,48 @@ async def test_retries_then_fallback_then_success() -> None:
     assert (status["attempts"], status["attemptsOnModel"]) == (3, 1)
     assert status["modelUsed"] == "anthropic/claude"
     assert status["resultRef"]["secretName"] == "j1-result-3"
+
+
+async def test_a_job_held_past_its_deadline_fails_at_once_without_a_call() -> None:
+    # Another job's 429 asked for ten minutes; this job has one minute left.
+    obj = asyncjob(activeDeadlineSeconds=60)
+    secrets, writer, provider = FakeSecrets(), StatusWriter(obj), ScriptedProvider("openai")
+    await secrets.put_body(obj, "request", REQUEST)
+    ctx = context(writer, secrets, {"openai": provider})
+    slow_down = ProviderError("slow down", status_code=429, retryable=True, retry_after=600)
+    async with ctx.admission.slot("openai", (0.0, "other")) as call:
+        call.report(slow_down)
+    await JobRun(ctx, obj).run(Run(0, 0, Reason.CLAIMED))
+    status = writer.status
+    assert provider.calls == []
+    assert status["phase"] == "Failed"
+    assert status["statusCode"] == 429
+    assert status["conditions"][-1]["reason"] == "ProviderOverloaded"
+    assert "attempts" not in status
+    message = status["error"]["error"]["message"]
+    assert message.startswith("provider openai is rate limited until ")
+    deadline = format_time(SUBMITTED + timedelta(seconds=60))
+    assert message.endswith(f"beyond the job's deadline ({deadline})")
+    sample = ctx.metrics.registry.get_sample_value
+    labels = {"provider": "openai", "cause": "throttled"}
+    assert sample("asyncjobs_operator_provider_cooldowns_total", labels) == 1.0
+    assert sample("asyncjobs_operator_provider_cooldowns_active") == 1.0
+
+
+async def test_a_429_opens_the_breaker_before_the_slot_is_released() -> None:
+    obj = asyncjob(backoffLimit=1)
+    secrets, writer = FakeSecrets(), StatusWriter(obj)
+    await secrets.put_body(obj, "request", REQUEST)
+    throttled = ProviderError("slow down", status_code=429, retryable=True, retry_after=0)
+    provider = ScriptedProvider("openai", throttled)
+    ctx = context(writer, secrets, {"openai": provider})
+    ctx.admission.budget.cooldown = CooldownPolicy(base_seconds=0.05, jitter=0.0)
+    ctx.admission.budget.providers.clear()
+    ctx.admission.reconfigure(10, {"openai": ProviderLimits(4, None)})
+    await JobRun(ctx, obj).run(Run(0, 0, Reason.CLAIMED))
+    assert writer.status["phase"] == "Completed"
+    assert len(provider.calls) == 2
+    labels = {"provider": "openai", "cause": "throttled"}
+    sample = ctx.metrics.registry.get_sample_value
+    assert sample("asyncjobs_operator_provider_cooldowns_total", labels) == 1.0
+    assert sample("asyncjobs_operator_provider_cooldowns_active") == 0.0
