@@ -3,6 +3,10 @@
 # non-root user with a read-only root filesystem (the chart sets readOnlyRootFilesystem).
 
 FROM python:3.11-slim-bookworm AS build
+# Where the downloads below come from and which CAs they trust, for builds behind a
+# package mirror or a TLS-inspecting proxy (scripts/image-test passes the host's). Unset by
+# default; they exist only in this stage, so nothing of them reaches the runtime image.
+ARG PIP_INDEX_URL PIP_CERT SSL_CERT_FILE UV_DEFAULT_INDEX
 ENV UV_PYTHON_DOWNLOADS=never UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy
 RUN pip install --no-cache-dir uv==0.13.9
 WORKDIR /app

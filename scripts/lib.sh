@@ -52,3 +52,17 @@ ensure_weed() {
   local bin_dir=${ASYNCJOBS_BIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/asyncjobs/bin}
   export PATH="$bin_dir:$PATH"
 }
+
+# Only scripts/image-test needs these: buildah builds and runs the image without a daemon
+# (--isolation chroot), mmdebstrap makes a stand-in base image from Debian's packages.
+ensure_image_tools() {
+  local missing=()
+  command -v buildah >/dev/null || missing+=(buildah)
+  command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
+  if [ ${#missing[@]} -gt 0 ]; then
+    step "installing ${missing[*]} from Debian's packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      "${missing[@]}" >/dev/null
+  fi
+}
