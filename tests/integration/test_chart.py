@@ -3,6 +3,7 @@ schema rejects wrong values with a clear message."""
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 from pathlib import Path
@@ -66,13 +67,11 @@ def test_default_render_has_both_processes_with_restricted_security() -> None:
     crd = by_kind(docs, "CustomResourceDefinition")[0]
     assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
     assert by_kind(docs, "HorizontalPodAutoscaler") == []
-    assert by_kind(docs, "NetworkPolicy") == []
 
 
 def test_jobs_live_in_their_own_namespace_by_default() -> None:
     docs = render()
-    (namespace,) = by_kind(docs, "Namespace")
-    assert namespace["metadata"]["name"] == "platform-jobs"
+    assert "platform-jobs" in {n["metadata"]["name"] for n in by_kind(docs, "Namespace")}
     api_role = next(r for r in by_kind(docs, "Role") if r["metadata"]["name"] == "aj-asyncjobs-api")
     assert api_role["metadata"]["namespace"] == "platform-jobs"
 
@@ -106,19 +105,18 @@ def test_non_default_values_render_optional_objects() -> None:
         "jobs.createNamespace=false",
         "api.autoscaling.enabled=true",
         "api.podDisruptionBudget.enabled=true",
-        "networkPolicy.enabled=true",
         "serviceMonitor.enabled=true",
-        "api.gatewayToken.existingSecret=gateway",
+        "api.auth.gatewayToken.existingSecret=gateway",
     )
     kinds = {doc["kind"] for doc in docs}
     assert {
         "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
-        "NetworkPolicy",
         "ServiceMonitor",
     } <= kinds
     assert "CustomResourceDefinition" not in kinds
-    assert "Namespace" not in kinds
+    assert [n["metadata"]["name"] for n in by_kind(docs, "Namespace")] == ["platform-keys"]
+    assert by_kind(docs, "Secret") == [], "the given token Secret is used, none is made"
     api = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-api"))
     assert "replicas" not in api["spec"], "the HPA owns the replica count"
     container = api["spec"]["template"]["spec"]["containers"][0]
@@ -168,6 +166,8 @@ def test_operator_replicas_elect_one_leader_through_their_own_lease() -> None:
         pytest.param("providers.providers.x.type=telepathy", "type", id="unknown-provider-type"),
         pytest.param("unknownTopLevel=1", "unknownTopLevel", id="unknown-value"),
         pytest.param("jobs.namespace=Not_A_Name", "/jobs/namespace", id="bad-namespace"),
+        pytest.param("api.auth.mode=open", "/api/auth/mode", id="unknown-auth-mode"),
+        pytest.param("api.gatewayToken.key=t", "gatewayToken", id="token-moved-under-auth"),
     ],
 )
 def test_values_schema_rejects_wrong_values(value: str, message: str) -> None:
@@ -200,7 +200,7 @@ def test_secrets_backend_is_bounded_by_quota_flags_and_a_resource_quota() -> Non
     (container,) = api["spec"]["template"]["spec"]["containers"]
     assert {"--max-stored-jobs=10000", "--max-stored-bytes=536870912"} <= set(container["args"])
     assert env_of(container)["ASYNCJOBS_PAYLOADS"] == "secrets"
-    assert rules_for(docs, "aj-asyncjobs-api", "secrets") == [["create", "get", "list", "watch"]]
+    assert rules_for(docs, "aj-asyncjobs-api", "secrets") == [["create", "get"]]
 
 
 def test_s3_backend_configures_both_processes_and_needs_no_body_secrets() -> None:
@@ -224,10 +224,11 @@ def test_s3_backend_configures_both_processes_and_needs_no_body_secrets() -> Non
             "secretKeyRef": {"name": "s3-credentials", "key": "AWS_SECRET_ACCESS_KEY"}
         }
         assert not any(arg.startswith("--max-stored") for arg in container["args"])
-    # Bodies are objects: the API only watches Secrets (virtual keys), the operator
-    # touches none in the jobs namespace.
-    assert rules_for(docs, "aj-asyncjobs-api", "secrets") == [["list", "watch"]]
+    # Bodies are objects: neither process touches Secrets in the jobs namespace; the
+    # API still watches the virtual keys in theirs.
+    assert rules_for(docs, "aj-asyncjobs-api", "secrets") == []
     assert rules_for(docs, "aj-asyncjobs-operator", "secrets") == []
+    assert rules_for(docs, "aj-asyncjobs-api-virtual-keys", "secrets") == [["list", "watch"]]
 
 
 def test_s3_backend_without_a_bucket_is_refused_at_render() -> None:
@@ -236,3 +237,131 @@ def test_s3_backend_without_a_bucket_is_refused_at_render() -> None:
     )
     assert result.returncode != 0
     assert "payloads.backend=s3 needs payloads.s3.bucket" in result.stderr
+
+
+# --- secure by default -------------------------------------------------------------------------
+
+
+def api_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    api = next(
+        d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "aj-asyncjobs-api"
+    )
+    (container,) = api["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def test_default_install_requires_a_generated_gateway_token() -> None:
+    docs = render()
+    (secret,) = by_kind(docs, "Secret")
+    assert secret["metadata"] == {
+        "name": "aj-asyncjobs-gateway-token",
+        "namespace": "platform",
+        "labels": secret["metadata"]["labels"],
+    }
+    token = base64.b64decode(secret["data"]["token"]).decode()
+    assert len(token) == 48
+    assert token.isalnum()
+    assert token != base64.b64decode(by_kind(render(), "Secret")[0]["data"]["token"]).decode(), (
+        "random per install (an upgrade keeps the installed one through lookup)"
+    )
+    container = api_container(docs)
+    assert env_of(container)["ASYNCJOBS_GATEWAY_TOKEN"] == {
+        "secretKeyRef": {"name": "aj-asyncjobs-gateway-token", "key": "token"}
+    }
+    assert "--require-virtual-key" not in container["args"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "token", "virtual_key"),
+    [
+        pytest.param("gatewayToken", True, False, id="token"),
+        pytest.param("virtualKeys", False, True, id="virtual-keys"),
+        pytest.param("gatewayTokenAndVirtualKeys", True, True, id="both"),
+        pytest.param("anonymous", False, False, id="anonymous-opt-in"),
+    ],
+)
+def test_auth_modes(mode: str, token: bool, virtual_key: bool) -> None:
+    docs = render(f"api.auth.mode={mode}")
+    container = api_container(docs)
+    assert ("ASYNCJOBS_GATEWAY_TOKEN" in env_of(container)) is token
+    assert bool(by_kind(docs, "Secret")) is token
+    assert ("--require-virtual-key" in container["args"]) is virtual_key
+
+
+def test_virtual_keys_live_in_their_own_namespace_where_alone_the_api_lists_secrets() -> None:
+    docs = render()
+    assert {n["metadata"]["name"] for n in by_kind(docs, "Namespace")} == {
+        "platform-jobs",
+        "platform-keys",
+    }
+    assert "--keys-namespace=platform-keys" in api_container(docs)["args"]
+    keys_role = next(
+        r for r in by_kind(docs, "Role") if r["metadata"]["name"] == "aj-asyncjobs-api-virtual-keys"
+    )
+    assert keys_role["metadata"]["namespace"] == "platform-keys"
+    assert keys_role["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["list", "watch"]}
+    ]
+    listing = [
+        (role["metadata"]["namespace"], rule["verbs"])
+        for role in by_kind(docs, "Role")
+        for rule in role["rules"]
+        if "secrets" in rule["resources"] and {"list", "watch"} & set(rule["verbs"])
+    ]
+    assert listing == [("platform-keys", ["list", "watch"])], "nothing lists job Secrets"
+    moved = render("virtualKeys.namespace=llm-keys", "virtualKeys.createNamespace=false")
+    assert "--keys-namespace=llm-keys" in api_container(moved)["args"]
+    assert [n["metadata"]["name"] for n in by_kind(moved, "Namespace")] == ["platform-jobs"]
+
+
+def test_network_policies_are_on_by_default_and_open_only_to_the_release_namespace() -> None:
+    policies = {p["metadata"]["name"]: p["spec"] for p in by_kind(render(), "NetworkPolicy")}
+    assert set(policies) == {"aj-asyncjobs-api", "aj-asyncjobs-operator"}
+    api, operator = policies["aj-asyncjobs-api"], policies["aj-asyncjobs-operator"]
+    assert api["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "api"
+    assert api["ingress"] == [{"ports": [{"port": 8080}], "from": [{"podSelector": {}}]}]
+    assert operator["ingress"] == [{"ports": [{"port": 9090}], "from": [{"podSelector": {}}]}]
+    for spec in policies.values():
+        # Egress is left alone: the operator must reach the apiserver and providers.
+        assert spec["policyTypes"] == ["Ingress"]
+
+
+def test_network_policy_peers_a_user_adds() -> None:
+    ingress = "{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: ingress-nginx}}}"
+    docs = helm_values(
+        f"networkPolicy: {{from: [{ingress}], metricsFrom: [{{namespaceSelector: {{}}}}]}}"
+    )
+    policies = {p["metadata"]["name"]: p["spec"] for p in by_kind(docs, "NetworkPolicy")}
+    nginx = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
+    assert policies["aj-asyncjobs-api"]["ingress"] == [
+        {"ports": [{"port": 8080}], "from": [{"podSelector": {}}, nginx]},
+        {"ports": [{"port": 8080}], "from": [{"namespaceSelector": {}}]},
+    ]
+    assert policies["aj-asyncjobs-operator"]["ingress"] == [
+        {"ports": [{"port": 9090}], "from": [{"podSelector": {}}, {"namespaceSelector": {}}]}
+    ]
+    assert by_kind(render("networkPolicy.enabled=false"), "NetworkPolicy") == []
+
+
+def helm_values(text: str) -> list[dict[str, Any]]:
+    """A render with values given as YAML (lists of mappings are awkward with --set)."""
+    result = subprocess.run(
+        [
+            str(BIN_DIR / "helm"),
+            "template",
+            "aj",
+            str(CHART),
+            "--namespace",
+            "platform",
+            "--kube-version",
+            "1.37.2",
+            "--values",
+            "-",
+        ],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]

@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 import yaml
 
+from asyncjobs.api.virtual_keys import digest
 from asyncjobs.controller.leadership import leases_path
 from asyncjobs.core import resources
 from asyncjobs.core.kube import KubeClient, KubeError, load_config
@@ -34,6 +35,8 @@ BIN_DIR = Path(
     )
 )
 KEY_SECRET = "openai-key"
+VIRTUAL_KEY = "sk-bf-chart-install-team-a"
+CHAT = {"model": "local/echo", "messages": [{"role": "user", "content": "hello"}]}
 
 
 def helm(kubeconfig: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -120,9 +123,14 @@ async def release(kubeconfig_path: str, kube: KubeClient) -> AsyncIterator[dict[
         "--wait=false",
     )
     assert installed.returncode == 0, installed.stderr
-    yield {"namespace": namespace, "jobs": f"{namespace}-jobs", "values": str(values_file)}
+    yield {
+        "namespace": namespace,
+        "jobs": f"{namespace}-jobs",
+        "keys": f"{namespace}-keys",
+        "values": str(values_file),
+    }
     helm(kubeconfig_path, "uninstall", "aj", "--namespace", namespace)
-    for name in (namespace, f"{namespace}-jobs"):
+    for name in (namespace, f"{namespace}-jobs", f"{namespace}-keys"):
         try:
             await kube.delete(resources.namespaces_path(name))
         except KubeError as exc:
@@ -165,6 +173,20 @@ async def test_installed_chart_objects_are_accepted_and_its_rbac_runs_a_job(
     configmap = await kube.get(f"/api/v1/namespaces/{namespace}/configmaps/aj-asyncjobs-providers")
     providers = tmp_path / "providers.yaml"
     providers.write_text(configmap["data"]["providers.yaml"])
+    # The API runs with the Deployment's own arguments and the token the chart generated.
+    (api_container,) = deployment["spec"]["template"]["spec"]["containers"]
+    token_secret = await kube.get(resources.secrets_path(namespace, "aj-asyncjobs-gateway-token"))
+    token = base64.b64decode(token_secret["data"]["token"]).decode()
+    # A virtual key, where the chart lets the API watch Secrets (only its digest stored).
+    await kube.create(
+        resources.secrets_path(release["keys"]),
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "team-a", "labels": {resources.LABEL_VIRTUAL_KEY: "true"}},
+            "stringData": {"sha256": digest(VIRTUAL_KEY)},
+        },
+    )
 
     api_port, metrics_port = free_port(), free_port()
     operator = ManagedProcess(
@@ -190,10 +212,9 @@ async def test_installed_chart_objects_are_accepted_and_its_rbac_runs_a_job(
         "api",
         python_module(
             "asyncjobs.api.main",
+            *local_api_args(api_container["args"]),
             "--kubeconfig",
             api_config,
-            "--namespace",
-            jobs_namespace,
             "--providers-config",
             str(providers),
             "--host",
@@ -202,14 +223,31 @@ async def test_installed_chart_objects_are_accepted_and_its_rbac_runs_a_job(
             str(api_port),
         ),
         log_dir=log_dir,
+        env={"ASYNCJOBS_GATEWAY_TOKEN": token},
     )
+    base = f"http://127.0.0.1:{api_port}"
     with operator, api:
         await asyncio.to_thread(operator.wait_http_ok, f"http://127.0.0.1:{metrics_port}/healthz")
-        await asyncio.to_thread(api.wait_http_ok, f"http://127.0.0.1:{api_port}/readyz")
-        result = await submit_and_poll(f"http://127.0.0.1:{api_port}")
+        await asyncio.to_thread(api.wait_http_ok, f"{base}/readyz")
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{base}/v1/async/chat/completions", json=CHAT) as refused,
+        ):
+            assert refused.status == 401, "the default install serves nothing without a token"
+        result = await submit_and_poll(
+            base, {"Authorization": f"Bearer {token}", "x-bf-vk": VIRTUAL_KEY}
+        )
         assert result["status"] == "completed", (result, operator.log_tail(), api.log_tail())
         assert result["status_code"] == 200
         assert result["result"]["choices"][0]["message"]["role"] == "assistant"
+    (job,) = (await kube.list(resources.asyncjobs_path(jobs_namespace)))["items"]
+    assert job["spec"]["virtualKeyId"] == "team-a", "the key came from the keys namespace"
+    upgraded = helm(
+        kubeconfig_path, "upgrade", "aj", str(CHART), "-n", namespace, "--values", release["values"]
+    )
+    assert upgraded.returncode == 0, upgraded.stderr
+    kept = await kube.get(resources.secrets_path(namespace, "aj-asyncjobs-gateway-token"))
+    assert kept["data"] == token_secret["data"], "an upgrade keeps the generated token"
 
     async with KubeClient(load_config(api_config)) as as_api:
         with pytest.raises(KubeError) as refused:
@@ -218,6 +256,14 @@ async def test_installed_chart_objects_are_accepted_and_its_rbac_runs_a_job(
         with pytest.raises(KubeError) as refused:
             await as_api.list(f"/apis/{resources.GROUP}/{resources.VERSION}/asyncjobs")
         assert refused.value.status == 403, "the API may not read jobs outside its namespace"
+        with pytest.raises(KubeError) as refused:
+            await as_api.list(resources.secrets_path(jobs_namespace))
+        assert refused.value.status == 403, "the API may not list the jobs' Secrets (bodies)"
+        with pytest.raises(KubeError) as refused:
+            await as_api.list(resources.secrets_path(jobs_namespace), watch="true")
+        assert refused.value.status == 403, "nor watch them"
+        keys = await as_api.list(resources.secrets_path(release["keys"]))
+        assert [k["metadata"]["name"] for k in keys["items"]] == ["team-a"]
         if bodies.backend() == "s3":
             with pytest.raises(KubeError) as refused:
                 await as_api.get(resources.secrets_path(jobs_namespace, "any-secret"))
@@ -238,10 +284,16 @@ async def test_installed_chart_objects_are_accepted_and_its_rbac_runs_a_job(
         assert refused.value.status == 403, "the operator reads only its own Lease"
 
 
-async def submit_and_poll(base: str) -> dict[str, Any]:
-    body = {"model": "local/echo", "messages": [{"role": "user", "content": "hello"}]}
-    async with aiohttp.ClientSession() as session:
-        async with session.post(f"{base}/v1/async/chat/completions", json=body) as answer:
+def local_api_args(chart_args: list[str]) -> list[str]:
+    """The Deployment's API arguments, but for where this process listens and reads its
+    providers file (a pod's port and mount path mean nothing here)."""
+    local = ("--host=", "--port=", "--providers-config=")
+    return [arg for arg in chart_args if not arg.startswith(local)]
+
+
+async def submit_and_poll(base: str, headers: dict[str, str]) -> dict[str, Any]:
+    async with aiohttp.ClientSession(headers=headers) as session:
+        async with session.post(f"{base}/v1/async/chat/completions", json=CHAT) as answer:
             assert answer.status == 202, await answer.text()
             job_id = (await answer.json())["id"]
         for _ in range(300):

@@ -12,6 +12,25 @@
 {{- default (printf "%s-jobs" .Release.Namespace) .Values.jobs.namespace -}}
 {{- end -}}
 
+{{/* Virtual-key Secrets live here, apart from the jobs' Secrets (see values.yaml). */}}
+{{- define "asyncjobs.keysNamespace" -}}
+{{- default (printf "%s-keys" .Release.Namespace) .Values.virtualKeys.namespace -}}
+{{- end -}}
+
+{{/* Whether the API requires a gateway token / a virtual key (api.auth.mode). */}}
+{{- define "asyncjobs.requiresToken" -}}
+{{- if has .Values.api.auth.mode (list "gatewayToken" "gatewayTokenAndVirtualKeys") }}true{{ end -}}
+{{- end -}}
+
+{{- define "asyncjobs.requiresVirtualKey" -}}
+{{- if has .Values.api.auth.mode (list "virtualKeys" "gatewayTokenAndVirtualKeys") }}true{{ end -}}
+{{- end -}}
+
+{{/* The Secret holding the gateway token: the user's, or the one the chart creates. */}}
+{{- define "asyncjobs.gatewayTokenSecret" -}}
+{{- default (printf "%s-gateway-token" (include "asyncjobs.fullname" .)) .Values.api.auth.gatewayToken.existingSecret -}}
+{{- end -}}
+
 {{/* The Lease the operator replicas elect their leader with, in the jobs namespace. */}}
 {{- define "asyncjobs.operatorLease" -}}
 {{- printf "%s-operator" (include "asyncjobs.fullname" .) -}}
