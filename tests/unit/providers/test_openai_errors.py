@@ -134,7 +134,23 @@ async def test_connection_refused_is_retryable_without_status() -> None:
     )
     error = await failure_of(provider)
     assert (error.status_code, error.retryable) == (None, True)
-    assert error.message.startswith("cannot reach the provider")
+    assert (error.message, error.error_type) == ("provider openai unreachable", "connection_error")
+
+
+async def test_an_unreachable_provider_names_no_address_to_clients(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    port = free_port()
+    internal = "vllm.ml-serving.svc.cluster.local"
+    provider = OpenAICompatProvider(
+        "vllm", base_url=f"http://{internal}:{port}/v1", keys=[ApiKey("k")]
+    )
+    error = await failure_of(provider)
+    assert error.message == "provider vllm unreachable"
+    assert internal not in error.message
+    assert "127.0.0.1" not in error.message
+    # The operator's own log keeps the detail for whoever runs it.
+    assert any(internal in record.getMessage() for record in caplog.records)
 
 
 async def test_rejected_key_is_skipped_for_the_next_one(fake: FakeOpenAIServer) -> None:

@@ -113,9 +113,12 @@ def timeout_error(seconds: float) -> ProviderError:
     )
 
 
-def connection_error(detail: str) -> ProviderError:
+def connection_error(provider: str) -> ProviderError:
+    """The provider could not be reached. The message names only the provider: the
+    connector's own text carries the resolved host and IP address (an internal one for a
+    self-hosted model), which is for the operator's log, not for clients or the job."""
     return ProviderError(
-        f"cannot reach the provider: {detail}",
+        f"provider {provider} unreachable",
         status_code=None,
         retryable=True,
         error_type="connection_error",

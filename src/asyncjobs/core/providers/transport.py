@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from asyncjobs.core.providers import failures, openai_errors
 from asyncjobs.core.providers.base import ProviderError, ProviderRequest, ProviderResult
 from asyncjobs.core.providers.keys import ApiKey, key_order
 from asyncjobs.core.request_types import RequestType
+
+log = logging.getLogger(__name__)
 
 # Statuses after which another key may succeed where this one failed.
 ROTATE_KEY_STATUSES = frozenset({401, 429})
@@ -214,7 +217,8 @@ class HttpProvider:
         except TimeoutError as error:
             raise failures.timeout_error(self._timeout_seconds) from error
         except aiohttp.ClientError as error:
-            raise failures.connection_error(str(error) or type(error).__name__) from error
+            log.warning("provider %s: %s", self.name, str(error) or type(error).__name__)
+            raise failures.connection_error(self.name) from error
         now = self._clock()
         if 300 <= answer.status < 400:
             raise failures.redirected(self.name, answer.status, answer.headers.get("location"))
