@@ -44,6 +44,7 @@ ROUTES: list[web.AbstractRouteDef] = [
     ),
     web.get("/healthz", ops.healthz),
     web.get("/readyz", ops.readyz),
+    web.get("/health", ops.health),
     web.get("/metrics", ops.metrics),
     web.get("/openapi.json", ops.openapi),
 ]

@@ -3,9 +3,10 @@
 Errors are mapped in one place so no view can leak a stack trace or an HTML error page
 to a client: an ApiError becomes its BifrostError (or, on a provider-compatible route,
 that provider's error shape), an aiohttp HTTP error (404, 405, 413) a BifrostError with
-its status, and anything else a plain 500 whose trace goes to the log only. The access
-log records who asked for what and how it went (method, route, path, status, size,
-duration) and never a header value or a body: request and result content are user data.
+its status (a 405 keeps its Allow header), and anything else a plain 500 whose trace goes
+to the log only. The access log records who asked for what and how it went (method,
+route, path, status, size, duration) and never a header value or a body: request and
+result content are user data.
 
 Both jobs share one middleware because every layer costs a coroutine and a call on each
 request, and polls are answered in well under a millisecond of CPU.
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -92,6 +93,9 @@ def request_middleware(
             if exc.status < 400:
                 raise
             response = _answer(_http_error(exc, max_request_bytes))
+            if isinstance(exc, web.HTTPMethodNotAllowed):
+                # RFC 9110 requires a 405 to say which methods the resource has.
+                response.headers["Allow"] = allow_header(exc.allowed_methods)
         except Exception:
             # The trace goes to our log only; the client gets a plain 500.
             log.exception("unhandled error on %s %s", request.method, route)
@@ -103,6 +107,11 @@ def request_middleware(
         return response
 
     return serve
+
+
+def allow_header(methods: Iterable[str]) -> str:
+    """The Allow value for a 405, in a stable order."""
+    return ", ".join(sorted(methods))
 
 
 def _answer(error: ApiError) -> web.Response:

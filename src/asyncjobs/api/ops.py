@@ -1,8 +1,10 @@
-"""Operational endpoints: liveness, readiness, metrics and the OpenAPI document.
+"""Operational endpoints: liveness, readiness, Bifrost's /health, metrics and the OpenAPI
+document.
 
 /readyz stays 503 until the job cache and the virtual-key ring have applied their
 first list, so a Service sends no polls to a replica that would answer 404 for jobs
-it simply has not loaded yet.
+it simply has not loaded yet. /health answers the same facts the way Bifrost does, for
+clients and load balancers configured for a Bifrost gateway.
 """
 
 from __future__ import annotations
@@ -33,6 +35,22 @@ async def readyz(request: web.Request) -> web.Response:
     keys_ready = context.keys.synced
     body = {"jobs_synced": jobs_ready, "virtual_keys_synced": keys_ready}
     return json_response(body, status=200 if jobs_ready and keys_ready else 503)
+
+
+def health_answer(jobs_synced: bool, keys_synced: bool) -> dict[str, object]:
+    """Bifrost's /health body when its stores answer (its `db_pings` are pings of the
+    stores it depends on; ours are the caches of the Kubernetes API). Raises the 503
+    BifrostError Bifrost sends, naming the first store that is not available."""
+    if not jobs_synced:
+        raise ApiError(503, "job store not available")
+    if not keys_synced:
+        raise ApiError(503, "virtual key store not available")
+    return {"status": "ok", "components": {"db_pings": "ok"}}
+
+
+async def health(request: web.Request) -> web.Response:
+    context = request.app[state.CONTEXT]
+    return json_response(health_answer(context.store.ready(), context.keys.synced))
 
 
 async def metrics(request: web.Request) -> web.Response:

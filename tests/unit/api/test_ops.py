@@ -46,6 +46,40 @@ async def test_readyz_waits_for_both_caches(
     assert await response.json() == {"jobs_synced": jobs_synced, "virtual_keys_synced": keys_synced}
 
 
+async def test_health_answers_as_bifrost_does_when_the_stores_are_synced(client: Client) -> None:
+    response = await client.get("/health")
+    assert response.status == 200
+    assert await response.json() == {"status": "ok", "components": {"db_pings": "ok"}}
+
+
+@pytest.mark.parametrize(
+    ("jobs_synced", "keys_synced", "message"),
+    [
+        (False, True, "job store not available"),
+        (True, False, "virtual key store not available"),
+        (False, False, "job store not available"),
+    ],
+)
+async def test_health_answers_a_503_bifrost_error_naming_the_store_not_synced(
+    client: Client,
+    store: FakeJobStore,
+    keys: KeyRing,
+    jobs_synced: bool,
+    keys_synced: bool,
+    message: str,
+) -> None:
+    store.is_ready = jobs_synced
+    keys.synced = keys_synced
+    response = await client.get("/health")
+    assert response.status == 503
+    assert await response.json() == {
+        "is_bifrost_error": False,
+        "status_code": 503,
+        "error": {"message": message},
+        "extra_fields": {},
+    }
+
+
 async def test_metrics_label_routes_by_template_never_by_job(
     client: Client, store: FakeJobStore
 ) -> None:
@@ -96,6 +130,7 @@ async def test_openapi_is_served_as_json(client: Client) -> None:
     document = await response.json()
     assert document["openapi"].startswith("3.")
     assert "/v1/async/chat/completions/{job_id}" in document["paths"]
+    assert "503" in document["paths"]["/health"]["get"]["responses"]
 
 
 @pytest.fixture
@@ -137,3 +172,4 @@ async def test_gateway_token_guards_poll_but_not_health(guarded: Client) -> None
     poll = await guarded.get(f"/v1/async/embeddings/{uuid.uuid4()}")
     assert poll.status == 401
     assert (await guarded.get("/healthz")).status == 200
+    assert (await guarded.get("/health")).status == 200

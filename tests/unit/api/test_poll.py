@@ -364,6 +364,7 @@ async def test_poll_of_something_that_is_not_a_job_id_answers_404(
 async def test_post_on_a_poll_path_answers_405(client: Client, request_type: RequestType) -> None:
     response = await client.post(f"{REQUEST_TYPES[request_type].submit_path}/{new_id()}", json={})
     assert response.status == 405
+    assert response.headers["Allow"] == "GET, HEAD"
     assert await response.json() == {
         "is_bifrost_error": False,
         "status_code": 405,

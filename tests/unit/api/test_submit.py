@@ -547,6 +547,9 @@ async def test_wrong_method_or_path_answers_a_bifrost_error(
     assert document["status_code"] == status
     assert document["extra_fields"] == {}
     assert store.objects == {}
+    if status == 405:
+        allowed = "POST" if method != "DELETE" else "GET, HEAD"
+        assert response.headers["Allow"] == allowed
 
 
 @pytest.mark.parametrize(
