@@ -18,6 +18,8 @@ and use the control API:
   the server stops), `latency_ms`.
 - `POST /_fake/config` `{"latency_ms": 100, "api_keys": ["sk-a"]}`: latency for every
   request; when api_keys is non-empty, any other key gets 401 invalid_api_key.
+  `{"storm_seconds": 4, "storm_retry_after": "1"}`: a 429 storm, every request for
+  any model answered 429 (with that Retry-After) for the next 4 seconds.
 - `POST /_fake/reset`: forget scripts, requests and counters.
 - `GET /_fake/stats`: `{"count", "in_flight", "max_in_flight", "requests", "violations"}`.
   Each request carries `started` and, once answered, `answered`: CLOCK_MONOTONIC seconds,
@@ -112,6 +114,9 @@ class FakeOpenAIServer(RealSocketServer):
         self.hang_seconds = hang_seconds
         self.observed = Observations()
         self._scripts: dict[str, deque[Step]] = defaultdict(deque)
+        # A 429 storm: every request is throttled until this CLOCK_MONOTONIC time.
+        self.storm_until = 0.0
+        self.storm_retry_after: str | None = None
         super().__init__()
 
     # -- in-process API -------------------------------------------------------------
@@ -181,7 +186,10 @@ class FakeOpenAIServer(RealSocketServer):
             return self._reject(record, 400, problems)
         if self.api_keys and key not in self.api_keys:
             return self._respond(record, 401, "application/json", Step(401).error_body())
-        step = self._scripts[model].popleft() if self._scripts.get(model) else Step()
+        if time.monotonic() < self.storm_until:
+            step = Step(429, retry_after=self.storm_retry_after)
+        else:
+            step = self._scripts[model].popleft() if self._scripts.get(model) else Step()
         await self._pause((self.latency_ms + step.latency_ms) / 1000)
         if step.hang:
             await self._pause(self.hang_seconds)
@@ -282,6 +290,9 @@ class FakeOpenAIServer(RealSocketServer):
             self.latency_ms = float(raw["latency_ms"])
         if "api_keys" in raw:
             self.api_keys = set(raw["api_keys"] or ())
+        if "storm_seconds" in raw:
+            self.storm_until = time.monotonic() + float(raw["storm_seconds"])
+            self.storm_retry_after = raw.get("storm_retry_after")
         return web.json_response({"latency_ms": self.latency_ms, "api_keys": len(self.api_keys)})
 
     async def _control_reset(self, _: web.Request) -> web.Response:
