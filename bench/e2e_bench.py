@@ -61,7 +61,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,8 +145,10 @@ class Plane:
     local: bool
 
 
-def plane_up(shared: bool) -> Plane:
-    env = {**os.environ, **({} if shared else BENCH_PLANE)}
+def plane_up(shared: bool, own: Mapping[str, str] = BENCH_PLANE) -> Plane:
+    """The default plane (`shared`), or a plane of the bench's own (`own`: its state
+    directory and ports, apart from the tests' and from other benches')."""
+    env = {**os.environ, **({} if shared else own)}
     if not shared:
         env.pop("KUBECONFIG", None)
     done = subprocess.run(
