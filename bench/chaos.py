@@ -315,7 +315,7 @@ async def operator_gauge(session: aiohttp.ClientSession, port: int) -> float | N
 
 
 async def wait_working(session: aiohttp.ClientSession, port: int, timeout: float = 60) -> None:
-    """Until the operator calls the provider again (it first takes its Lease and sees
+    """Until the operator calls the provider again (it first takes its member Lease and sees
     every listed job), or has no job left to run."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -328,7 +328,7 @@ async def wait_working(session: aiohttp.ClientSession, port: int, timeout: float
             text = ""
         calling = re.search(rf"^{IN_FLIGHT_GAUGE} ([1-9]\S*)$", text, re.MULTILINE)
         idle = re.search(r"^asyncjobs_operator_jobs_running 0\.0$", text, re.MULTILINE)
-        leading = re.search(r"^asyncjobs_operator_leader 1\.0$", text, re.MULTILINE)
+        leading = re.search(r"^asyncjobs_operator_member 1\.0$", text, re.MULTILINE)
         if calling or (idle and leading):
             return
         await asyncio.sleep(0.1)

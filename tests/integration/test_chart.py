@@ -52,7 +52,7 @@ def test_default_render_has_both_processes_with_restricted_security() -> None:
     docs = render()
     deployments = {d["metadata"]["name"]: d for d in by_kind(docs, "Deployment")}
     assert set(deployments) == {"aj-asyncjobs-api", "aj-asyncjobs-operator"}
-    assert deployments["aj-asyncjobs-operator"]["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployments["aj-asyncjobs-operator"]["spec"]["strategy"]["type"] == "RollingUpdate"
     for deployment in deployments.values():
         pod = deployment["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
@@ -127,15 +127,19 @@ def test_non_default_values_render_optional_objects() -> None:
     } in container["env"]
 
 
-def test_operator_replicas_elect_one_leader_through_their_own_lease() -> None:
+def test_operator_replicas_shard_the_jobs_through_member_leases() -> None:
     docs = render("operator.replicas=3")
     operator = next(
         d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "aj-asyncjobs-operator"
     )
-    assert operator["spec"]["replicas"] == 3, "standbys are safe: only the holder runs jobs"
-    assert operator["spec"]["strategy"] == {"type": "Recreate"}
+    assert operator["spec"]["replicas"] == 3
+    # Replicas may overlap: a new pod joins before an old one leaves.
+    assert operator["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
     (container,) = operator["spec"]["template"]["spec"]["containers"]
-    assert "--lease-name=aj-asyncjobs-operator" in container["args"]
+    assert "--lease-prefix=aj-asyncjobs-operator" in container["args"]
     assert {
         "name": "POD_NAME",
         "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
@@ -149,11 +153,16 @@ def test_operator_replicas_elect_one_leader_through_their_own_lease() -> None:
         {
             "apiGroups": ["coordination.k8s.io"],
             "resources": ["leases"],
-            "verbs": ["get", "update"],
-            "resourceNames": ["aj-asyncjobs-operator"],
+            "verbs": ["get", "list", "create", "update", "delete"],
         },
-        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
     ]
+    (pdb,) = [
+        p for p in by_kind(docs, "PodDisruptionBudget") if "operator" in p["metadata"]["name"]
+    ]
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"
+    single = render()
+    assert not [p for p in by_kind(single, "PodDisruptionBudget") if "operator" in str(p)]
 
 
 @pytest.mark.parametrize(

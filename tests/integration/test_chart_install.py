@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from asyncjobs.api.virtual_keys import digest
-from asyncjobs.controller.leadership import leases_path
+from asyncjobs.controller.member_lease import MEMBER_LABEL, leases_path
 from asyncjobs.core import resources
 from asyncjobs.core.kube import KubeClient, KubeError, load_config
 from tests.support import bodies
@@ -203,8 +203,10 @@ async def test_installed_chart_objects_are_accepted_and_its_rbac_runs_a_job(
             str(providers),
             "--metrics-port",
             str(metrics_port),
-            "--lease-name",
+            "--lease-prefix",
             "aj-asyncjobs-operator",
+            "--lease-identity",
+            "chart-test",
         ),
         log_dir=log_dir,
     )
@@ -277,11 +279,11 @@ async def test_installed_chart_objects_are_accepted_and_its_rbac_runs_a_job(
         with pytest.raises(KubeError) as refused:
             await as_operator.list(resources.secrets_path(jobs_namespace))
         assert refused.value.status == 403, "the operator never lists Secrets (virtual keys)"
-        lease = await as_operator.get(leases_path(jobs_namespace, "aj-asyncjobs-operator"))
-        assert "holderIdentity" not in lease["spec"], "released when the operator stopped"
+        members = await as_operator.list(leases_path(jobs_namespace), labelSelector=MEMBER_LABEL)
+        assert members["items"] == [], "the operator deleted its member Lease as it stopped"
         with pytest.raises(KubeError) as refused:
-            await as_operator.get(leases_path(jobs_namespace, "another-controller"))
-        assert refused.value.status == 403, "the operator reads only its own Lease"
+            await as_operator.list(leases_path(namespace))
+        assert refused.value.status == 403, "the operator keeps Leases in the jobs namespace only"
 
 
 def local_api_args(chart_args: list[str]) -> list[str]:

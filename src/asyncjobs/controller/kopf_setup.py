@@ -8,8 +8,10 @@ event queues, login, signals) and nothing that writes to the apiserver on its ow
 - no on.delete handler, hence no finalizer: a job can always be deleted, even while the
   operator is down (and the names kopf would use are under asyncjobs.dev anyway);
 - no Kubernetes Events from kopf's log lines (the operator posts its own, for failures);
-- bounded retries and timeouts for kopf's own API calls, and no kopf peering (a Lease
-  decides which replica runs jobs: leadership.py).
+- bounded retries and timeouts for kopf's own API calls, and no kopf peering (member
+  Leases decide which replica runs which jobs: members.py);
+- a server-side label selector: the replica lists and watches only its own shards'
+  jobs (core/shards.py), so its memory and CPU shrink as replicas are added.
 """
 
 from __future__ import annotations
@@ -43,8 +45,11 @@ class NoDiffBase(kopf.AnnotationsDiffBaseStorage):
         return None
 
 
-def settings() -> kopf.OperatorSettings:
+def settings(label_selector: str = "") -> kopf.OperatorSettings:
     s = kopf.OperatorSettings()
+    if label_selector:
+        # Read by kopf at each list and watch request; a new selector needs a new kopf.
+        s.watching.label_selectors[resources.GROUP, resources.PLURAL] = label_selector
     s.persistence.finalizer = f"{PREFIX}/finalizer"
     s.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
     s.persistence.diffbase_storage = NoDiffBase(prefix=PREFIX, key="last-handled-configuration")

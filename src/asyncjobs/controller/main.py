@@ -4,8 +4,10 @@ Everything is built here and passed in (clients, clocks, limits), so no part cre
 client at import time and each one can be tested alone. With a providers file, the
 providers follow it (core/providers/reloading.py) and each reload also sets the call
 limits of the admission queue, so neither a new key, URL or provider nor a new limit
-needs a restart. Jobs run only while this process holds the operator Lease
-(leadership.py); a standby serves /healthz and /metrics and waits.
+needs a restart. Jobs run only while this process holds its member Lease
+(member_lease.py), and only those of the shards it owns among the live members
+(members.py, core/shards.py): kopf lists and watches those shards by label, and starts
+again with the new selector whenever the live members change.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import asyncio
 import base64
 import logging
 import os
+import secrets
+import signal
 import socket
 import sys
 import time
@@ -27,11 +31,20 @@ from asyncjobs.controller.admission import Admission
 from asyncjobs.controller.executor import Context
 from asyncjobs.controller.expiry import Expiry
 from asyncjobs.controller.health import WatchHealth
-from asyncjobs.controller.leadership import LeaderOnly, Leadership, LeadershipLost, Timing
+from asyncjobs.controller.member_lease import (
+    LeaseLost,
+    MemberLease,
+    MemberOnly,
+    Timing,
+    member_lease_name,
+)
+from asyncjobs.controller.member_metrics import register_member_metrics
+from asyncjobs.controller.members import Members, wait_for_single_leader
 from asyncjobs.controller.metrics import Metrics
+from asyncjobs.controller.shard_labels import ShardLabeller
 from asyncjobs.controller.supervisor import Supervisor
 from asyncjobs.controller.writer import JobWriter
-from asyncjobs.core import payload_stores, provider_config, resources
+from asyncjobs.core import payload_stores, provider_config, resources, shards
 from asyncjobs.core.kube import KubeClient, KubeConfig, load_config
 from asyncjobs.core.lifecycle import Policy
 from asyncjobs.core.limits import CallBudget
@@ -45,13 +58,13 @@ from asyncjobs.core.providers.reloading import ProvidersReloader
 
 log = logging.getLogger("asyncjobs.operator")
 
-# kopf stops its watches in well under a second once cancelled; a leader that lost its
+# kopf stops its watches in well under a second once cancelled; a member that lost its
 # Lease must not linger for longer than this.
 _KOPF_STOP_SECONDS = 5.0
 
-# Exit code after losing the Lease: the kubelet restarts the container, which waits for
-# the Lease like any standby and re-lists everything once it holds it.
-EXIT_LEADERSHIP_LOST = 3
+# Exit code after losing the member Lease: the kubelet restarts the container, which
+# joins again as a new process and lists its shards afresh.
+EXIT_LEASE_LOST = 3
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -87,22 +100,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--watch-stall-seconds", type=float, default=60.0)
     parser.add_argument(
-        "--lease-name",
+        "--lease-prefix",
         default="asyncjobs-operator",
-        help="the coordination.k8s.io Lease, in the jobs namespace, that the one operator "
-        "running jobs holds",
+        help="each replica holds the coordination.k8s.io Lease <prefix>-<identity> in the "
+        "jobs namespace while it runs jobs",
     )
     parser.add_argument(
         "--lease-identity",
-        help="this process's name on the Lease; default: $POD_NAME, else <hostname>-<pid>. "
-        "Unique per running process: one that finds its own name there takes it at once",
+        help="this replica's name among the members; default: $POD_NAME, else "
+        "<hostname>-<pid>. Unique per running process: one that finds its own name on a "
+        "Lease takes it over at once",
     )
     parser.add_argument(
         "--lease-duration-seconds",
         type=int,
         default=15,
-        help="how long a standby waits after the holder's last renewal before taking over; "
-        "the holder renews every 2/15 of it and stops after 2/3 of it without a renewal",
+        help="how long after a replica's last renewal the others take its jobs over; "
+        "each renews every 2/15 of it and stops after 2/3 of it without a renewal",
     )
     parser.add_argument("--log-level", default="INFO")
     payload_stores.add_arguments(parser)
@@ -127,6 +141,13 @@ def wall() -> datetime:
 def lease_identity(args: argparse.Namespace) -> str:
     explicit: str | None = args.lease_identity or os.environ.get("POD_NAME")
     return explicit or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def process_holder(identity: str) -> str:
+    """The holder this process writes on its Lease and into the jobs it runs: the
+    identity plus a token of this process, so the others can tell a restarted container
+    (same identity) from the process that claimed a job before it died."""
+    return f"{identity}/{secrets.token_hex(4)}"
 
 
 async def operate(args: argparse.Namespace, config: KubeConfig) -> None:
@@ -173,7 +194,18 @@ async def operate(args: argparse.Namespace, config: KubeConfig) -> None:
         else:
             providers = await build_providers(configuration, reader)
         admission.reconfigure(providers.max_in_flight, providers.limits)
-        writer = JobWriter(client, namespace, metrics, health, time.time)
+        timing = Timing.for_duration(args.lease_duration_seconds)
+        identity = lease_identity(args)
+        lease = MemberLease(
+            client,
+            namespace,
+            member_lease_name(args.lease_prefix, identity),
+            process_holder(identity),
+            timing,
+            on_change=metrics.member.set,
+        )
+        members = Members(client, namespace, lease.name, lease.holder, timing)
+        writer = JobWriter(client, namespace, metrics, health, time.time, member=lease.holder)
         expiry = Expiry(writer.delete_job, wall)
         ctx = Context(
             client=client,
@@ -187,26 +219,20 @@ async def operate(args: argparse.Namespace, config: KubeConfig) -> None:
             wall=wall,
         )
         supervisor = Supervisor(ctx, expiry, health)
+        writer.may_claim = supervisor.may_claim
         metrics.waiting.set_function(admission.waiting)
         metrics.jobs_running.set_function(lambda: len(supervisor.tasks))
         metrics.jobs_expiring.set_function(lambda: len(expiry))
-        leadership = Leadership(
-            client,
-            namespace,
-            args.lease_name,
-            lease_identity(args),
-            Timing.for_duration(args.lease_duration_seconds),
-            on_change=metrics.leader.set,
-        )
-        # A standby answers /healthz and /metrics (leader 0) while it waits.
+        register_member_metrics(metrics.registry, members, supervisor)
+        labeller = ShardLabeller(client, namespace, lambda: supervisor.ownership, metrics)
+        # /healthz and /metrics answer while the process joins.
         app = probes.create_app(metrics, health)
         runner = await probes.start(app, args.metrics_host, args.metrics_port)
         try:
-            await leadership.acquire()
-            listed = await client.list(resources.asyncjobs_path(namespace), limit="1")
-            existing = len(listed.get("items", []))
-            supervisor.expect_listed(existing + listed["metadata"].get("remainingItemCount", 0))
-            # Should the listing never be confirmed (a bug, an odd apiserver), run anyway.
+            await wait_for_single_leader(client, namespace, args.lease_prefix, timing)
+            await lease.join()
+            await members.refresh()
+            # Should the listing never look over (a bug, an odd apiserver), run anyway.
             loop.call_later(30, supervisor.listing_done)
             log.info(
                 "serving namespace %s with providers %s (max %d calls in flight)",
@@ -214,51 +240,110 @@ async def operate(args: argparse.Namespace, config: KubeConfig) -> None:
                 ", ".join(sorted(providers)),
                 providers.max_in_flight,
             )
-            await run_while_leading(leadership, supervisor, expiry, config, namespace)
+            await run_member(lease, members, supervisor, expiry, labeller, config, namespace)
         finally:
             await runner.cleanup()
             await providers.close()
 
 
-async def run_while_leading(
-    leadership: Leadership,
-    supervisor: Supervisor,
-    expiry: Expiry,
-    config: KubeConfig,
-    namespace: str,
-) -> None:
-    """Runs kopf until it stops (SIGTERM) or the Lease is lost (LeadershipLost). Jobs stop
-    before the Lease is released, so the next holder never overlaps with this one."""
-    gate = LeaderOnly(supervisor, leadership)
-    holding = asyncio.create_task(leadership.hold(), name="lease")
-    expiring = asyncio.create_task(expiry.run(), name="expiry")
-    operator = asyncio.create_task(
+def start_kopf(
+    observer: kopf_setup.Observer, config: KubeConfig, namespace: str, selector: str
+) -> asyncio.Task[None]:
+    return asyncio.create_task(
         kopf.operator(
-            registry=kopf_setup.registry(config, gate),
-            settings=kopf_setup.settings(),
+            registry=kopf_setup.registry(config, observer),
+            settings=kopf_setup.settings(selector),
             namespaces=[namespace],
             standalone=True,
         ),
         name="kopf",
     )
-    lost = False
+
+
+async def stop_kopf(operator: asyncio.Task[None] | None) -> None:
+    # Cancelled rather than given a stop flag: kopf would wait 5 s for the task that
+    # watches such a flag, as for any task it did not start itself.
+    if operator is None:
+        return
+    operator.cancel()
+    await asyncio.wait({operator}, timeout=_KOPF_STOP_SECONDS)
+
+
+def catch_stop_signals(stopping: asyncio.Event) -> None:
+    """SIGTERM/SIGINT while kopf is not running (between two of them, or while this
+    replica owns no shard); a running kopf installs its own and ends on them."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+
+
+async def run_member(
+    lease: MemberLease,
+    members: Members,
+    supervisor: Supervisor,
+    expiry: Expiry,
+    labeller: ShardLabeller,
+    config: KubeConfig,
+    namespace: str,
+) -> None:
+    """Runs kopf on this replica's shards until it stops (SIGTERM) or the Lease is lost
+    (LeaseLost), starting it again with the new shards whenever the live members
+    change. Jobs stop before the Lease is deleted, so no one resumes them while they
+    still run here."""
+    gate = MemberOnly(supervisor, lease)
+    stopping = asyncio.Event()
+    holding = asyncio.create_task(lease.hold(), name="lease")
+    helpers = [
+        asyncio.create_task(expiry.run(), name="expiry"),
+        asyncio.create_task(members.run(), name="members"),
+        asyncio.create_task(labeller.run(), name="shard labels"),
+    ]
+    operator: asyncio.Task[None] | None = None
+    first = True
     try:
-        await asyncio.wait({holding, operator}, return_when=asyncio.FIRST_COMPLETED)
+        while True:
+            ownership = members.snapshot()
+            supervisor.reshard(ownership)
+            selector = shards.selector(ownership.shards)
+            log.info(
+                "%d live members; this one runs %d of %d shards",
+                len(ownership.members),
+                len(ownership.shards),
+                shards.SHARDS,
+            )
+            catch_stop_signals(stopping)
+            operator = start_kopf(gate, config, namespace, selector) if selector else None
+            if first:
+                supervisor.await_listing()
+                first = False
+            waiters = {
+                asyncio.create_task(members.changed.wait()),
+                asyncio.create_task(stopping.wait()),
+            }
+            watched = {holding, *waiters} | ({operator} if operator else set())
+            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+            if holding.done() or stopping.is_set() or (operator and operator.done()):
+                break
+            await stop_kopf(operator)  # the members changed: watch the new shards
+            operator = None
     finally:
         gate.close()
         lost = holding.done()  # hold() ends only when the Lease is lost (or on a bug)
         holding.cancel()
-        expiring.cancel()
+        for helper in helpers:
+            helper.cancel()
         await supervisor.close()
         if not lost:
-            await leadership.release()
-        # Cancelled rather than given a stop flag: kopf would wait 5 s for the task that
-        # watches such a flag, as for any task it did not start itself.
-        operator.cancel()
-        await asyncio.wait({operator}, timeout=_KOPF_STOP_SECONDS)
+            await lease.leave()
+        finished = operator is not None and operator.done()
+        if not finished:
+            await stop_kopf(operator)
     if lost:
-        raise LeadershipLost(leadership.name) from holding.exception()
-    await operator
+        raise LeaseLost(lease.name) from holding.exception()
+    if finished and operator is not None:
+        await operator  # kopf's own error, if it ended with one
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -278,8 +363,8 @@ def main(argv: list[str] | None = None) -> None:
     except (OSError, ValueError) as error:
         log.error("cannot start: %s", error)
         raise SystemExit(2) from None
-    except LeadershipLost:
-        raise SystemExit(EXIT_LEADERSHIP_LOST) from None
+    except LeaseLost:
+        raise SystemExit(EXIT_LEASE_LOST) from None
     except KeyboardInterrupt:
         pass
 

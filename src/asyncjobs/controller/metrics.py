@@ -165,10 +165,10 @@ class Metrics:
             "When the AsyncJob watch last delivered an event.",
             registry=r,
         )
-        self.leader = Gauge(
-            "asyncjobs_operator_leader",
-            "1 while this process holds the operator Lease and runs jobs; 0 while it stands "
-            "by (controller/leadership.py).",
+        self.member = Gauge(
+            "asyncjobs_operator_member",
+            "1 while this process holds its member Lease and runs its shards' jobs; 0 while "
+            "it joins or after it left (controller/member_lease.py).",
             registry=r,
         )
 

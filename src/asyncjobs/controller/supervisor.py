@@ -7,6 +7,12 @@ no task here means an operator stopped during a call: its stored result, if any,
 used first), fail it (deadline), or schedule its deletion (terminal). Phases only move
 forward, so an event older than a terminal status this process wrote is recognised and
 ignored.
+
+With several operator replicas (members.py) only the jobs of this replica's shards are
+looked at (an event from before a reshard is dropped), a Processing job whose latest
+attempt was made by another live member is left to it, and a task whose job's shard
+moved away stops before its claim (writer.NotOwned); one that already claimed runs to
+the end, since the claim recorded this process and no one else resumes it meanwhile.
 """
 
 from __future__ import annotations
@@ -20,8 +26,9 @@ from typing import Any
 from asyncjobs.controller.executor import Context, JobRun
 from asyncjobs.controller.expiry import Expiry
 from asyncjobs.controller.health import WatchHealth
-from asyncjobs.controller.writer import Conflict
-from asyncjobs.core import lifecycle, resources
+from asyncjobs.controller.members import Ownership
+from asyncjobs.controller.writer import Conflict, NotOwned
+from asyncjobs.core import lifecycle, resources, shards
 from asyncjobs.core.kube import KubeError
 from asyncjobs.core.lifecycle import Delete, ExpireAt, Job, Resume, Run, WriteStatus
 from asyncjobs.core.model import AsyncJob, as_asyncjob, phase_of
@@ -34,31 +41,49 @@ log = logging.getLogger(__name__)
 _RETRY_AFTER_ERROR = 5.0
 # Pauses between tries to delete a deleted job's bodies from an object store.
 _BODY_DELETE_RETRIES = (1.0, 5.0, 30.0)
+# The initial listing counts as over after this long without a listed job.
+LISTING_QUIET_SECONDS = 1.0
 
 
 class Supervisor:
-    def __init__(self, ctx: Context, expiry: Expiry, health: WatchHealth) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        expiry: Expiry,
+        health: WatchHealth,
+        ownership: Ownership | None = None,
+    ) -> None:
         self.ctx = ctx
         self.expiry = expiry
         self.health = health
+        self.ownership = ownership or Ownership.alone()
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.terminal: set[str] = set()
+        # The shard of every job with a task or awaiting expiry here.
+        self.shard_of: dict[str, int] = {}
         self.deletions: set[asyncio.Task[None]] = set()
-        # Names seen since start, kept only until every listed job has been seen.
+        # Names listed since start, kept only until the listing is over.
         self._seen_at_start: set[str] | None = set()
-        self._listed = 1 << 62  # unknown until expect_listed()
+        self._last_listed = 0.0
         ctx.admission.paused = True
 
-    def expect_listed(self, count: int) -> None:
-        """How many jobs existed at start (one cheap LIST); admission opens once the
-        watch has delivered that many, so the oldest of a backlog start first rather
-        than the first ones listed (by name)."""
-        self._listed = count
-        self._maybe_listed()
+    def await_listing(self) -> None:
+        """Called as the watch starts: admission opens once the initial listing is
+        over (a first watch event, or a quiet second after the last listed job), so the
+        oldest of a backlog start first rather than the first ones listed (by name).
+        kopf hands listed objects over with no event type."""
+        self._last_listed = asyncio.get_running_loop().time()
+        self._check_quiet()
 
-    def _maybe_listed(self) -> None:
-        if self._seen_at_start is not None and len(self._seen_at_start) >= self._listed:
+    def _check_quiet(self) -> None:
+        if self._seen_at_start is None:
+            return
+        loop = asyncio.get_running_loop()
+        quiet_since = loop.time() - self._last_listed
+        if quiet_since >= LISTING_QUIET_SECONDS:
             self.listing_done()
+        else:
+            loop.call_later(LISTING_QUIET_SECONDS - quiet_since, self._check_quiet)
 
     def listing_done(self) -> None:
         if self._seen_at_start is not None:
@@ -72,14 +97,45 @@ class Supervisor:
     def wall(self) -> Callable[[], datetime]:
         return self.ctx.wall
 
+    def reshard(self, ownership: Ownership) -> None:
+        """The live members changed: jobs awaiting expiry in shards that moved away are
+        the new owner's (its fresh listing schedules them); tasks are left to finish or
+        to stop at their claim."""
+        self.ownership = ownership
+        for name, shard in list(self.shard_of.items()):
+            if not ownership.owns(shard) and name not in self.tasks:
+                self.terminal.discard(name)
+                self.expiry.forget(name)
+                del self.shard_of[name]
+
+    def may_claim(self, name: str) -> bool:
+        """Whether a task of ours may still claim this job (writer.JobWriter asks)."""
+        shard = self.shard_of.get(name)
+        return shard is not None and self.ownership.owns(shard)
+
+    def _ours(self, obj: AsyncJob, job: Job, step: object) -> bool:
+        """Whether this replica handles the job now: its shard is ours, and if it is a
+        Processing job to resume, no other live member made its latest attempt."""
+        if not self.ownership.owns(shards.job_shard(job.name, obj["metadata"].get("labels"))):
+            return False
+        if isinstance(step, Resume):
+            claimer = str((obj.get("status") or {}).get("operator", ""))
+            if not self.ownership.may_resume(claimer):
+                log.debug("job %s: run by the live member %s; left to it", job.name, claimer)
+                return False
+        return True
+
     def observe(self, event_type: str | None, raw: Mapping[str, Any]) -> None:
         """Handles one watch event; never blocks and never raises for one bad object."""
         metadata = raw.get("metadata") or {}
         name = metadata.get("name", "")
         self.health.observed(name, metadata.get("resourceVersion", ""))
         if self._seen_at_start is not None:
-            self._seen_at_start.add(name)
-            self._maybe_listed()
+            if event_type is None:
+                self._seen_at_start.add(name)
+                self._last_listed = asyncio.get_running_loop().time()
+            else:
+                self.listing_done()
         self.ctx.metrics.last_watch_event.set_to_current_time()
         if event_type == "DELETED":
             self.ctx.metrics.phases.forget(name)
@@ -101,12 +157,15 @@ class Supervisor:
         if name in self.terminal and not job.phase.terminal:
             return  # an event from before our own terminal write
         step = lifecycle.observed(job, self.wall())
+        if not self._ours(obj, job, step):
+            return
         if isinstance(step, ExpireAt | Delete):
-            self._schedule_expiry(name, job, step)
+            self._schedule_expiry(name, job, step, obj)
         else:
             self._start(name, obj, step)
 
     def _start(self, name: str, obj: AsyncJob, step: Run | Resume | WriteStatus) -> None:
+        self.shard_of[name] = shards.job_shard(name, obj["metadata"].get("labels"))
         task = asyncio.create_task(self._supervise(obj, step), name=f"job {name}")
         self.tasks[name] = task
         task.add_done_callback(lambda _: self._task_done(name, task))
@@ -114,6 +173,8 @@ class Supervisor:
     def _task_done(self, name: str, task: asyncio.Task[None]) -> None:
         if self.tasks.get(name) is task:
             del self.tasks[name]
+            if name not in self.terminal:
+                self.shard_of.pop(name, None)
 
     async def _supervise(self, obj: AsyncJob, step: Run | Resume | WriteStatus) -> None:
         name = obj["metadata"]["name"]
@@ -126,6 +187,9 @@ class Supervisor:
                     written = await run.run(step)
                 if written is not None:
                     self._terminal_written(written)
+                return
+            except NotOwned:
+                log.info("job %s: its shard moved to another member; left to it", name)
                 return
             except Conflict:
                 log.info("job %s changed while being claimed; looking again", name)
@@ -143,8 +207,10 @@ class Supervisor:
             obj = fresh
             job = Job.from_object(obj, self.ctx.policy)
             next_step = lifecycle.observed(job, self.wall())
+            if not self._ours(obj, job, next_step):
+                return  # claimed by another member meanwhile, or its shard moved
             if isinstance(next_step, ExpireAt | Delete):
-                self._schedule_expiry(name, job, next_step)
+                self._schedule_expiry(name, job, next_step, obj)
                 return
             step = next_step
 
@@ -169,7 +235,11 @@ class Supervisor:
                 self.ctx.metrics.bodies_deleted.labels("deleted").inc()
                 return
 
-    def _schedule_expiry(self, name: str, job: Job, step: ExpireAt | Delete) -> None:
+    def _schedule_expiry(self, name: str, job: Job, step: ExpireAt | Delete, obj: AsyncJob) -> None:
+        shard = shards.job_shard(name, obj["metadata"].get("labels"))
+        if not self.ownership.owns(shard):
+            return  # the shard's owner deletes it
+        self.shard_of[name] = shard
         self.terminal.add(name)
         at = step.at if isinstance(step, ExpireAt) else self.wall()
         self.expiry.schedule(name, job.uid, at)
@@ -189,9 +259,10 @@ class Supervisor:
         job = Job.from_object(obj, self.ctx.policy)
         step = lifecycle.observed(job, self.wall())
         if isinstance(step, ExpireAt | Delete):
-            self._schedule_expiry(name, job, step)
+            self._schedule_expiry(name, job, step, obj)
 
     def _forget(self, name: str) -> None:
+        self.shard_of.pop(name, None)
         self.terminal.discard(name)
         self.expiry.forget(name)
         self.health.forget(name)

@@ -32,6 +32,10 @@ class Conflict(Exception):
     """The object changed since it was read (a precondition failed)."""
 
 
+class NotOwned(Conflict):
+    """The job's shard is no longer this replica's: its claim is not sent."""
+
+
 class JobWriter:
     def __init__(
         self,
@@ -40,8 +44,15 @@ class JobWriter:
         metrics: Metrics,
         health: WatchHealth,
         clock: Callable[[], float],
+        *,
+        member: str = "",
+        may_claim: Callable[[str], bool] = lambda _: True,
     ) -> None:
         self.client = client
+        # Written into every status this process patches (status.operator), so the
+        # other replicas leave a job alone while the process that last ran it is live.
+        self.member = member
+        self.may_claim = may_claim
         self.namespace = namespace
         self.metrics = metrics
         self.health = health
@@ -64,7 +75,13 @@ class JobWriter:
     ) -> AsyncJob | None:
         """Merge-patches the status; None when the job is gone. With a resource
         version, raises Conflict when the job changed since (the claim uses this, so a
-        stale event can never start a job twice)."""
+        stale event can never start a job twice). A conditional write (a claim, the first
+        attempt of a resumed job) is not sent for a job whose shard this replica no
+        longer runs: NotOwned."""
+        if resource_version and not self.may_claim(name):
+            raise NotOwned(name)
+        if self.member:
+            status = {**status, "operator": self.member}
         body: dict[str, Any] = {"status": status}
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}

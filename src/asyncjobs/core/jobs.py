@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from asyncjobs.core import resources
+from asyncjobs.core import resources, shards
 from asyncjobs.core.model import (
     AsyncJob,
     AsyncJobSpec,
@@ -84,7 +84,11 @@ def build_asyncjob(spec: JobSpec) -> AsyncJob:
         kind=resources.KIND,
         metadata=ObjectMeta(
             name=spec.job_id,
-            labels={resources.LABEL_MANAGED_BY: resources.MANAGED_BY},
+            labels={
+                resources.LABEL_MANAGED_BY: resources.MANAGED_BY,
+                # Which operator replica runs it: each one watches its own shards only.
+                shards.LABEL: str(shards.shard_of(spec.job_id)),
+            },
         ),
         spec=body,
     )

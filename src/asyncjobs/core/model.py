@@ -72,6 +72,7 @@ class _StatusFields(TypedDict, total=False):
     statusCode: int
     provider: str
     modelUsed: str
+    operator: str  # the member Lease holder that made the latest attempt
     observedGeneration: int
 
 

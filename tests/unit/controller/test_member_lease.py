@@ -1,4 +1,4 @@
-"""Leader election: the pure decision by table, and the Lease adapter against an in-memory
+"""The member Lease: the pure decision by table, and the Lease adapter against an in-memory
 apiserver (optimistic concurrency included) with a fake clock, so no test waits."""
 
 from __future__ import annotations
@@ -11,24 +11,25 @@ from typing import Any
 
 import pytest
 
-from asyncjobs.controller.leadership import (
+from asyncjobs.controller.member_lease import (
+    MEMBER_LABEL,
     Action,
-    LeaderOnly,
-    Leadership,
     LeaseRecord,
+    MemberLease,
+    MemberOnly,
     Sighting,
     Timing,
     claim,
     decide,
     leases_path,
+    member_lease_name,
     micro_time,
     observe,
-    released,
 )
 from asyncjobs.core.kube import KubeError, KubeObject
 
 TIMING = Timing()  # 15 s lease, 10 s renew deadline, 2 s retry period
-ME, OTHER = "me", "other"
+ME, EARLIER = "pod-1/aaaa", "pod-1/bbbb"
 T0 = datetime(2026, 11, 30, 18, 0, 0, 123456, tzinfo=UTC)
 
 
@@ -41,19 +42,13 @@ def held_by(holder: str, duration: int = 15) -> LeaseRecord:
     [
         pytest.param(None, 100.0, None, Action.WAIT, id="nothing-read-yet"),
         pytest.param(Sighting(None, 100.0), 100.0, None, Action.CREATE, id="no-lease"),
-        pytest.param(Sighting(held_by(ME), 100.0), 100.0, None, Action.RENEW, id="own-name"),
+        pytest.param(Sighting(held_by(ME), 100.0), 100.0, None, Action.RENEW, id="ours"),
         pytest.param(Sighting(held_by(ME), 100.0), 109.9, 100.0, Action.RENEW, id="renew"),
-        pytest.param(Sighting(held_by(OTHER), 100.0), 114.9, None, Action.WAIT, id="held"),
-        pytest.param(Sighting(held_by(OTHER), 100.0), 115.0, None, Action.ACQUIRE, id="ran-out"),
-        pytest.param(
-            Sighting(held_by(OTHER, duration=30), 100.0), 120.0, None, Action.WAIT, id="its-own-30s"
-        ),
-        pytest.param(
-            Sighting(held_by(OTHER, duration=0), 100.0), 115.0, None, Action.ACQUIRE, id="no-dur"
-        ),
+        # An earlier process of this pod (a restarted container): taken at once.
+        pytest.param(Sighting(held_by(EARLIER), 100.0), 100.0, None, Action.ACQUIRE, id="earlier"),
         pytest.param(Sighting(held_by(""), 100.0), 100.0, None, Action.ACQUIRE, id="released"),
         pytest.param(Sighting(held_by(ME), 100.0), 110.0, 100.0, Action.LOST, id="deadline"),
-        pytest.param(Sighting(held_by(OTHER), 100.0), 101.0, 100.0, Action.LOST, id="taken"),
+        pytest.param(Sighting(held_by(EARLIER), 100.0), 101.0, 100.0, Action.LOST, id="taken"),
         pytest.param(Sighting(held_by(""), 100.0), 101.0, 100.0, Action.LOST, id="cleared"),
         pytest.param(Sighting(None, 100.0), 101.0, 100.0, Action.LOST, id="deleted"),
     ],
@@ -64,16 +59,14 @@ def test_decide(
     assert decide(seen, now, ME, TIMING, renewed_at) is expected
 
 
-def test_expiry_counts_from_when_this_process_saw_the_record_change() -> None:
+def test_a_sighting_keeps_the_time_the_record_last_changed() -> None:
     # The holder's renewTime is another machine's clock: never read. Only a change counts.
-    first = observe(None, held_by(OTHER), "7", now=100.0)
-    again = observe(first, held_by(OTHER), "7", now=110.0)
+    first = observe(None, held_by(EARLIER), "7", now=100.0)
+    again = observe(first, held_by(EARLIER), "7", now=110.0)
     assert again.since == 100.0
-    assert decide(again, 115.0, ME, TIMING, None) is Action.ACQUIRE
-    renewed = LeaseRecord(OTHER, 15, "2026-01-01T00:00:00.000000Z", "2020-01-01T00:00:00Z")
+    renewed = LeaseRecord(EARLIER, 15, "2026-01-01T00:00:00.000000Z", "2020-01-01T00:00:00Z")
     moved = observe(again, renewed, "8", now=114.0)
     assert moved.since == 114.0
-    assert decide(moved, 128.9, ME, TIMING, None) is Action.WAIT
     # A write that left the spec as it was (a holder's stuck clock) still counts.
     assert observe(moved, renewed, "9", now=120.0).since == 120.0
     assert observe(moved, None, "", now=120.0) == Sighting(None, 120.0)
@@ -83,16 +76,25 @@ def test_claim_takes_over_with_a_transition_and_renews_without_one() -> None:
     created = claim(None, ME, 15, T0)
     assert created == LeaseRecord(ME, 15, micro_time(T0), micro_time(T0), 0)
     assert micro_time(T0) == "2026-11-30T18:00:00.123456Z"
-    taken = claim(replace(held_by(OTHER), transitions=4), ME, 15, T0)
+    taken = claim(replace(held_by(EARLIER), transitions=4), ME, 15, T0)
     assert (taken.holder, taken.transitions, taken.acquire_time) == (ME, 5, micro_time(T0))
     later = datetime(2026, 11, 30, 18, 0, 2, tzinfo=UTC)
     renewed = claim(taken, ME, 15, later)
     assert renewed.acquire_time == micro_time(T0)
     assert renewed.renew_time == "2026-11-30T18:00:02.000000Z"
     assert renewed.transitions == 5
-    free = released(renewed, later)
-    assert (free.holder, free.duration_seconds, free.transitions) == ("", 1, 5)
-    assert "holderIdentity" not in free.spec()
+
+
+@pytest.mark.parametrize(
+    ("identity", "name"),
+    [
+        ("asyncjobs-operator-7d9f-x2k4p", "asyncjobs-operator-asyncjobs-operator-7d9f-x2k4p"),
+        ("My_Host-123", "asyncjobs-operator-my-host-123"),
+        ("a" * 300, "asyncjobs-operator-" + "a" * 234),
+    ],
+)
+def test_member_lease_names_are_dns_subdomains(identity: str, name: str) -> None:
+    assert member_lease_name("asyncjobs-operator", identity) == name
 
 
 def test_timing_scales_client_go_defaults_and_rejects_inconsistent_values() -> None:
@@ -102,7 +104,7 @@ def test_timing_scales_client_go_defaults_and_rejects_inconsistent_values() -> N
 
 
 class Clock:
-    """Monotonic time that only moves when a Leadership sleeps."""
+    """Monotonic time that only moves when a MemberLease sleeps."""
 
     def __init__(self) -> None:
         self.now = 1000.0
@@ -127,7 +129,13 @@ class FakeLeases:
         self.failing = 0
 
     async def request(
-        self, method: str, path: str, *, body: Any = None, timeout: float = 30
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Any = None,
+        timeout: float = 30,
     ) -> KubeObject:
         self.calls.append(method)
         await asyncio.sleep(0)  # let a concurrent candidate interleave, as over a network
@@ -140,7 +148,18 @@ class FakeLeases:
             if name in self.objects:
                 raise KubeError(409, "AlreadyExists", name)
             return self._store(name, body)
+        if method == "GET" and path == collection:
+            return {"items": [copy.deepcopy(o) for o in self.objects.values()]}
         name = path.removeprefix(collection + "/")
+        if method == "DELETE":
+            current = self.objects.get(name)
+            if current is None:
+                raise KubeError(404, "NotFound", name)
+            wanted = ((body or {}).get("preconditions") or {}).get("resourceVersion")
+            if wanted and wanted != current["metadata"]["resourceVersion"]:
+                raise KubeError(409, "Conflict", "the object has been modified")
+            del self.objects[name]
+            return {}
         if method == "GET":
             if name not in self.objects:
                 raise KubeError(404, "NotFound", name)
@@ -166,14 +185,14 @@ class FakeLeases:
         return spec
 
 
-def candidate(
-    leases: FakeLeases, clock: Clock, identity: str, changes: list[bool] | None = None
-) -> Leadership:
-    return Leadership(
+def member(
+    leases: FakeLeases, clock: Clock, holder: str, changes: list[bool] | None = None
+) -> MemberLease:
+    return MemberLease(
         leases,
         leases.namespace,
         "lease",
-        identity,
+        holder,
         TIMING,
         clock=clock,
         wall=lambda: T0,
@@ -182,113 +201,103 @@ def candidate(
     )
 
 
-async def test_standby_waits_while_the_holder_renews_and_takes_over_when_it_stops() -> None:
+async def test_joining_creates_the_labelled_lease_and_leaving_deletes_it() -> None:
     leases, clock = FakeLeases(), Clock()
-    a, b = candidate(leases, clock, "a"), candidate(leases, clock, "b")
-    assert await a.step() is Action.CREATE
+    changes: list[bool] = []
+    a = member(leases, clock, ME, changes)
+    await a.join()
     assert leases.spec() == {
-        "holderIdentity": "a",
+        "holderIdentity": ME,
         "leaseDurationSeconds": 15,
         "acquireTime": "2026-11-30T18:00:00.123456Z",
         "renewTime": "2026-11-30T18:00:00.123456Z",
         "leaseTransitions": 0,
     }
-    assert await b.step() is Action.WAIT
-    assert b.holder == "a"
-    for _ in range(20):  # 40 s of renewals every 2 s: b never gets it
+    assert leases.objects["lease"]["metadata"]["labels"][MEMBER_LABEL] == "true"
+    for _ in range(5):
         await clock.sleep(2)
         assert await a.step() is Action.RENEW
-        assert await b.step() is Action.WAIT
-    started = clock.now  # a stops renewing (killed)
-    await b.acquire()
-    assert 15 <= clock.now - started <= 15 + TIMING.retry_period
-    assert b.leading
-    assert leases.spec()["holderIdentity"] == "b"
-    assert leases.spec()["leaseTransitions"] == 1
-
-
-async def test_a_released_lease_is_taken_at_the_next_try() -> None:
-    leases, clock = FakeLeases(), Clock()
-    changes: list[bool] = []
-    a, b = candidate(leases, clock, "a", changes), candidate(leases, clock, "b")
-    await a.acquire()
-    assert await b.step() is Action.WAIT
-    await a.release()
-    assert not a.leading
+    await a.leave()
+    assert not a.holding
     assert changes == [True, False]
-    assert "holderIdentity" not in leases.spec()
-    assert leases.spec()["leaseDurationSeconds"] == 1
-    assert await b.step() is Action.ACQUIRE
-    assert b.leading
+    assert leases.objects == {}
 
 
-async def test_two_candidates_racing_for_a_free_lease_cannot_both_win() -> None:
+async def test_leaving_does_not_delete_a_lease_written_since() -> None:
     leases, clock = FakeLeases(), Clock()
-    a, b, c = (candidate(leases, clock, n) for n in "abc")
-    await a.acquire()
-    await a.release()
-    # b and c read the same version; only one conditional write can land.
-    outcomes = await asyncio.gather(b.step(), c.step())
-    assert sorted(o.value for o in outcomes) == ["acquire", "wait"]
-    assert [b.leading, c.leading].count(True) == 1
-    both_created = await asyncio.gather(*(candidate(FakeLeases(), clock, n).step() for n in "xy"))
-    assert Action.CREATE in both_created
+    a = member(leases, clock, ME)
+    await a.join()
+    lease = leases.objects["lease"]
+    leases._store("lease", {**lease, "spec": {**lease["spec"], "holderIdentity": EARLIER}})
+    await a.leave()
+    assert leases.spec()["holderIdentity"] == EARLIER
 
 
-async def test_leader_gives_up_when_renewals_fail_for_the_renew_deadline() -> None:
+async def test_a_member_gives_up_when_renewals_fail_for_the_renew_deadline() -> None:
     leases, clock = FakeLeases(), Clock()
     changes: list[bool] = []
-    a = candidate(leases, clock, "a", changes)
-    await a.acquire()
+    a = member(leases, clock, ME, changes)
+    await a.join()
     last_renewal = clock.now
     leases.failing = 1000  # the apiserver stops answering
     await asyncio.wait_for(a.hold(), timeout=5)
-    assert not a.leading
+    assert not a.holding
     assert changes == [True, False]
-    # It stopped at the deadline, before any standby could take over (15 s).
+    # It stopped at the deadline, before any other replica judges it gone (15 s).
     assert TIMING.renew_deadline <= clock.now - last_renewal < TIMING.lease_duration
 
 
-async def test_leader_survives_a_few_failed_renewals() -> None:
+async def test_a_member_survives_a_few_failed_renewals() -> None:
     leases, clock = FakeLeases(), Clock()
-    a = candidate(leases, clock, "a")
-    await a.acquire()
+    a = member(leases, clock, ME)
+    await a.join()
     leases.failing = 4  # fast path and fallback read fail in two rounds (~4 s)
     for _ in range(4):
         await clock.sleep(2)
         await a.step()
-    assert a.leading
+    assert a.holding
 
 
-async def test_leader_that_finds_another_name_on_the_lease_has_lost_it() -> None:
+@pytest.mark.parametrize("change", ["taken", "deleted"])
+async def test_a_member_whose_lease_was_taken_or_deleted_has_lost_it(change: str) -> None:
     leases, clock = FakeLeases(), Clock()
-    a, b = candidate(leases, clock, "a"), candidate(leases, clock, "b")
-    await a.acquire()
+    a = member(leases, clock, ME)
+    await a.join()
     lease = leases.objects["lease"]
-    leases._store("lease", {**lease, "spec": {**lease["spec"], "holderIdentity": "b"}})
+    if change == "taken":
+        leases._store("lease", {**lease, "spec": {**lease["spec"], "holderIdentity": EARLIER}})
+    else:
+        del leases.objects["lease"]
     assert await a.step() is Action.LOST
-    assert not a.leading
-    assert await b.step() is Action.RENEW
+    assert not a.holding
 
 
-async def test_a_restarted_process_with_the_same_identity_takes_its_lease_at_once() -> None:
+async def test_a_restarted_process_of_the_same_member_takes_its_lease_at_once() -> None:
     leases, clock = FakeLeases(), Clock()
-    old = candidate(leases, clock, "pod-1")
-    await old.acquire()
+    old = member(leases, clock, EARLIER)
+    await old.join()
     for _ in range(3):
         await clock.sleep(2)
         await old.step()
     started = clock.now
-    await candidate(leases, clock, "pod-1").acquire()  # the container restarted
+    await member(leases, clock, ME).join()  # the container restarted: a new holder
     assert clock.now == started
-    assert leases.spec()["leaseTransitions"] == 0
-    assert leases.spec()["acquireTime"] == micro_time(T0)
+    assert leases.spec()["holderIdentity"] == ME
+    assert leases.spec()["leaseTransitions"] == 1
 
 
-async def test_renewing_leader_writes_once_per_round_without_reading() -> None:
+async def test_two_processes_racing_for_one_lease_cannot_both_win() -> None:
     leases, clock = FakeLeases(), Clock()
-    a = candidate(leases, clock, "a")
-    await a.acquire()
+    outcomes = await asyncio.gather(
+        member(leases, clock, ME).step(), member(leases, clock, EARLIER).step()
+    )
+    assert sorted(o.value for o in outcomes) == ["create", "wait"]
+
+
+async def test_renewing_member_writes_once_per_round_without_reading() -> None:
+    leases, clock = FakeLeases(), Clock()
+    a = member(leases, clock, ME)
+    await a.join()
     leases.calls.clear()
     for _ in range(5):
         await clock.sleep(2)
@@ -296,7 +305,7 @@ async def test_renewing_leader_writes_once_per_round_without_reading() -> None:
     assert leases.calls == ["PUT"] * 5
 
 
-async def test_events_reach_the_supervisor_only_while_leading_and_until_closed() -> None:
+async def test_events_reach_the_supervisor_only_while_holding_and_until_closed() -> None:
     leases, clock = FakeLeases(), Clock()
     seen: list[str | None] = []
 
@@ -304,10 +313,10 @@ async def test_events_reach_the_supervisor_only_while_leading_and_until_closed()
         def observe(self, event_type: str | None, obj: dict[str, Any]) -> None:
             seen.append(event_type)
 
-    a = candidate(leases, clock, "a")
-    gate = LeaderOnly(Recorder(), a)
+    a = member(leases, clock, ME)
+    gate = MemberOnly(Recorder(), a)
     gate.observe("ADDED", {})
-    await a.acquire()
+    await a.join()
     gate.observe("MODIFIED", {})
     gate.close()
     gate.observe("DELETED", {})

@@ -1,21 +1,20 @@
-"""Leader election on a coordination.k8s.io/v1 Lease: one operator runs jobs at a time.
+"""This operator process's member Lease (coordination.k8s.io/v1): it runs jobs only while
+it holds it.
 
-Two operators resuming the same Processing job would call the provider twice, and a
-Deployment rolled by hand, or scaled past one replica, starts a second one. So a process
-runs jobs only while it holds the Lease, the way client-go's leaderelection does it:
+Every operator replica holds a Lease of its own, `<prefix>-<identity>`, labelled
+`asyncjobs.dev/operator-member`; the replicas whose Leases are live share the shards
+(members.py, core/shards.py). It is renewed the way client-go's leader election renews:
 
-- expiry is judged by this process's monotonic clock, from the moment it last saw the
-  record change, never from the holder's renewTime (another machine's clock);
 - the holder renews every retry period and gives up once no renewal has succeeded for
   the renew deadline, shorter than the lease duration, so it has stopped before any
-  other process may take over;
-- every write carries the resourceVersion it was decided on (optimistic concurrency), so
-  two candidates can never both win one round;
-- a clean shutdown releases the Lease, so a rolling update hands over at once; a process
-  that finds its own identity on the Lease (a restarted container of the same pod) takes
-  it without waiting.
+  other replica may judge it gone (each judges that on its own monotonic clock, from
+  the moment it last saw the record change: members.py);
+- every write carries the resourceVersion it was decided on (optimistic concurrency);
+- the holder is `<identity>/<token>`, fresh for every process, so the others can tell a
+  restarted container from the process that claimed a job before it died;
+- a clean shutdown deletes the Lease, so the others take its shards at once.
 
-`decide` is the whole policy, pure and table-tested; `Leadership` only reads and writes
+`decide` is the whole policy, pure and table-tested; `MemberLease` only reads and writes
 the Lease and sleeps between rounds.
 """
 
@@ -23,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -37,8 +37,10 @@ from asyncjobs.core.kube import KubeError, KubeObject
 log = logging.getLogger(__name__)
 
 LEASE_API_VERSION = "coordination.k8s.io/v1"
+# On every member Lease, so one list finds the members.
+MEMBER_LABEL = f"{resources.GROUP}/operator-member"
 
-# A release is a courtesy (without it a standby waits out the lease duration); it must
+# Leaving is a courtesy (without it the others wait out the lease duration); it must
 # not hold up a shutdown.
 _RELEASE_TIMEOUT = 5.0
 
@@ -53,8 +55,8 @@ def micro_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class LeadershipLost(Exception):
-    """The Lease could not be renewed in time, or names another holder: stop now."""
+class LeaseLost(Exception):
+    """The member Lease could not be renewed in time, or names another holder: stop now."""
 
 
 @dataclass(frozen=True)
@@ -134,48 +136,50 @@ def observe(
 
 
 class Action(Enum):
-    CREATE = "create"  # no Lease exists: create it naming us
-    ACQUIRE = "acquire"  # free, or its holder let it run out: take it over
+    CREATE = "create"  # no Lease of this member exists: create it naming us
+    ACQUIRE = "acquire"  # it names an earlier process of this member: take it over
     RENEW = "renew"  # it names us: write a fresh renewTime
-    WAIT = "wait"  # another holder's lease is still running (or nothing was read yet)
+    WAIT = "wait"  # nothing was read yet
     LOST = "lost"  # we held it, and could not renew in time or it no longer names us
 
 
 def decide(
     seen: Sighting | None,
     now: float,
-    identity: str,
+    holder: str,
     timing: Timing,
     renewed_at: float | None,
 ) -> Action:
-    """What to do next. `renewed_at` is when (monotonic) our last successful write was
-    sent while we lead, None while we do not."""
-    leading = renewed_at is not None
+    """What to do next with this member's own Lease. `renewed_at` is when (monotonic)
+    our last successful write was sent while we hold it, None while we do not.
+
+    The Lease is named after the member (its pod), which runs one process at a time: a
+    different holder on it is an earlier process of the same pod (a restarted
+    container), dead already, so it is taken over at once. Other replicas see the
+    holder change and so know that earlier process is gone (members.py)."""
+    holding = renewed_at is not None
     if renewed_at is not None and now - renewed_at >= timing.renew_deadline:
         return Action.LOST
     if seen is None:
         return Action.WAIT
     record = seen.record
-    if record is not None and record.holder == identity:
+    if record is not None and record.holder == holder:
         return Action.RENEW
-    if leading:
-        # Deleted, released or taken by someone else behind our back: whoever holds it
-        # next may already be running jobs.
+    if holding:
+        # Deleted (by a replica that judged it expired) or written by someone else:
+        # others may already be running this member's jobs.
         return Action.LOST
     if record is None:
         return Action.CREATE
-    duration = record.duration_seconds or timing.lease_duration
-    if record.holder and now < seen.since + duration:
-        return Action.WAIT
     return Action.ACQUIRE
 
 
 def claim(
-    record: LeaseRecord | None, identity: str, duration_seconds: int, now: datetime
+    record: LeaseRecord | None, holder: str, duration_seconds: int, now: datetime
 ) -> LeaseRecord:
     """The record that makes (or keeps) us the holder."""
     stamp = micro_time(now)
-    if record is not None and record.holder == identity:
+    if record is not None and record.holder == holder:
         return replace(
             record,
             duration_seconds=duration_seconds,
@@ -183,33 +187,34 @@ def claim(
             renew_time=stamp,
         )
     transitions = 0 if record is None else record.transitions + 1
-    return LeaseRecord(identity, duration_seconds, stamp, stamp, transitions)
-
-
-def released(record: LeaseRecord, now: datetime) -> LeaseRecord:
-    """No holder and a one-second duration, so any candidate (client-go's too) takes it
-    over at its next try instead of waiting for the lease to run out."""
-    return replace(record, holder="", duration_seconds=1, renew_time=micro_time(now))
+    return LeaseRecord(holder, duration_seconds, stamp, stamp, transitions)
 
 
 class LeaseClient(Protocol):
-    """The one verb of core/kube.py's KubeClient that leader election uses."""
+    """The one verb of core/kube.py's KubeClient that the member Lease uses."""
 
     async def request(
         self, method: str, path: str, *, body: Any = None, timeout: float = 30
     ) -> KubeObject: ...
 
 
-class Leadership:
-    """Holds the operator's Lease for this process: `acquire()` waits until it does,
-    `hold()` renews until it is lost, `release()` hands it over on a clean shutdown."""
+def member_lease_name(prefix: str, identity: str) -> str:
+    """A Lease name (a DNS subdomain) for a member identity such as a pod name."""
+    cleaned = re.sub(r"[^a-z0-9.-]+", "-", identity.lower()).strip("-.")
+    return f"{prefix}-{cleaned}"[:253].rstrip("-.")
+
+
+class MemberLease:
+    """This process's membership: `join()` creates or takes over its Lease, `hold()`
+    renews it until it is lost, `leave()` deletes it on a clean shutdown so the other
+    replicas take its shards at their next look instead of after the lease duration."""
 
     def __init__(
         self,
         client: LeaseClient,
         namespace: str,
         name: str,
-        identity: str,
+        holder: str,
         timing: Timing | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
@@ -219,7 +224,7 @@ class Leadership:
     ) -> None:
         self.namespace = namespace
         self.name = name
-        self.identity = identity
+        self.holder = holder
         self.timing = timing or Timing()
         self._client = client
         self._clock = clock
@@ -230,26 +235,18 @@ class Leadership:
         self._lease: KubeObject | None = None  # as last read or written; None: absent
         self._seen: Sighting | None = None
         self._renewed_at: float | None = None
-        self._waiting_for: str | None = None
 
     @property
-    def leading(self) -> bool:
+    def holding(self) -> bool:
         return self._renewed_at is not None
 
-    @property
-    def holder(self) -> str:
-        record = self._seen.record if self._seen else None
-        return record.holder if record else ""
-
-    async def acquire(self) -> None:
-        """Returns once this process holds the Lease."""
+    async def join(self) -> None:
+        """Returns once this process holds its Lease (at once unless the apiserver
+        fails)."""
         while True:
             await self.step()
-            if self.leading:
+            if self.holding:
                 return
-            if self.holder and self.holder != self._waiting_for:
-                self._waiting_for = self.holder
-                log.info("waiting for the operator lease held by %s", self.holder)
             await self._sleep(self.timing.retry_period)
 
     async def hold(self) -> None:
@@ -259,36 +256,30 @@ class Leadership:
             if await self.step() is Action.LOST:
                 return
 
-    async def release(self) -> None:
-        """Clears the holder so a standby takes over at once. Call only after every job
-        this process ran has stopped."""
-        if not self.leading or self._seen is None or self._seen.record is None:
+    async def leave(self) -> None:
+        """Deletes the Lease (only the version we wrote). Call only after every job this
+        process ran has stopped."""
+        if not self.holding or self._lease is None:
             return
-        self._set_leading(None)
-        for _ in range(2):
-            if self._lease is None or self.holder != self.identity:
-                return
-            record = released(LeaseRecord.from_lease(self._lease), self._wall())
-            try:
-                await self._client.request(
-                    "PUT", self._path, body=self._replacing(record), timeout=_RELEASE_TIMEOUT
-                )
-            except KubeError as error:
-                if error.status != 409 or not await self._read():
-                    log.warning("could not release the operator lease %s: %s", self.name, error)
-                    return
-                continue  # a renewal raced the release; try again on the fresh version
-            log.info("released the operator lease %s", self.name)
+        self._set_holding(None)
+        version = _version(self._lease)
+        body = {"preconditions": {"resourceVersion": version}}
+        try:
+            await self._client.request("DELETE", self._path, body=body, timeout=_RELEASE_TIMEOUT)
+        except KubeError as error:
+            if error.status != 404:
+                log.warning("could not delete the member lease %s: %s", self.name, error)
             return
+        log.info("left: deleted the member lease %s", self.name)
 
     async def step(self) -> Action:
         """One round: what was done (CREATE, ACQUIRE, RENEW: written), WAIT (nothing
         changed) or LOST."""
         if self._decide() is Action.LOST:
             return self._lose()
-        # While leading, the last version we know is our own write: renew it without
+        # While holding, the last version we know is our own write: renew it without
         # reading first (as client-go does); a conflict falls back to a fresh read.
-        if self.leading and self._lease is not None and await self._write(Action.RENEW):
+        if self.holding and self._lease is not None and await self._write(Action.RENEW):
             return Action.RENEW
         read = await self._read()
         action = self._decide()
@@ -299,7 +290,7 @@ class Leadership:
         return action if await self._write(action) else Action.WAIT
 
     def _decide(self) -> Action:
-        return decide(self._seen, self._clock(), self.identity, self.timing, self._renewed_at)
+        return decide(self._seen, self._clock(), self.holder, self.timing, self._renewed_at)
 
     def _pause(self) -> float:
         """The retry period, or less when the renew deadline comes sooner."""
@@ -309,7 +300,7 @@ class Leadership:
         return max(0.0, min(self.timing.retry_period, left))
 
     def _budget(self) -> float:
-        """A request's timeout: a hung request must not carry a leader past its deadline."""
+        """A request's timeout: a hung request must not carry us past the deadline."""
         if self._renewed_at is None:
             return self.timing.renew_deadline
         return max(0.001, self._renewed_at + self.timing.renew_deadline - self._clock())
@@ -321,7 +312,7 @@ class Leadership:
             )
         except KubeError as error:
             if error.status != 404:
-                log.warning("cannot read the operator lease %s: %s", self.name, error)
+                log.warning("cannot read the member lease %s: %s", self.name, error)
                 return False
             lease = None
         self._lease = lease
@@ -332,7 +323,7 @@ class Leadership:
     async def _write(self, action: Action) -> bool:
         previous = self._seen.record if self._seen else None
         duration = round(self.timing.lease_duration)
-        record = claim(previous, self.identity, duration, self._wall())
+        record = claim(previous, self.holder, duration, self._wall())
         started = self._clock()
         try:
             if action is Action.CREATE:
@@ -347,20 +338,20 @@ class Leadership:
                     "PUT", self._path, body=self._replacing(record), timeout=self._budget()
                 )
         except KubeError as error:
-            # Losing a race to another candidate (409) is routine; anything else is not.
-            level = logging.WARNING if self.leading or error.status != 409 else logging.DEBUG
-            log.log(level, "could not %s the operator lease %s: %s", action.value, self.name, error)
+            # A conflict with a stale version is routine; anything else is not.
+            level = logging.WARNING if self.holding or error.status != 409 else logging.DEBUG
+            log.log(level, "could not %s the member lease %s: %s", action.value, self.name, error)
             return False
         self._lease = written
         self._seen = Sighting(LeaseRecord.from_lease(written), self._clock(), _version(written))
-        if not self.leading:
+        if not self.holding:
             log.info(
-                "acquired the operator lease %s as %s (previous holder: %s)",
+                "joined as %s (member lease %s, previous holder: %s)",
+                self.holder,
                 self.name,
-                self.identity,
                 (previous.holder if previous else "") or "none",
             )
-        self._set_leading(started)
+        self._set_holding(started)
         return True
 
     def _lose(self) -> Action:
@@ -373,11 +364,11 @@ class Leadership:
             why = "it was deleted"
         else:
             why = f"it now names {record.holder or 'nobody'}"
-        log.error("lost the operator lease %s: %s", self.name, why)
-        self._set_leading(None)
+        log.error("lost the member lease %s: %s", self.name, why)
+        self._set_holding(None)
         return Action.LOST
 
-    def _set_leading(self, renewed_at: float | None) -> None:
+    def _set_holding(self, renewed_at: float | None) -> None:
         changed = (renewed_at is None) != (self._renewed_at is None)
         self._renewed_at = renewed_at
         if changed:
@@ -390,16 +381,20 @@ class Leadership:
             "metadata": {
                 "name": self.name,
                 "namespace": self.namespace,
-                "labels": {resources.LABEL_MANAGED_BY: resources.MANAGED_BY},
+                "labels": {
+                    resources.LABEL_MANAGED_BY: resources.MANAGED_BY,
+                    MEMBER_LABEL: "true",
+                },
             },
             "spec": record.spec(),
         }
 
     def _replacing(self, record: LeaseRecord) -> KubeObject:
         """A PUT body: the object we know (its resourceVersion makes the write
-        conditional) with a new spec."""
+        conditional) with a new spec, and the member label in case it was removed."""
         assert self._lease is not None
         metadata = {k: v for k, v in self._lease["metadata"].items() if k != "managedFields"}
+        metadata["labels"] = {**(metadata.get("labels") or {}), MEMBER_LABEL: "true"}
         return {
             "apiVersion": LEASE_API_VERSION,
             "kind": "Lease",
@@ -412,18 +407,18 @@ def _version(lease: KubeObject | None) -> str:
     return "" if lease is None else str(lease["metadata"].get("resourceVersion", ""))
 
 
-class LeaderOnly:
-    """Hands watch events on only while this process leads (and until `close()`), so no
-    job starts between losing the Lease and stopping."""
+class MemberOnly:
+    """Hands watch events on only while this process holds its Lease (and until
+    `close()`), so no job starts between losing the Lease and stopping."""
 
-    def __init__(self, observer: Observer, leadership: Leadership) -> None:
+    def __init__(self, observer: Observer, lease: MemberLease) -> None:
         self._observer = observer
-        self._leadership = leadership
+        self._lease = lease
         self._closed = False
 
     def close(self) -> None:
         self._closed = True
 
     def observe(self, event_type: str | None, obj: dict[str, Any]) -> None:
-        if self._leadership.leading and not self._closed:
+        if self._lease.holding and not self._closed:
             self._observer.observe(event_type, obj)

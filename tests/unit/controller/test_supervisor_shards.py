@@ -1,0 +1,179 @@
+"""The supervisor with several operator replicas: only its own shards' jobs, no resume of
+a job another live member runs, a task whose shard moved away stops before its claim."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from asyncjobs.controller.executor import Context
+from asyncjobs.controller.expiry import Expiry
+from asyncjobs.controller.health import WatchHealth
+from asyncjobs.controller.members import Ownership
+from asyncjobs.controller.supervisor import Supervisor
+from asyncjobs.controller.writer import NotOwned
+from asyncjobs.core import shards
+from tests.unit.controller.fakes import (
+    REQUEST,
+    FakeSecrets,
+    ScriptedProvider,
+    StatusWriter,
+    asyncjob,
+    context,
+)
+
+TWO = Ownership("me", "me/1", {"me": "me/1", "b": "b/1"})
+ALONE = Ownership("me", "me/1", {"me": "me/1"})
+
+
+def named(owner: str) -> str:
+    """A job name whose hashed shard `owner` runs when me and b are live."""
+    return next(
+        f"j{i}" for i in range(1000) if shards.owner(shards.shard_of(f"j{i}"), ["me", "b"]) == owner
+    )
+
+
+MINE, THEIRS = named("me"), named("b")
+PROCESSING = {"phase": "Processing", "attempts": 1, "attemptsOnModel": 1}
+
+
+class ClaimCheckingWriter(StatusWriter):
+    """Refuses a conditional write the way writer.JobWriter does when the supervisor says
+    the job may no longer be claimed."""
+
+    def __init__(self, obj: dict[str, Any]) -> None:
+        super().__init__(obj)
+        self.supervisor: Supervisor | None = None
+
+    async def patch_status(
+        self, name: str, status: dict[str, Any], precondition: str | None = None
+    ) -> dict[str, Any] | None:
+        assert self.supervisor is not None
+        if precondition and not self.supervisor.may_claim(name):
+            raise NotOwned(name)
+        return await super().patch_status(name, status, precondition)
+
+
+async def supervised(ctx: Context, ownership: Ownership) -> tuple[Supervisor, Expiry]:
+    async def delete(name: str, uid: str) -> None:
+        pass
+
+    expiry = Expiry(delete, ctx.wall)
+    supervisor = Supervisor(ctx, expiry, WatchHealth(time.monotonic), ownership)
+    supervisor.listing_done()
+    await asyncio.sleep(0)
+    return supervisor, expiry
+
+
+async def setup(
+    obj: dict[str, Any], ownership: Ownership
+) -> tuple[Supervisor, Expiry, ClaimCheckingWriter, ScriptedProvider, FakeSecrets]:
+    secrets, writer, provider = FakeSecrets(), ClaimCheckingWriter(obj), ScriptedProvider("openai")
+    await secrets.put_body(obj, "request", REQUEST)
+    supervisor, expiry = await supervised(context(writer, secrets, {"openai": provider}), ownership)
+    writer.supervisor = supervisor
+    return supervisor, expiry, writer, provider, secrets
+
+
+async def settle(supervisor: Supervisor) -> None:
+    await asyncio.wait_for(asyncio.gather(*supervisor.tasks.values()), timeout=5)
+
+
+async def test_only_jobs_of_its_own_shards_are_run() -> None:
+    supervisor, _, writer, provider, _ = await setup(asyncjob(name=MINE), TWO)
+    supervisor.observe("ADDED", asyncjob(name=THEIRS))
+    assert supervisor.tasks == {}
+    supervisor.observe("ADDED", asyncjob(name=MINE))
+    await settle(supervisor)
+    assert writer.status["phase"] == "Completed"
+    assert len(provider.calls) == 1
+
+
+async def test_a_label_decides_the_shard_over_the_hash() -> None:
+    obj = asyncjob(name=THEIRS)
+    mine = next(s for s in range(shards.SHARDS) if TWO.owns(s))
+    obj["metadata"]["labels"] = {shards.LABEL: str(mine)}
+    supervisor, _, writer, _, _ = await setup(obj, TWO)
+    supervisor.observe("ADDED", obj)
+    await settle(supervisor)
+    assert writer.status["phase"] == "Completed"
+
+
+async def test_a_job_another_live_member_runs_is_not_resumed() -> None:
+    obj = asyncjob({**PROCESSING, "operator": "b/1"}, name=MINE)
+    supervisor, _, _, provider, _ = await setup(obj, TWO)
+    supervisor.observe("MODIFIED", obj)
+    assert supervisor.tasks == {}
+    assert provider.calls == []
+
+
+async def test_a_job_whose_member_is_gone_is_resumed_once() -> None:
+    obj = asyncjob({**PROCESSING, "operator": "c/1"}, name=MINE)
+    supervisor, _, writer, provider, _ = await setup(obj, TWO)
+    supervisor.observe("MODIFIED", obj)
+    await settle(supervisor)
+    assert writer.status["phase"] == "Completed"
+    assert writer.status["interruptions"] == 1
+    assert len(provider.calls) == 1
+
+
+async def test_a_claim_lost_to_another_member_leaves_the_job_to_it() -> None:
+    obj = asyncjob(name=MINE)
+    supervisor, _, writer, provider, secrets = await setup(obj, TWO)
+    # b claimed it first: the re-read after the conflict shows b's attempt.
+    secrets.objects[MINE] = asyncjob({**PROCESSING, "operator": "b/1"}, name=MINE)
+    writer.conflicts = 1
+    supervisor.observe("ADDED", obj)
+    await settle(supervisor)
+    assert MINE in secrets.reads
+    assert provider.calls == []
+    assert writer.patches == []
+
+
+async def test_a_task_whose_shard_moved_away_stops_before_its_claim() -> None:
+    obj = asyncjob(name=THEIRS)  # mine while alone, b's once b joins
+    supervisor, _, writer, provider, _ = await setup(obj, ALONE)
+    supervisor.ctx.admission.paused = True  # the job waits for a slot
+    supervisor.observe("ADDED", obj)
+    assert list(supervisor.tasks) == [THEIRS]
+    assert supervisor.may_claim(THEIRS)
+    supervisor.reshard(TWO)
+    assert not supervisor.may_claim(THEIRS)
+    supervisor.ctx.admission.resume()
+    await settle(supervisor)
+    assert provider.calls == []
+    assert writer.patches == []
+
+
+async def test_expiry_of_shards_that_moved_away_is_left_to_their_new_owner() -> None:
+    done = {"phase": "Completed", "completionTime": "2026-01-01T00:00:05.000Z"}
+    supervisor, expiry, *_ = await setup(asyncjob(name=THEIRS), ALONE)
+    supervisor.observe(
+        "ADDED", asyncjob({**done, "expiresAt": "2026-01-01T01:00:00Z"}, name=THEIRS)
+    )
+    supervisor.observe("ADDED", asyncjob({**done, "expiresAt": "2026-01-01T01:00:00Z"}, name=MINE))
+    assert len(expiry) == 2
+    supervisor.reshard(TWO)
+    assert len(expiry) == 1
+    assert supervisor.terminal == {MINE}
+
+
+async def test_calls_start_after_the_listing_a_typed_event_or_a_quiet_second() -> None:
+    async def delete(name: str, uid: str) -> None:
+        pass
+
+    for ending in ("typed-event", "quiet"):
+        ctx = context(StatusWriter(asyncjob()))
+        supervisor = Supervisor(ctx, Expiry(delete, ctx.wall), WatchHealth(time.monotonic))
+        assert ctx.admission.paused
+        supervisor.await_listing()
+        supervisor.observe(None, asyncjob({"phase": "Completed"}, name="listed"))
+        await asyncio.sleep(0.5)
+        assert ctx.admission.paused, ending
+        if ending == "typed-event":
+            supervisor.observe("ADDED", asyncjob({"phase": "Completed"}, name="new"))
+            await asyncio.sleep(0)
+        else:
+            await asyncio.sleep(0.6)
+        assert not ctx.admission.paused, ending
