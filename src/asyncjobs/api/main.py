@@ -23,7 +23,7 @@ from aiohttp import web
 from asyncjobs.api.app import create_app
 from asyncjobs.api.clock import utc_now
 from asyncjobs.api.kube_backend import KubeBackend
-from asyncjobs.api.quota import Limits
+from asyncjobs.api.quota import Limits, SubmitRate
 from asyncjobs.api.reflector import DEFAULT_PAGE_SIZE
 from asyncjobs.api.result_cache import DEFAULT_BUDGET_BYTES
 from asyncjobs.api.settings import (
@@ -92,6 +92,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="jobs not yet terminal per virtual key before its submits answer 429; 0: no limit",
     )
     parser.add_argument(
+        "--submits-per-minute-per-key",
+        type=int,
+        default=0,
+        help="submits per minute each virtual key may make in this replica before 429 with "
+        "Retry-After (a key's Secret may set its own submitsPerMinute); 0: no limit",
+    )
+    parser.add_argument(
+        "--submit-burst-per-key",
+        type=int,
+        default=0,
+        help="submits a virtual key may make at once within its rate; 0: one second's worth",
+    )
+    parser.add_argument(
         "--max-stored-bytes",
         type=int,
         help="bytes of stored bodies the namespace may hold before submits answer 429; "
@@ -137,6 +150,13 @@ def gateway_token(token_file: str | None) -> str | None:
     return os.environ.get(TOKEN_ENV) or None
 
 
+def submit_rate(args: argparse.Namespace) -> SubmitRate | None:
+    """The default submit rate of every virtual key; None: no limit."""
+    if args.submits_per_minute_per_key <= 0:
+        return None
+    return SubmitRate(args.submits_per_minute_per_key, args.submit_burst_per_key or None)
+
+
 def _given(flag: int | None, default: int | None) -> int | None:
     """A limit flag: unset takes the backend's default, 0 means no limit."""
     if flag is None:
@@ -165,6 +185,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             max_stored_bytes=_given(args.max_stored_bytes, defaults.max_stored_bytes),
             max_pending_jobs=args.max_pending_jobs or None,
             max_pending_per_key=args.max_pending_jobs_per_key or None,
+            submit_rate_per_key=submit_rate(args),
         ),
         default_result_ttl=args.default_result_ttl,
         gateway_token=gateway_token(args.gateway_token_file),

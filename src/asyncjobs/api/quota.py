@@ -17,13 +17,21 @@ chart's ResourceQuota (a hard count of AsyncJobs and Secrets) bounds.
 
 A full quota is 429 with Retry-After: jobs finish and results expire, so waiting is the
 remedy.
+
+Next to the caps, a rate: how many submits per minute a virtual key may make
+(`SubmitRates`, a token bucket per key; a default for every key, and a key's own
+`submitsPerMinute` in its Secret), answered with 429 and the seconds until the next
+submit is allowed, also before anything is written. It is per API replica (see
+SubmitRates).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from asyncjobs.api.errors import ApiError
+from asyncjobs.core.limits import TokenBucket
 
 # Seconds a client is told to wait; results expire continuously, so a short wait often
 # finds room.
@@ -42,6 +50,14 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class SubmitRate:
+    """Submits a virtual key may make: `per_minute` on average, `burst` at once."""
+
+    per_minute: int
+    burst: int | None = None
+
+
+@dataclass(frozen=True)
 class Limits:
     """None: no limit."""
 
@@ -49,6 +65,8 @@ class Limits:
     max_stored_bytes: int | None = None
     max_pending_jobs: int | None = None
     max_pending_per_key: int | None = None
+    # Submits per minute of each virtual key, unless its Secret sets its own.
+    submit_rate_per_key: SubmitRate | None = None
 
 
 def refusal(
@@ -97,3 +115,53 @@ def _backlog_refusal(usage: Usage, limits: Limits, with_key: bool) -> ApiError |
     else:
         return None
     return ApiError(429, message, {"Retry-After": str(BACKLOG_RETRY_AFTER_SECONDS)})
+
+
+# --- the submit rate per virtual key --------------------------------------------------
+
+
+def key_rate(default: SubmitRate | None, override: int | None) -> SubmitRate | None:
+    """The rate that applies to a key: its Secret's submitsPerMinute when it sets one
+    (0: no limit for this key), else the default (None: no limit)."""
+    if override is None:
+        return default
+    if override == 0:
+        return None
+    return SubmitRate(override, default.burst if default else None)
+
+
+class SubmitRates:
+    """A token bucket per virtual key id (core/limits.py TokenBucket), in this replica.
+
+    The buckets live in the replica's memory, so with N API replicas a key may submit up
+    to N times its rate in all: each replica holds it to the rate by itself. Dividing by
+    N would need the replica count (which an autoscaler changes) and an even spread of
+    each key's submits over replicas, which keep-alive connections do not give; the
+    documented per-replica limit is the one that holds. Buckets are kept per key id,
+    bounded by the keys defined.
+    """
+
+    def __init__(self) -> None:
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def take(self, key_id: str, rate: SubmitRate | None, now: float) -> ApiError | None:
+        """Spends one submit of `key_id` at `now` (seconds); the 429 when none is left
+        (nothing is spent then)."""
+        if rate is None:
+            self._buckets.pop(key_id, None)
+            return None
+        bucket = self._buckets.get(key_id)
+        if bucket is None:
+            bucket = self._buckets[key_id] = TokenBucket(rate.per_minute, now, burst=rate.burst)
+        elif (bucket.rate, bucket.burst) != (rate.per_minute / 60.0, rate.burst):
+            bucket.retune(rate.per_minute, now, burst=rate.burst)
+        ready = bucket.ready_at(now)
+        if ready > now:
+            wait = max(1, math.ceil(ready - now))
+            message = (
+                f"submit rate exceeded for this virtual key: at most {rate.per_minute} "
+                f"submits per minute are allowed; retry after {wait}s"
+            )
+            return ApiError(429, message, {"Retry-After": str(wait)})
+        bucket.take(now)
+        return None

@@ -15,6 +15,7 @@ from asyncjobs.api.body_worker import BodyWorker
 from asyncjobs.api.clock import Clock
 from asyncjobs.api.metrics import ApiMetrics
 from asyncjobs.api.provider_names import ProviderNames
+from asyncjobs.api.quota import SubmitRates
 from asyncjobs.api.result_cache import ResultCache
 from asyncjobs.api.settings import Settings
 from asyncjobs.api.store import JobStore
@@ -34,6 +35,8 @@ class ApiContext:
     results: ResultCache = field(default_factory=ResultCache)
     # Parses JSON bodies with many values in a worker process (body_worker.py).
     body_worker: BodyWorker = field(default_factory=BodyWorker)
+    # Each virtual key's submits in this replica, against its rate (quota.py).
+    submit_rates: SubmitRates = field(default_factory=SubmitRates)
 
 
 CONTEXT = web.AppKey("context", ApiContext)

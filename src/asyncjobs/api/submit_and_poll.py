@@ -111,8 +111,8 @@ async def create_job(
     """Creates the job of a valid submit and stores its body.
 
     The virtual key is looked up only now, once the body is valid, as Bifrost does
-    (spec §4 order): an unknown key is ApiError(400), a full quota ApiError(429), a
-    failing store ApiError(5xx).
+    (spec §4 order): an unknown key is ApiError(400), a full quota or a key over its
+    submit rate ApiError(429), a failing store ApiError(5xx).
     """
     key_id = _submit_key_id(context.keys, headers)
     settings = context.settings
@@ -120,6 +120,13 @@ async def create_job(
     full = quota.refusal(usage, settings.quota, len(body), with_key=key_id is not None)
     if full is not None:
         raise full
+    if key_id is not None:
+        rate = quota.key_rate(
+            settings.quota.submit_rate_per_key, context.keys.submits_per_minute(key_id)
+        )
+        limited = context.submit_rates.take(key_id, rate, context.clock().timestamp())
+        if limited is not None:
+            raise limited
     job_id = str(uuid.uuid4())
     spec = JobSpec(
         job_id=job_id,

@@ -9,6 +9,9 @@ Secrets, which hold every request and result):
                  the key, so whoever may read Secrets there learns nothing usable)
     data.key     or the key itself, e.g. sk-bf-…
     data.id      the id jobs record (optional; the Secret's name when absent)
+    data.submitsPerMinute
+                 this key's own submit rate (optional; a whole number, 0 for no
+                 limit); without it the API's default applies (api/quota.py)
 
 The API keeps only SHA-256 digests of keys in memory, so a heap dump or a debug print
 cannot leak one, and an AsyncJob records only the id.
@@ -79,6 +82,8 @@ class KeyEntry:
     secret_name: str
     key_id: str
     digest: str
+    # The key's own submit rate (0: none); None: the API's default.
+    submits_per_minute: int | None = None
 
 
 def entry_from_secret(secret: KubeObject) -> KeyEntry | None:
@@ -99,7 +104,23 @@ def entry_from_secret(secret: KubeObject) -> KeyEntry | None:
             name,
         )
         return None
-    return KeyEntry(name, key_id, key_digest)
+    return KeyEntry(name, key_id, key_digest, _submits_per_minute(name, data))
+
+
+def _submits_per_minute(name: str, data: Mapping[str, str]) -> int | None:
+    """The Secret's submitsPerMinute; a value that is not a whole number ≥ 0 is ignored
+    with a warning, so the default limit applies (never none)."""
+    raw = data.get("submitsPerMinute")
+    if raw is None:
+        return None
+    try:
+        text = base64.b64decode(raw, validate=True).decode().strip()
+    except (binascii.Error, UnicodeDecodeError):
+        text = ""
+    if not text.isdigit():
+        log.warning("virtual-key secret %s: submitsPerMinute is not a whole number", name)
+        return None
+    return int(text)
 
 
 class KeyRing:
@@ -108,6 +129,7 @@ class KeyRing:
     def __init__(self, entries: Iterable[KeyEntry] = (), *, synced: bool = True) -> None:
         self._by_secret: dict[str, KeyEntry] = {}
         self._by_digest: dict[str, str] = {}
+        self._rates: dict[str, int] = {}
         # False until a watch has applied its first list; /readyz waits for it.
         self.synced = synced
         self.replace(entries)
@@ -127,10 +149,19 @@ class KeyRing:
     def _reindex(self) -> None:
         # Keys change rarely; rebuilding the small index keeps lookups a single dict hit.
         self._by_digest = {entry.digest: entry.key_id for entry in self._by_secret.values()}
+        self._rates = {
+            entry.key_id: entry.submits_per_minute
+            for entry in self._by_secret.values()
+            if entry.submits_per_minute is not None
+        }
 
     def resolve(self, key: str) -> str | None:
         """The id of a key, or None when no Secret defines it."""
         return self._by_digest.get(digest(key))
+
+    def submits_per_minute(self, key_id: str) -> int | None:
+        """The key's own submit rate from its Secret (0: no limit), None when it sets none."""
+        return self._rates.get(key_id)
 
     def __len__(self) -> int:
         return len(self._by_digest)

@@ -32,11 +32,17 @@ class TokenBucket:
     quiet minute: providers count in windows shorter than their advertised minute.
     """
 
-    def __init__(self, per_minute: int, now: float) -> None:
+    def __init__(self, per_minute: int, now: float, *, burst: int | None = None) -> None:
         self.rate = per_minute / 60.0
-        self.capacity = max(1.0, math.ceil(self.rate))
+        # `burst` overrides the one second's worth (the API's submit limit lets a client
+        # send a batch at once, then holds it to the rate).
+        self.burst = burst
+        self.capacity = self._capacity()
         self.tokens = self.capacity
         self.updated = now
+
+    def _capacity(self) -> float:
+        return float(self.burst) if self.burst else max(1.0, math.ceil(self.rate))
 
     def _refill(self, now: float) -> None:
         if now > self.updated:
@@ -50,12 +56,13 @@ class TokenBucket:
             return now
         return now + (1 - self.tokens) / self.rate
 
-    def retune(self, per_minute: int, now: float) -> None:
+    def retune(self, per_minute: int, now: float, *, burst: int | None = None) -> None:
         """A new rate: tokens earned at the old rate until now are kept, up to the new
         capacity, rather than starting full (a full bucket would be a fresh burst)."""
         self._refill(now)
         self.rate = per_minute / 60.0
-        self.capacity = max(1.0, math.ceil(self.rate))
+        self.burst = burst
+        self.capacity = self._capacity()
         self.tokens = min(self.tokens, self.capacity)
 
     def take(self, now: float) -> None:
