@@ -23,10 +23,12 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from asyncjobs.api import body_worker
 from asyncjobs.api.app import create_app
-from asyncjobs.api.body_worker import INLINE_MAX_MARKS, MAX_WAITING, BodyWorker
+from asyncjobs.api.body_worker import BodyWorker
 from asyncjobs.api.errors import ApiError
 from asyncjobs.api.settings import Settings
 from asyncjobs.api.virtual_keys import KeyRing
+from asyncjobs.core import cpu_worker
+from asyncjobs.core.cpu_worker import INLINE_MAX_MARKS, MAX_WAITING, CpuWorker
 from tests.unit.api.fakes import FakeClock, FakeJobStore
 
 MANY_VALUES = b"[" + b"0," * INLINE_MAX_MARKS + b"0]"
@@ -56,7 +58,7 @@ def many_values_chat(extra: int = INLINE_MAX_MARKS) -> bytes:
 def test_bodies_with_more_marks_than_the_inline_bound_go_to_the_worker(
     body: bytes, in_worker: bool
 ) -> None:
-    assert body_worker.parses_in_worker(body) is in_worker
+    assert cpu_worker.is_heavy(body) is in_worker
 
 
 async def test_a_large_body_is_handled_in_another_process_and_a_small_one_inline() -> None:
@@ -93,7 +95,7 @@ async def test_large_bodies_beyond_the_waiting_bound_answer_503(held: threading.
     def one_thread() -> Executor:
         return ThreadPoolExecutor(max_workers=1)
 
-    worker = BodyWorker(one_thread)
+    worker = BodyWorker(CpuWorker(one_thread))
     try:
         parsing = [
             asyncio.create_task(worker.run(MANY_VALUES, held.wait)) for _ in range(MAX_WAITING + 1)

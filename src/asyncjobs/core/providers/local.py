@@ -7,9 +7,11 @@ the request body (plus the clock for `created`), so repeating a request repeats 
 answer. A body that cannot be read fails as a non-retryable 400, like a real provider.
 
 Answers are bounded by the provider's `localLimits` (an answer past one fails as a 400
-naming the option), and each is built in a worker thread: parsing a large body or
-building megabytes of vectors would otherwise stall the operator's event loop, and with
-it every other job's calls and status writes.
+naming the option), and none is built on the operator's event loop, whose stall would
+hold every other job's calls, status writes and Lease renewals: a body with many JSON
+values (whose parse holds the GIL throughout) is answered in the CPU worker process
+(core/cpu_worker.py), any other in a thread, which yields the GIL every few ms while
+it builds megabytes of vectors.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from asyncjobs.core import multipart
+from asyncjobs.core import cpu_worker, multipart
+from asyncjobs.core.cpu_worker import CpuWorker
 from asyncjobs.core.provider_config import LocalLimits
 from asyncjobs.core.providers import local_media, local_text
 from asyncjobs.core.providers.base import ProviderError, ProviderRequest, ProviderResult
@@ -93,17 +96,32 @@ class LocalProvider:
         latency_ms: float = 0.0,
         limits: LocalLimits | None = None,
         clock: Callable[[], float] = time.time,
+        worker: CpuWorker | None = None,
     ) -> None:
         self.name = name
         self._latency_seconds = latency_ms / 1000
         self._limits = limits or LocalLimits()
         self._clock = clock
+        self._worker = worker
 
     async def call(self, request: ProviderRequest) -> ProviderResult:
         if self._latency_seconds > 0:
             await asyncio.sleep(self._latency_seconds)
-        # Off the loop: the thread yields the GIL every few ms, so the loop keeps running.
-        body = await asyncio.to_thread(answer, request, self._clock(), self._limits)
+        now = self._clock()
+        if not cpu_worker.is_heavy(request.body):
+            return ProviderResult(body=await asyncio.to_thread(answer, request, now, self._limits))
+        worker = self._worker or cpu_worker.shared()
+        try:
+            body = await worker.run(answer, request, now, self._limits)
+        except (cpu_worker.WorkerBusy, cpu_worker.WorkerStopped) as error:
+            raise ProviderError(
+                "the local provider is busy with large requests; retry shortly"
+                if isinstance(error, cpu_worker.WorkerBusy)
+                else "the local provider's worker stopped while answering",
+                status_code=503,
+                retryable=True,
+                error_type="server_error",
+            ) from None
         return ProviderResult(body=body)
 
     async def close(self) -> None:

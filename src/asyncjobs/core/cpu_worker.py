@@ -1,0 +1,118 @@
+"""CPU-heavy work on a large JSON body runs in a worker process, so no body stalls a loop.
+
+The standard parser holds the GIL for the whole of a parse (and freeing what it built
+takes a good part of that again), so a thread would not help: a body at the s3
+backend's 25 MiB limit made of small values (about 1.6 million, all the API's value
+bound allows) takes 0.2-0.5 s of a quiet core to parse, and longer on a busy one, during
+which the API answers no poll and the operator renews no Lease. Work on such a body goes
+to one worker process instead: the loop only hands over the bytes and gets back a small
+answer. The API validates (and on the provider routes translates) submits there; the
+operator's offline `local` provider builds its answers there.
+
+A body is routed by a count that costs microseconds: its brackets and commas, which bound
+how many values a parser builds, whether or not they sit in strings. Ordinary bodies,
+even large ones (a base64 image is one string), stay where they are, because for them
+the parse costs less than the hop to another process.
+
+One worker runs one job at a time: the memory a parse takes is bounded by one worst body
+(about 22 bytes per byte parsed), whatever the number of large bodies in flight, and at
+most a few wait (`WorkerBusy` beyond that). A worker that dies (its memory limit, a
+signal) is replaced, and the work it was running raises `WorkerStopped`. The process
+starts on first use, spawned rather than forked: both processes have threads and a
+running loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+from collections.abc import Callable
+from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import ParamSpec, TypeVar
+
+# Bodies with more brackets and commas than this go to the worker. At the parser's
+# 0.1-0.3 µs per value on a loaded core, this many cost a loop 5-15 ms.
+INLINE_MAX_MARKS = 50_000
+# Heavy bodies allowed to wait for the worker; later ones are refused until it catches up.
+MAX_WAITING = 4
+
+_NOT_MARK = bytes(sorted(set(range(256)) - set(b"[{,")))
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class WorkerBusy(Exception):
+    """More heavy bodies are waiting than allowed: try again shortly."""
+
+
+class WorkerStopped(Exception):
+    """The worker process died while it ran this work (it has been replaced)."""
+
+
+def structural_marks(body: bytes) -> int:
+    """The `[`, `{` and `,` bytes of a body: at least the number of values it holds."""
+    return len(body.translate(None, _NOT_MARK))
+
+
+def is_heavy(body: bytes) -> bool:
+    return structural_marks(body) > INLINE_MAX_MARKS
+
+
+class CpuWorker:
+    """Runs a pure, picklable function in the worker process and returns its result.
+    Whether a body is heavy enough to send here is the caller's decision (`is_heavy`)."""
+
+    def __init__(self, executor_factory: Callable[[], Executor] | None = None) -> None:
+        self._factory = executor_factory or _spawned_worker
+        self._executor: Executor | None = None
+        # Running plus waiting; counted, never awaited, so one worker can serve any loop.
+        self._taken = 0
+
+    async def run(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        if self._taken > MAX_WAITING:
+            raise WorkerBusy()
+        self._taken += 1
+        executor = self._executor or self._start()
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(executor, _call, function, args, kwargs)
+        except BrokenProcessPool:
+            self._replace(executor)
+            raise WorkerStopped() from None
+        finally:
+            self._taken -= 1
+
+    def _start(self) -> Executor:
+        self._executor = self._factory()
+        return self._executor
+
+    def _replace(self, broken: Executor) -> None:
+        if self._executor is broken:
+            self._executor = None
+            broken.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+
+def _call(function: Callable[..., T], args: tuple[object, ...], kwargs: dict[str, object]) -> T:
+    return function(*args, **kwargs)
+
+
+_shared: CpuWorker | None = None
+
+
+def shared() -> CpuWorker:
+    """The process's worker, for code that has no context to carry one (providers)."""
+    global _shared
+    if _shared is None:
+        _shared = CpuWorker()
+    return _shared
+
+
+def _spawned_worker() -> Executor:
+    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
