@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from asyncjobs.api import state
 from asyncjobs.api.errors import ApiError
+from asyncjobs.api.openapi_document import encoded_for
 from asyncjobs.api.responses import json_response
 
 # The contract ships inside the package (package data), so an installed API, the image
@@ -64,7 +65,8 @@ async def openapi(request: web.Request) -> web.Response:
     document = request.app.get(OPENAPI)
     if document is None:
         raise ApiError(404, "openapi document not available")
-    return web.Response(body=document, content_type="application/json")
+    providers = request.app[state.CONTEXT].providers.current
+    return web.Response(body=encoded_for(document, providers), content_type="application/json")
 
 
 def load_openapi() -> bytes | None:
