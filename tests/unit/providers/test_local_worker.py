@@ -12,7 +12,6 @@ import asyncio
 import os
 import threading
 from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import Any
 
 import pytest
 
@@ -20,6 +19,7 @@ from asyncjobs.core.cpu_worker import INLINE_MAX_MARKS, MAX_WAITING, CpuWorker
 from asyncjobs.core.providers.base import ProviderError, ProviderRequest
 from asyncjobs.core.providers.local import LocalProvider
 from asyncjobs.core.request_types import RequestType
+from tests.support.executors import CountingExecutor
 
 FIXED_NOW = 1_760_000_000.0
 
@@ -31,16 +31,6 @@ def chat(values: int) -> ProviderRequest:
         + b"1]}}"
     )
     return ProviderRequest(RequestType.CHAT_COMPLETION, "echo", body, "application/json")
-
-
-class CountingExecutor(ThreadPoolExecutor):
-    def __init__(self) -> None:
-        super().__init__(max_workers=1)
-        self.submitted = 0
-
-    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
-        self.submitted += 1
-        return super().submit(fn, *args, **kwargs)
 
 
 async def test_only_a_heavy_body_goes_to_the_worker() -> None:

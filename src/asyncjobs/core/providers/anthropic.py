@@ -9,6 +9,7 @@ like any 5xx.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Set
 from dataclasses import dataclass
 from datetime import datetime
@@ -52,17 +53,21 @@ class AnthropicWire(CommonWire):
         if conversion is None or request.request_type not in self.supported:
             raise UnsupportedRequestType(request.request_type)
         to_messages, from_message = conversion
-
-        def decode(answer: Answer, now: datetime) -> dict[str, Any]:
-            return from_message(answer.json_object(), int(now.timestamp()))
-
         return WireCall(
             url=self.base_url.rstrip("/") + "/messages",
             body=dump(to_messages(json_body(request), request.model)),
             content_type="application/json",
-            decode=decode,
+            decode=functools.partial(_decode_message, from_message),
             headers={"anthropic-version": self.version},
         )
 
     def auth_headers(self, key: str) -> dict[str, str]:
         return {"x-api-key": key}
+
+
+def _decode_message(
+    from_message: Callable[[dict[str, Any], int], dict[str, Any]], answer: Answer, now: datetime
+) -> dict[str, Any]:
+    """A WireCall's decode: module-level (with functools.partial), so a call built in the
+    CPU worker process can be sent back to the loop."""
+    return from_message(answer.json_object(), int(now.timestamp()))

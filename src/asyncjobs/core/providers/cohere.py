@@ -9,6 +9,7 @@ plain document strings. Error bodies are `{"id", "message"}`, which openai_error
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Set
 from dataclasses import dataclass
 from datetime import datetime
@@ -196,25 +197,17 @@ class CohereWire(CommonWire):
             raise UnsupportedRequestType(request.request_type)
         body, model = json_body(request), request.model
         decode: Callable[[Answer, datetime], dict[str, Any]]
+        # Partials of module-level functions, so a call built in the CPU worker process
+        # can be sent back to the loop.
         if request.request_type is T.CHAT_COMPLETION:
             sent = chat_request(body, model)
-
-            def decode(answer: Answer, now: datetime) -> dict[str, Any]:
-                return chat_answer(answer.json_object(), model, int(now.timestamp()))
-
+            decode = functools.partial(_decode_chat, model)
         elif request.request_type is T.EMBEDDING:
             sent = embed_request(body, model)
-            encoding_format = body.get("encoding_format")
-
-            def decode(answer: Answer, now: datetime) -> dict[str, Any]:
-                return embed_answer(answer.json_object(), model, encoding_format)
-
+            decode = functools.partial(_decode_embed, model, body.get("encoding_format"))
         else:
             sent = rerank_request(body, model)
-            return_documents = bool(body.get("return_documents"))
-
-            def decode(answer: Answer, now: datetime) -> dict[str, Any]:
-                return rerank_answer(answer.json_object(), sent, return_documents)
+            decode = functools.partial(_decode_rerank, sent, bool(body.get("return_documents")))
 
         return WireCall(
             url=self.base_url.rstrip("/") + path,
@@ -222,3 +215,19 @@ class CohereWire(CommonWire):
             content_type="application/json",
             decode=decode,
         )
+
+
+def _decode_chat(model: str, answer: Answer, now: datetime) -> dict[str, Any]:
+    return chat_answer(answer.json_object(), model, int(now.timestamp()))
+
+
+def _decode_embed(
+    model: str, encoding_format: Any, answer: Answer, now: datetime
+) -> dict[str, Any]:
+    return embed_answer(answer.json_object(), model, encoding_format)
+
+
+def _decode_rerank(
+    sent: dict[str, Any], return_documents: bool, answer: Answer, now: datetime
+) -> dict[str, Any]:
+    return rerank_answer(answer.json_object(), sent, return_documents)

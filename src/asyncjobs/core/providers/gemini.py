@@ -14,7 +14,8 @@ only names shaped like Google's (`<id>`, `models/<id>`, `tunedModels/<id>`) are 
 
 from __future__ import annotations
 
-from collections.abc import Set
+import functools
+from collections.abc import Callable, Set
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -111,18 +112,15 @@ class GeminiWire:
         model = request.model
         path = model_path(model)  # first: a refused name fails before the body is read
         body = json_body(request)
+        # Partials of module-level functions, so a call built in the CPU worker process
+        # can be sent back to the loop.
+        decode: Callable[[Answer, datetime], dict[str, Any]]
         if request.request_type is T.CHAT_COMPLETION:
             method, sent = "generateContent", gemini_chat.chat_request(body)
-
-            def decode(answer: Answer, now: datetime) -> dict[str, Any]:
-                return gemini_chat.chat_answer(answer.json_object(), model, int(now.timestamp()))
-
+            decode = functools.partial(_decode_chat, model)
         else:
             method, sent = embedding_request(body, model)
-            encoding_format = body.get("encoding_format")
-
-            def decode(answer: Answer, now: datetime) -> dict[str, Any]:
-                return embedding_answer(answer.json_object(), model, encoding_format)
+            decode = functools.partial(_decode_embedding, model, body.get("encoding_format"))
 
         return WireCall(
             url=f"{self.base_url.rstrip('/')}/{path}:{method}",
@@ -139,3 +137,13 @@ class GeminiWire:
 
     def rejects_key(self, error: ProviderError) -> bool:
         return rejects_key_by_status(error) or error.code in KEY_REASONS
+
+
+def _decode_chat(model: str, answer: Answer, now: datetime) -> dict[str, Any]:
+    return gemini_chat.chat_answer(answer.json_object(), model, int(now.timestamp()))
+
+
+def _decode_embedding(
+    model: str, encoding_format: Any, answer: Answer, now: datetime
+) -> dict[str, Any]:
+    return embedding_answer(answer.json_object(), model, encoding_format)

@@ -9,6 +9,7 @@ base64, a plain-text transcription becomes `{"text": ...}`).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Set
 from dataclasses import dataclass, field
@@ -133,9 +134,10 @@ class OpenAIWire(CommonWire):
 
 
 def decoder(request_type: RequestType) -> Callable[[Answer, datetime], dict[str, Any]]:
-    """The decode function of a WireCall whose answer is already in OpenAI's shape."""
+    """The decode function of a WireCall whose answer is already in OpenAI's shape (a
+    partial, so a call built in the CPU worker process can be sent back to the loop)."""
+    return functools.partial(_decode_openai_shaped, request_type)
 
-    def decode(answer: Answer, _: datetime) -> dict[str, Any]:
-        return success_body(request_type, answer.content_type, answer.body)
 
-    return decode
+def _decode_openai_shaped(request_type: RequestType, answer: Answer, _: datetime) -> dict[str, Any]:
+    return success_body(request_type, answer.content_type, answer.body)

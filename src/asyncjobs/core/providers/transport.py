@@ -22,6 +22,8 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from asyncjobs.core import cpu_worker
+from asyncjobs.core.cpu_worker import CpuWorker
 from asyncjobs.core.providers import failures, openai_errors
 from asyncjobs.core.providers.base import ProviderError, ProviderRequest, ProviderResult
 from asyncjobs.core.providers.keys import ApiKey, key_order
@@ -46,6 +48,10 @@ class InvalidModelName(BadRequestBody):
         self.shown = shown  # the name, escaped and shortened: it came from a client
         self.rule = rule
 
+    def __reduce__(self) -> tuple[type[InvalidModelName], tuple[str, str, str]]:
+        # Raised in the CPU worker process too, and unpickled by the caller from these.
+        return (type(self), (self.what, self.shown, self.rule))
+
 
 class UnsupportedRequestType(Exception):
     """The provider has no endpoint for this request type."""
@@ -53,6 +59,9 @@ class UnsupportedRequestType(Exception):
     def __init__(self, request_type: RequestType) -> None:
         super().__init__(request_type.value)
         self.request_type = request_type
+
+    def __reduce__(self) -> tuple[type[UnsupportedRequestType], tuple[RequestType]]:
+        return (type(self), (self.request_type,))
 
 
 @dataclass(frozen=True)
@@ -138,9 +147,11 @@ class HttpProvider:
         headers: Mapping[str, str] | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], datetime] = utc_now,
+        worker: CpuWorker | None = None,
     ) -> None:
         self.name = name
         self.wire = wire
+        self._worker = worker
         self._keys = tuple(keys)
         self._key_required = key_required
         self._timeout_seconds = timeout_seconds
@@ -162,7 +173,7 @@ class HttpProvider:
 
     async def call(self, request: ProviderRequest) -> ProviderResult:
         try:
-            wire = self.wire.build(request)
+            wire = await self._build(request)
         except InvalidModelName as error:
             refusal = failures.invalid_model_name(self.name, error.what, error.shown, error.rule)
             raise refusal from error
@@ -196,6 +207,23 @@ class HttpProvider:
                     raise
         # The last key's failure is the call's failure, Retry-After included.
         return await self._send(wire, keys[-1])
+
+    async def _build(self, request: ProviderRequest) -> WireCall:
+        """The wire call of a request. Building one parses the stored body and writes the
+        provider's; for a body with many JSON values that runs in the CPU worker process
+        (core/cpu_worker.py), since the parse would hold the loop and every other job."""
+        if not cpu_worker.is_heavy(request.body):
+            return self.wire.build(request)
+        try:
+            return await (self._worker or cpu_worker.shared()).run(self.wire.build, request)
+        except (cpu_worker.WorkerBusy, cpu_worker.WorkerStopped) as error:
+            raise ProviderError(
+                "the operator is busy preparing large requests; retry shortly"
+                if isinstance(error, cpu_worker.WorkerBusy)
+                else "the operator's worker stopped while preparing the request",
+                status_code=None,
+                retryable=True,
+            ) from None
 
     async def _send(self, wire: WireCall, key: ApiKey | None) -> ProviderResult:
         headers = {**self._extra_headers, **wire.headers, "Content-Type": wire.content_type}
