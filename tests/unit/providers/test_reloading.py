@@ -185,3 +185,69 @@ async def test_real_providers_are_built_and_closed(config_path: Path) -> None:
         assert result.body["object"] == "list"
     finally:
         await reloader.close()
+
+
+class RotatingSecrets:
+    """Key Secrets whose values a test changes; counts reads, can fail them."""
+
+    def __init__(self, **values: str) -> None:
+        self.values = dict(values)
+        self.reads = 0
+        self.failing = False
+
+    async def __call__(self, name: str, key: str) -> str:
+        self.reads += 1
+        if self.failing:
+            raise ConnectionError("apiserver away")
+        return self.values[name]
+
+
+def with_key(path: Path) -> None:
+    write(
+        path,
+        {
+            "openai": {
+                "type": "openai",
+                "baseURL": "http://127.0.0.1:9/v1",
+                "keys": [{"secretRef": {"name": "openai-key"}}],
+            }
+        },
+    )
+
+
+async def test_a_rotated_key_secret_swaps_in_a_new_set_with_the_same_file(
+    config_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with_key(config_path)
+    secrets = RotatingSecrets(**{"openai-key": "sk-old"})
+    builds = Builds()
+    reloaded: list[ProviderSet] = []
+    reloader = ProvidersReloader(config_path, secrets, build=builds, on_reload=reloaded.append)
+    await reloader.start(poll=False)
+    try:
+        assert not await reloader.check()  # same file, same key: nothing rebuilt
+        assert len(builds.sets) == 1
+        secrets.values["openai-key"] = "sk-new"
+        with caplog.at_level(logging.INFO):
+            assert await reloader.check()
+        assert len(builds.sets) == 2
+        assert reloaded == [reloader.current]
+        assert "a rotated provider key" in caplog.text
+        assert "sk-new" not in caplog.text
+        assert "sk-old" not in caplog.text
+        assert not await reloader.check()  # and only once
+        # A Secret that cannot be read keeps the running set, logged once, and is read
+        # again on the next poll.
+        secrets.failing = True
+        caplog.clear()
+        with caplog.at_level(logging.ERROR):
+            assert not await reloader.check()
+            assert not await reloader.check()
+        assert caplog.text.count("cannot be read (ConnectionError)") == 1
+        assert len(builds.sets) == 2
+        secrets.failing = False
+        secrets.values["openai-key"] = "sk-newer"
+        assert await reloader.check()
+        assert len(builds.sets) == 3
+    finally:
+        await reloader.close()

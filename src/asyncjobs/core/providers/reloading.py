@@ -7,6 +7,14 @@ the providers they started with; the old set is closed once its last call ends, 
 reload never cuts a request off. A file that does not parse, or names a Secret that
 cannot be read, leaves the running set in place and is logged (without any key).
 
+Provider keys live in Secrets the file names, and a rotated key must not need a
+restart: each poll also reads the referenced Secrets again (a GET by name each, so the
+operator needs no list or watch on Secrets) and compares a SHA-256 over their values
+with the running set's; a changed key rebuilds the set the same way a changed file
+does. Only the hash is kept, never a copy of the keys. A Secret that cannot be read on
+a poll (the apiserver away, the Secret being recreated) keeps the running set and is
+read again on the next poll.
+
 The reloader is a Mapping of provider name to Provider, like ProviderSet, so the
 operator can hand it to whatever takes its providers today; `on_reload` tells the
 operator about new limits (concurrency, rate) to apply to its own limiters.
@@ -47,6 +55,9 @@ class _Generation:
 
     providers: ProviderSet
     digest: str
+    config: ProvidersFile
+    # SHA-256 over the provider keys it was built with (see key_fingerprint).
+    keys: str
     in_flight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     # Set once the set, replaced while calls were running on it, waits for them to end.
@@ -103,6 +114,8 @@ class ProvidersReloader(Mapping[str, Provider]):
         self._build = build
         self._generation: _Generation | None = None
         self._failed_digest: str | None = None
+        # The last reason a reload was refused, logged once rather than on every poll.
+        self._complaint: str | None = None
         self._retiring: dict[asyncio.Task[None], _Generation] = {}
         self._poller: asyncio.Task[None] | None = None
 
@@ -143,8 +156,9 @@ class ProvidersReloader(Mapping[str, Provider]):
         """Builds the first set (its errors propagate: a bad start is fatal) and starts polling."""
         content = await asyncio.to_thread(self.path.read_bytes)
         config = provider_config.parse(content)
+        keys = await key_fingerprint(config, self._read_secret)
         providers = await self._build(config, self._read_secret)
-        self._generation = _Generation(providers, _digest(content))
+        self._generation = _Generation(providers, _digest(content), config, keys)
         if poll:
             self._poller = asyncio.create_task(self._poll(), name="providers-reloader")
 
@@ -158,28 +172,46 @@ class ProvidersReloader(Mapping[str, Provider]):
                 log.exception("checking %s failed", self.path)
 
     async def check(self) -> bool:
-        """One look at the file; True when a new set was swapped in."""
+        """One look at the file and the key Secrets it names; True when a new set was
+        swapped in."""
         try:
             content = await asyncio.to_thread(self.path.read_bytes)
         except OSError as error:
             log.warning("cannot read %s (%s); keeping the providers", self.path, error)
             return False
         digest = _digest(content)
-        if digest in (self._current.digest, self._failed_digest):
+        current = self._current
+        if digest == self._failed_digest:
             return False
+        if digest == current.digest:
+            config = current.config
+        else:
+            try:
+                config = provider_config.parse(content)
+            except (YAMLError, ValidationError) as error:
+                # Messages name Secrets and fields, never key values (keys are not in the file).
+                self._failed_digest = digest
+                log.error("not reloading %s: %s", self.path, error)
+                return False
         try:
-            config = provider_config.parse(content)
+            keys = await key_fingerprint(config, self._read_secret)
+            if digest == current.digest and keys == current.keys:
+                self._complaint = None
+                return False
             providers = await self._build(config, self._read_secret)
-        except (YAMLError, ValidationError, ProviderConfigError) as error:
-            # Messages name Secrets and fields, never key values (keys are not in the file).
-            self._failed_digest = digest
-            log.error("not reloading %s: %s", self.path, error)
+        except ProviderConfigError as error:
+            # Perhaps a Secret being replaced: keep the running set and look again next
+            # poll, saying so once.
+            if str(error) != self._complaint:
+                self._complaint = str(error)
+                log.error("not reloading %s: %s", self.path, error)
             return False
-        old = self._current
-        self._generation = _Generation(providers, digest)
+        self._complaint = None
+        self._generation = _Generation(providers, digest, config, keys)
         self._failed_digest = None
-        log.info("reloaded %s: providers %s", self.path, ", ".join(sorted(providers)))
-        self._retire(old)
+        what = "a rotated provider key" if digest == current.digest else "a changed file"
+        log.info("reloaded providers (%s): %s", what, ", ".join(sorted(providers)))
+        self._retire(current)
         if self._on_reload is not None:
             self._on_reload(providers)
         return True
@@ -223,3 +255,27 @@ async def _close_when_idle(generation: _Generation) -> None:
 
 def _digest(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
+
+
+async def key_fingerprint(config: ProvidersFile, read_secret: SecretReader) -> str:
+    """A SHA-256 over every provider key the configuration names, read as a build reads
+    them; raises ProviderConfigError (naming the Secret, never a value) when one cannot
+    be read."""
+    hashed = hashlib.sha256()
+    refs = sorted(
+        {
+            (key.secret_ref.name, key.secret_ref.key)
+            for p in config.providers.values()
+            for key in p.keys
+        }
+    )
+    for name, key in refs:
+        try:
+            value = (await read_secret(name, key)).strip()
+        except Exception as error:
+            where = f"key {key!r} of Secret {name!r}"
+            raise ProviderConfigError(f"{where} cannot be read ({type(error).__name__})") from error
+        for part in (name, key, value):
+            hashed.update(part.encode())
+            hashed.update(b"\0")
+    return hashed.hexdigest()
