@@ -3,13 +3,15 @@ request type with the offline `local` provider, as a Bifrost client would: submi
 to a 200, check the result names the request type. Also checks /openapi.json.
 
 Usage: python -m tests.support.image_jobs http://127.0.0.1:PORT
-Exits non-zero with the reason on the first thing that is wrong.
+With ASYNCJOBS_GATEWAY_TOKEN set, every request carries it (the chart's default requires
+it). Exits non-zero with the reason on the first thing that is wrong.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -72,8 +74,25 @@ async def check_openapi(session: aiohttp.ClientSession, base: str) -> None:
         raise AssertionError("/openapi.json is not an OpenAPI 3 document")
 
 
+async def check_token_required(base: str) -> None:
+    """The chart's default: a submit without the gateway token is refused."""
+    body, content_type = request_body(RequestType.CHAT_COMPLETION)
+    path = base + REQUEST_TYPES[RequestType.CHAT_COMPLETION].submit_path
+    async with (
+        aiohttp.ClientSession() as anonymous,
+        anonymous.post(path, data=body, headers={"Content-Type": content_type}) as answer,
+    ):
+        if answer.status != 401:
+            raise AssertionError(f"a submit without the gateway token answered {answer.status}")
+
+
 async def drive(base: str) -> None:
-    async with aiohttp.ClientSession() as session:
+    token = os.environ.get("ASYNCJOBS_GATEWAY_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if token:
+        await check_token_required(base)
+        print("a submit without the gateway token: 401")
+    async with aiohttp.ClientSession(headers=headers) as session:
         await check_openapi(session, base)
         print("/openapi.json: 200, OpenAPI 3")
         submitted = {rt: await submit(session, base, rt) for rt in RequestType}
