@@ -54,9 +54,9 @@ async def test_400_fails_at_once_with_the_provider_error(
     tmp_path: Path,
     fake: FakeOpenAI,
 ) -> None:
-    await fake.ascript(
-        "gpt-bad", {"status": 400, "message": "bad temperature", "param": "temperature"}
-    )
+    # Providers quote the request in their messages; this one quotes the prompt.
+    quoted = "bad temperature for 'my card number is 4111 1111 1111 1111'"
+    await fake.ascript("gpt-bad", {"status": 400, "message": quoted, "param": "temperature"})
     providers = fake.providers_config(tmp_path / "p.yaml")
     with running_operator(kubeconfig_path, namespace, providers, log_dir) as operator:
         await operator.astart()
@@ -67,16 +67,25 @@ async def test_400_fails_at_once_with_the_provider_error(
     assert status["attempts"] == 1
     assert status["statusCode"] == 400
     assert status["conditions"][-1]["reason"] == "ProviderError"
+    # The status, which the `view` role reads, keeps a summary: no word of the prompt.
     error = status["error"]
+    assert "4111" not in str(status)
     assert error["is_bifrost_error"] is False
     assert error["status_code"] == 400
-    assert error["error"]["message"] == "bad temperature"
+    assert error["error"]["message"] == (
+        "openai answered 400 (invalid_request_error); the provider's message is returned "
+        "only to the client that submitted the job"
+    )
     assert error["error"]["param"] == "temperature"
     assert error["extra_fields"] == {
         "provider": "openai",
         "model_requested": "gpt-bad",
         "request_type": "chat_completion",
     }
+    # The whole error is stored with the job's bodies, for the API to return.
+    assert status["resultRef"]["contentType"] == "application/json"
+    stored = await read_result(kube, namespace, done)
+    assert stored == {**error, "error": {**error["error"], "message": quoted}}
     events = await kube.list(f"/api/v1/namespaces/{namespace}/events")
     reasons = [e["reason"] for e in events["items"] if e["involvedObject"]["name"] == name]
     assert reasons == ["ProviderError"]

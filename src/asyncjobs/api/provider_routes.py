@@ -265,7 +265,9 @@ async def retrieve(
     # A completed job whose result is unreadable comes back failed, so this goes first.
     if view.phase is Phase.FAILED:
         status = submit_and_poll.status_code(view)
-        return status, dialect.error(status, "job failed", view.error)
+        return status, dialect.error(
+            status, "job failed", submit_and_poll.failed_error(view, result)
+        )
     if result is None:
         created = parse_time(view.created_at) if view.created_at else context.clock()
         return 200, dialect.pending(view.job_id, view.phase, created, None)

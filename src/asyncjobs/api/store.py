@@ -61,6 +61,10 @@ class JobStore(Protocol):
         """A completed job with its stored result, or failed when that result is missing
         or corrupt; None when the job itself is gone (deleted or expired)."""
 
+    async def stored_error(self, view: JobView) -> bytes | None:
+        """The whole provider error of a failed job whose status keeps only its summary
+        (core/error_summary.py); None when it was not stored or cannot be read back."""
+
     def ready(self) -> bool:
         """Whether reads are served from a synced view of the jobs."""
 
@@ -325,6 +329,17 @@ class KubeJobStore:
             except _Conflict:
                 continue  # changed since it was judged: read it again and judge afresh
         raise ApiError(503, "the job changed while its result was read, retry later")
+
+    async def stored_error(self, view: JobView) -> bytes | None:
+        if view.phase is not Phase.FAILED or view.result_ref is None:
+            return None
+        try:
+            return await self.payloads.get(view.result_ref)
+        except PayloadStoreError as exc:
+            raise _unavailable("could not read the job error", exc) from exc
+        except (PayloadMissing, PayloadCorrupt):
+            # The summary in the status still answers: status, type and code.
+            return None
 
     async def _get(self, job_id: str) -> KubeObject | None:
         try:

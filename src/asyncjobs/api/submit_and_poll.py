@@ -12,6 +12,7 @@ Every refusal is an ApiError, answered by the middleware.
 from __future__ import annotations
 
 import functools
+import json
 import re
 import uuid
 from collections.abc import Mapping
@@ -171,7 +172,8 @@ def accepted_document(spec: JobSpec) -> dict[str, Any]:
 async def poll(
     context: ApiContext, request_type: RequestType, job_id: str, headers: Mapping[str, str]
 ) -> tuple[JobView, bytes | None]:
-    """The job as a poll answers it, and its stored result while it is completed.
+    """The job as a poll answers it, and its stored result while it is completed (or,
+    failed, the provider's whole error, which its status keeps only a summary of).
 
     A job this caller may not see on this path family is ApiError(404) with the
     contract's message. A completed job whose result is missing or corrupt comes back
@@ -186,6 +188,8 @@ async def poll(
         _check_poll_key(context.keys, headers, view.virtual_key_id)
     if view.request_type != request_type.value:
         raise ApiError(404, "operation type mismatch")
+    if view.phase is Phase.FAILED and view.result_ref is not None:
+        return view, await _stored_error(context, view)
     if view.phase is not Phase.COMPLETED or view.result_ref is None:
         return view, None
     # The job is found, visible and completed: only now may the cache stand in for the
@@ -201,6 +205,32 @@ async def poll(
     elif finished.result is not None and finished.view.result_ref is not None:
         context.results.put(finished.view.result_ref, finished.result)
     return finished.view, finished.result
+
+
+async def _stored_error(context: ApiContext, view: JobView) -> bytes | None:
+    """The provider's error as the operator stored it for the job's submitter (who alone
+    passes the key check above); immutable like a result, so the cache keeps it too."""
+    assert view.result_ref is not None
+    cached = context.results.get(view.result_ref)
+    if cached is not None:
+        return cached
+    stored = await context.store.stored_error(view)
+    if stored is not None:
+        context.results.put(view.result_ref, stored)
+    return stored
+
+
+def failed_error(view: JobView, stored: bytes | None) -> dict[str, Any] | None:
+    """The error a failed job answers with: the stored provider error when it could be
+    read (the status holds only its summary), else the status's own."""
+    if stored is not None:
+        try:
+            error = json.loads(stored)
+        except ValueError:
+            error = None
+        if isinstance(error, dict):
+            return error
+    return view.error
 
 
 def _check_poll_key(keys: KeyRing, headers: Mapping[str, str], job_key_id: str | None) -> None:
@@ -239,14 +269,14 @@ def job_document(view: JobView, result: bytes | None) -> bytes:
         document["expires_at"] = format_time(view.expires_at)
     document["status_code"] = status_code(view)
     if view.phase is Phase.FAILED:
-        document["error"] = view.error or {
+        document["error"] = failed_error(view, result) or {
             "is_bifrost_error": False,
             "status_code": status_code(view),
             "error": {"message": "job failed"},
             "extra_fields": {},
         }
     text = dumps(document)
-    if result is not None:
+    if result is not None and view.phase is Phase.COMPLETED:
         text = f'{text[:-1]},"result":{result.decode()}}}'
     return text.encode()
 

@@ -40,7 +40,7 @@ from asyncjobs.controller.metrics import (
     STATUS_NO_ANSWER,
     Metrics,
 )
-from asyncjobs.core import lifecycle, results
+from asyncjobs.core import error_summary, lifecycle, results
 from asyncjobs.core.conditions import Reason
 from asyncjobs.core.cooldown import CAUSE_THROTTLED
 from asyncjobs.core.jobs import Phase, parse_time
@@ -220,7 +220,7 @@ class JobRun:
                 self.job, run.target, run.tries_on_target + 1, outcome, self.ctx.wall(), self.policy
             )
             if not isinstance(after, Retry):
-                return after
+                return await self._keep_error_private(after)
             self.ctx.metrics.retries.labels(chosen.provider, after.reason.value).inc()
             await asyncio.sleep(after.delay)
             run = Run(after.target, after.tries_on_target, after.reason)
@@ -338,6 +338,32 @@ class JobRun:
             self.job, target, ref.to_dict(), results.usage_of(outcome.body), self.ctx.wall()
         )
         return self.stored
+
+    async def _keep_error_private(self, step: WriteStatus) -> WriteStatus:
+        """A provider's error may quote the request: the whole error is stored with the
+        job's bodies (for the API to return to the job's submitter) and the status,
+        which `view` can read, keeps a summary of it (core/error_summary.py). If it
+        cannot be stored, the client gets the summary too; the message is never kept
+        where it should not be."""
+        error = step.status.get("error")
+        if not error_summary.is_provider_error(error):
+            return step
+        try:
+            ref = await self.ctx.payloads.put(
+                self.obj,
+                error_summary.ERROR_KIND,
+                error_summary.stored_body(error),
+                error_summary.CONTENT_TYPE,
+                call=self.job.calls,
+            )
+        except PayloadStoreError as failure:
+            log.warning("job %s: storing the provider's error failed (%s)", self.name, failure)
+        else:
+            step.status["resultRef"] = ref.to_dict()
+            if ref.backend == SECRETS:
+                self.ctx.metrics.apiserver_writes.labels("POST", "secrets").inc(ref.chunks)
+        step.status["error"] = error_summary.summary(error)
+        return step
 
     def _count_finished(self, step: WriteStatus) -> None:
         metrics = self.ctx.metrics

@@ -20,7 +20,7 @@ from asyncjobs.api.integrity import Cause
 from asyncjobs.api.quota import Usage
 from asyncjobs.api.store import Finished
 from asyncjobs.core import payloads
-from asyncjobs.core.jobs import JobSpec, JobView, build_asyncjob, format_time
+from asyncjobs.core.jobs import JobSpec, JobView, Phase, build_asyncjob, format_time
 from asyncjobs.core.kube import KubeObject
 
 # The time the unit tests' apps and stores read: a little after the jobs they put were
@@ -96,6 +96,11 @@ class FakeJobStore:
         obj["status"] = integrity.merge_patched(obj.get("status") or {}, judgment.patch["status"])
         return Finished(judgment.view, unreadable=cause)
 
+    async def stored_error(self, view: JobView) -> bytes | None:
+        if view.phase is not Phase.FAILED or view.result_ref is None:
+            return None
+        return self.results.get(view.job_id)
+
     def ready(self) -> bool:
         return self.is_ready
 
@@ -155,7 +160,10 @@ class FakeJobStore:
         completed: datetime,
         ttl: timedelta,
         status_code: int | None,
+        stored_error: bytes | None = None,
     ) -> None:
+        """`stored_error`: the whole provider error kept in the payload store, as the
+        operator writes it, while `error` is what the status shows."""
         status: dict[str, Any] = {
             "phase": "Failed",
             "completionTime": format_time(completed),
@@ -164,4 +172,8 @@ class FakeJobStore:
         }
         if status_code is not None:
             status["statusCode"] = status_code
+        if stored_error is not None:
+            ref = payloads.describe(job_id, "error", stored_error, "application/json", call=1)
+            self.results[job_id] = stored_error
+            status["resultRef"] = ref.to_dict()
         self.set_status(job_id, **status)
