@@ -31,7 +31,7 @@
 {{- default (printf "%s-gateway-token" (include "asyncjobs.fullname" .)) .Values.api.auth.gatewayToken.existingSecret -}}
 {{- end -}}
 
-{{/* The Lease the operator replicas elect their leader with, in the jobs namespace. */}}
+{{/* The prefix of the operator replicas' member Leases, in the jobs namespace. */}}
 {{- define "asyncjobs.operatorLease" -}}
 {{- printf "%s-operator" (include "asyncjobs.fullname" .) -}}
 {{- end -}}
