@@ -7,7 +7,8 @@ by this process's monotonic clock (another machine's renewTime is never trusted)
 replica seen for the first time therefore counts as live for a whole lease duration,
 and a holder that stops renewing is judged gone only after it has stopped itself (it
 gives up at the renew deadline, member_lease.py). A deleted Lease (a clean stop) is
-gone at once.
+gone at once. Expiry is judged as of the last list that succeeded: a replica that cannot
+read the Leases (an overloaded apiserver) must not conclude that the others are gone.
 
 `live_members`, `stale_leases` and `Ownership` are pure and table-tested; `Members`
 reads the Leases, keeps the sightings and says when the set of live members changed.
@@ -136,12 +137,13 @@ class Members:
         self._client = client
         self._clock = clock
         self._sightings: dict[str, Sighting] = {}
+        self._listed_at = 0.0  # when the last list that succeeded was sent
         self._given: dict[str, str] | None = None
 
     def live(self) -> dict[str, str]:
         """The live members; this process always counts (it runs only while it holds
         its Lease, whatever the last list said)."""
-        live = live_members(self._sightings, self._clock(), self.timing.lease_duration)
+        live = live_members(self._sightings, self._listed_at, self.timing.lease_duration)
         live[self.me] = self.holder
         return live
 
@@ -154,6 +156,7 @@ class Members:
 
     async def refresh(self) -> bool:
         """Lists the member Leases once; False when the list failed."""
+        sent = self._clock()
         try:
             listed = await self._client.request(
                 "GET",
@@ -172,6 +175,7 @@ class Members:
             record = LeaseRecord.from_lease(lease)
             sightings[name] = observe(self._sightings.get(name), record, version, now)
         self._sightings = sightings
+        self._listed_at = sent
         self._check()
         return True
 
@@ -188,8 +192,6 @@ class Members:
             await asyncio.sleep(self.timing.retry_period)
             if await self.refresh():
                 await self._delete_stale()
-            else:
-                self._check()  # expiry moves on even when the list fails
 
     async def _delete_stale(self) -> None:
         stale = stale_leases(self._sightings, self._clock(), self.timing.lease_duration, self.me)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import kopf
+
 from asyncjobs.controller import kopf_setup
+from asyncjobs.core import resources
 
 
 def test_bookkeeping_names_are_under_our_group_and_events_are_not_posted() -> None:
@@ -11,3 +14,13 @@ def test_bookkeeping_names_are_under_our_group_and_events_are_not_posted() -> No
     assert settings.posting.enabled is False
     assert settings.peering.standalone is True
     assert max(settings.networking.error_backoffs) <= 60  # type: ignore[type-var]
+
+
+def test_a_shard_selector_goes_to_the_apiserver_for_asyncjobs_only() -> None:
+    asyncjobs = kopf.Resource(resources.GROUP, resources.VERSION, resources.PLURAL)
+    secrets = kopf.Resource("", "v1", "secrets")
+    selector = "asyncjobs.dev/shard in (1,5)"
+    settings = kopf_setup.settings(selector)
+    assert settings.watching.label_selectors.collect(asyncjobs) == [selector]
+    assert settings.watching.label_selectors.collect(secrets) == []
+    assert kopf_setup.settings().watching.label_selectors.collect(asyncjobs) == []

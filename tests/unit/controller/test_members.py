@@ -141,7 +141,22 @@ async def test_a_first_sighting_counts_as_live_for_a_whole_duration() -> None:
     await view.refresh()
     assert "old" in view.live()
     await clock.sleep(0.1)
+    assert "old" in view.live(), "judged as of the last list"
+    await view.refresh()
     assert "old" not in view.live()
+
+
+async def test_a_replica_that_cannot_list_judges_no_one_gone() -> None:
+    leases, clock = FakeLeases(), Clock()
+    other = MemberLease(leases, leases.namespace, "other", "other/1", TIMING, clock=clock)
+    await other.join()
+    view = Members(leases, leases.namespace, "me", "me/1", TIMING, clock=clock)
+    await view.refresh()
+    leases.failing = 1000  # the apiserver stops answering this replica's lists
+    for _ in range(30):
+        await clock.sleep(2)
+        assert not await view.refresh()
+    assert view.live() == {"me": "me/1", "other": "other/1"}
 
 
 async def test_leases_of_long_gone_members_are_deleted() -> None:
