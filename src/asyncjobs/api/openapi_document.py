@@ -21,16 +21,19 @@ _MAX_MODEL_LENGTH = 256
 # escaped with a backslash, which both ECMA-262 (even in unicode mode, which allows no
 # other identity escapes) and Python read as the character itself.
 _PATTERN_SYNTAX = frozenset("\\^$.|?*+()[]{}/")
+# One character or more to the end of the text, none a line break: `(?![\\s\\S])` ends
+# the text in ECMA-262 and Python alike (Python's `$` also matches before a final "\\n").
+_NO_LINE_BREAK = "[^\\n]+(?![\\s\\S])"
 # Provider routes name their provider implicitly: a bare model is qualified with it.
 _ROUTE_MODELS = {"OpenAIModel": "openai", "AnthropicModel": "anthropic"}
 
 
 def model_pattern(providers: Iterable[str]) -> str:
-    """A pattern for `provider/model` with a known provider and a model name that starts
-    with something other than a line break (the schema refuses line breaks elsewhere)."""
+    """A pattern for `provider/model` with a known provider and a model name without a
+    line break."""
     names = "|".join(_escaped(name) for name in sorted(providers))
     # With no provider at all nothing is valid: `(?!)` matches nothing in either dialect.
-    return f"^(?:{names})/[^\\n]" if names else "(?!)"
+    return f"^(?:{names})/{_NO_LINE_BREAK}" if names else "(?!)"
 
 
 def _escaped(name: str) -> str:
@@ -55,7 +58,7 @@ def _bare_or_qualified(provider: str) -> dict[str, Any]:
         "type": "string",
         "minLength": 1,
         "maxLength": _MAX_MODEL_LENGTH - len(provider) - 1,
-        "not": {"pattern": "\n"},
+        "pattern": f"^{_NO_LINE_BREAK}",
     }
     return {"anyOf": [{"$ref": "#/components/schemas/Model"}, bare]}
 

@@ -437,7 +437,7 @@ def test_served_models_name_only_known_providers() -> None:
 def test_a_provider_name_is_matched_literally() -> None:
     pattern = model_pattern(frozenset({"a.b", "c+"}))
     document = narrowed(packaged(), frozenset({"a.b", "c+"}))
-    assert pattern == "^(?:a\\.b|c\\+)/[^\\n]"
+    assert pattern == "^(?:a\\.b|c\\+)/[^\\n]+(?![\\s\\S])"
     assert schema_accepts(document, "Model", "a.b/m")
     assert not schema_accepts(document, "Model", "axb/m")
     assert not schema_accepts(document, "Model", "cc/m")
