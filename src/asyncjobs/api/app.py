@@ -15,7 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from asyncjobs.api import ops, provider_routes, state, views
+from asyncjobs.api import ops, protocol_errors, provider_routes, state, views
 from asyncjobs.api.body_worker import BodyWorker
 from asyncjobs.api.clock import Clock, utc_now
 from asyncjobs.api.metrics import ApiMetrics
@@ -63,6 +63,8 @@ def create_app(
 ) -> web.Application:
     """`cleanup_ctx` runs for the app's lifetime beside its own (the Kubernetes watches)."""
     metrics = ApiMetrics()
+    # aiohttp's own 400s for unparseable requests would log the request's headers.
+    protocol_errors.quiet_malformed_requests()
     app = web.Application(
         middlewares=[request_middleware(metrics, settings.max_request_bytes, _ERROR_SHAPES)],
         # aiohttp enforces the limit while reading, so an oversized body is never held.
