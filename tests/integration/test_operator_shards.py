@@ -280,7 +280,9 @@ async def test_a_restarted_replica_takes_its_lease_back_at_once(
     kube: KubeClient, namespace: str, kubeconfig_path: str, log_dir: Path, tmp_path: Path
 ) -> None:
     providers = local_providers(tmp_path)
-    with replica(kubeconfig_path, namespace, providers, log_dir, "pod-1") as operator:
+    # A long lease: a restart that waited for it would take a minute, not seconds.
+    flags = ("--lease-duration-seconds", "60")
+    with replica(kubeconfig_path, namespace, providers, log_dir, "pod-1", *flags) as operator:
         await operator.astart()
         await members_seen([operator], 1)
         before = (await kube.get(leases_path(namespace, f"{PREFIX}-pod-1")))["spec"]
@@ -291,8 +293,8 @@ async def test_a_restarted_replica_takes_its_lease_back_at_once(
         async def member() -> bool:
             return await gauge(operator, "asyncjobs_operator_member") == 1
 
-        await eventually(member, "the restarted operator holds its lease", timeout=15)
-        assert time.monotonic() - restarted < 10, "it did not wait for the 15 s lease"
+        await eventually(member, "the restarted operator holds its lease", timeout=30)
+        assert time.monotonic() - restarted < 30, "it did not wait for the 60 s lease"
         name = await submit(kube, namespace, chat("j"), model="local/echo")
         assert (await wait_terminal(kube, namespace, name))["status"]["phase"] == "Completed"
         after = (await kube.get(leases_path(namespace, f"{PREFIX}-pod-1")))["spec"]

@@ -167,6 +167,9 @@ async def operate(args: argparse.Namespace, config: KubeConfig) -> None:
     loop = asyncio.get_running_loop()
     async with (
         KubeClient(config, max_connections=200) as client,
+        # The Leases have connections of their own: a burst of job requests queued in
+        # the pool must not hold up a renewal until the member gives its Lease up.
+        KubeClient(config, max_connections=4) as lease_client,
         payload_stores.open_store(args, client, namespace) as payloads,
     ):
         keys_namespace = args.secrets_namespace or namespace
@@ -197,14 +200,14 @@ async def operate(args: argparse.Namespace, config: KubeConfig) -> None:
         timing = Timing.for_duration(args.lease_duration_seconds)
         identity = lease_identity(args)
         lease = MemberLease(
-            client,
+            lease_client,
             namespace,
             member_lease_name(args.lease_prefix, identity),
             process_holder(identity),
             timing,
             on_change=metrics.member.set,
         )
-        members = Members(client, namespace, lease.name, lease.holder, timing)
+        members = Members(lease_client, namespace, lease.name, lease.holder, timing)
         writer = JobWriter(client, namespace, metrics, health, time.time, member=lease.holder)
         expiry = Expiry(writer.delete_job, wall)
         ctx = Context(
@@ -223,13 +226,13 @@ async def operate(args: argparse.Namespace, config: KubeConfig) -> None:
         metrics.waiting.set_function(admission.waiting)
         metrics.jobs_running.set_function(lambda: len(supervisor.tasks))
         metrics.jobs_expiring.set_function(lambda: len(expiry))
-        register_member_metrics(metrics.registry, members, supervisor)
+        register_member_metrics(metrics.registry, lease, members, supervisor)
         labeller = ShardLabeller(client, namespace, lambda: supervisor.ownership, metrics)
         # /healthz and /metrics answer while the process joins.
         app = probes.create_app(metrics, health)
         runner = await probes.start(app, args.metrics_host, args.metrics_port)
         try:
-            await wait_for_single_leader(client, namespace, args.lease_prefix, timing)
+            await wait_for_single_leader(lease_client, namespace, args.lease_prefix, timing)
             await lease.join()
             await members.refresh()
             # Should the listing never look over (a bug, an odd apiserver), run anyway.

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Gauge
 
+from asyncjobs.controller.member_lease import MemberLease
 from asyncjobs.controller.members import Members
 from asyncjobs.controller.supervisor import Supervisor
 
 
 def register_member_metrics(
-    registry: CollectorRegistry, members: Members, supervisor: Supervisor
+    registry: CollectorRegistry, lease: MemberLease, members: Members, supervisor: Supervisor
 ) -> None:
     Gauge(
         "asyncjobs_operator_members",
-        "Operator replicas whose member Lease this one judges live, itself included.",
+        "Operator replicas whose member Lease this one judges live, itself included; 0 "
+        "while it does not hold its own.",
         registry=registry,
-    ).set_function(lambda: len(members.live()))
+    ).set_function(lambda: len(members.live()) if lease.holding else 0)
     Gauge(
         "asyncjobs_operator_shards_owned",
         "Shards (of 64) whose jobs this replica runs.",

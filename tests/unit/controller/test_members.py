@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from types import SimpleNamespace
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from asyncjobs.controller.member_lease import LeaseRecord, MemberLease, Sighting, Timing
+from asyncjobs.controller.member_metrics import register_member_metrics
 from asyncjobs.controller.members import (
     Members,
     Ownership,
@@ -189,3 +192,16 @@ async def test_members_wait_for_a_single_leader_of_an_earlier_release_to_stop() 
     leases._store("lease", {**old, "spec": {"leaseDurationSeconds": 1}})
     await wait_for_single_leader(leases, leases.namespace, "lease", fast)
     assert time.monotonic() - started < 0.1
+
+
+async def test_the_members_gauge_reads_zero_until_this_process_holds_its_lease() -> None:
+    leases, clock = FakeLeases(), Clock()
+    lease = MemberLease(leases, leases.namespace, "me", "me/1", TIMING, clock=clock)
+    view = Members(leases, leases.namespace, "me", "me/1", TIMING, clock=clock)
+    registry = CollectorRegistry()
+    supervisor = SimpleNamespace(ownership=Ownership.alone(), tasks={}, terminal=set())
+    register_member_metrics(registry, lease, view, supervisor)  # type: ignore[arg-type]
+    assert registry.get_sample_value("asyncjobs_operator_members") == 0
+    await lease.join()
+    assert registry.get_sample_value("asyncjobs_operator_members") == 1
+    assert registry.get_sample_value("asyncjobs_operator_shards_owned") == shards.SHARDS
