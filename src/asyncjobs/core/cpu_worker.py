@@ -9,14 +9,16 @@ to one worker process instead: the loop only hands over the bytes and gets back 
 answer. The API validates (and on the provider routes translates) submits there; the
 operator's offline `local` provider builds its answers there.
 
-A body is routed by a count that costs microseconds: its brackets and commas, which bound
-how many values a parser builds, whether or not they sit in strings. Ordinary bodies,
-even large ones (a base64 image is one string), stay where they are, because for them
-the parse costs less than the hop to another process.
+A body is routed by its size and by a count that costs microseconds: its brackets and
+commas, which bound how many values a parser builds, whether or not they sit in strings.
+Both matter: a 25 MiB body that is one long string (a base64 image) still took the
+parser about 200 ms on a busy core. Bodies under 1 MiB with few values (nearly every
+request) stay where they are, because for them the parse costs less than the hop to
+another process.
 
 One worker runs one job at a time: the memory a parse takes is bounded by one worst body
 (about 22 bytes per byte parsed), whatever the number of large bodies in flight, and at
-most a few wait (`WorkerBusy` beyond that). A worker that dies (its memory limit, a
+most 32 wait (`WorkerBusy` beyond that). A worker that dies (its memory limit, a
 signal) is replaced, and the work it was running raises `WorkerStopped`. The process
 starts on first use, spawned rather than forked: both processes have threads and a
 running loop.
@@ -34,8 +36,12 @@ from typing import ParamSpec, TypeVar
 # Bodies with more brackets and commas than this go to the worker. At the parser's
 # 0.1-0.3 µs per value on a loaded core, this many cost a loop 5-15 ms.
 INLINE_MAX_MARKS = 50_000
+# And bodies larger than this: a string parses at 100-200 MB/s, so 1 MiB costs 5-10 ms.
+INLINE_MAX_BYTES = 1 << 20
 # Heavy bodies allowed to wait for the worker; later ones are refused until it catches up.
-MAX_WAITING = 4
+# Each waiting body is already in memory (its request holds it); the bound keeps a burst
+# of large submits from queueing without end behind a hostile one.
+MAX_WAITING = 32
 
 _NOT_MARK = bytes(sorted(set(range(256)) - set(b"[{,")))
 
@@ -57,7 +63,7 @@ def structural_marks(body: bytes) -> int:
 
 
 def is_heavy(body: bytes) -> bool:
-    return structural_marks(body) > INLINE_MAX_MARKS
+    return len(body) > INLINE_MAX_BYTES or structural_marks(body) > INLINE_MAX_MARKS
 
 
 class CpuWorker:

@@ -49,8 +49,10 @@ def many_values_chat(extra: int = INLINE_MAX_MARKS) -> bytes:
         (b'{"model":"local/echo"}', False),
         (b"[" + b"0," * (INLINE_MAX_MARKS - 1) + b"0]", False),
         (MANY_VALUES, True),
-        # One long string (a base64 image) has no marks: cheap to parse, stays inline.
-        (b'{"image":"' + b"QUJD" * (1 << 20) + b'"}', False),
+        # A string has no marks: under 1 MiB it is cheap to parse and stays inline...
+        (b'{"image":"' + b"QUJD" * (1 << 17) + b'"}', False),
+        # ...and beyond it even one string costs the parser too much (200 ms at 25 MiB).
+        (b'{"image":"' + b"QUJD" * (1 << 18) + b'"}', True),
         # Commas inside strings count too: an overestimate never sends a costly body inline.
         (b'{"text":"' + b"," * (INLINE_MAX_MARKS + 1) + b'"}', True),
     ],
