@@ -27,6 +27,7 @@ running loop.
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -44,6 +45,8 @@ INLINE_MAX_BYTES = 1 << 20
 MAX_WAITING = 32
 
 _NOT_MARK = bytes(sorted(set(range(256)) - set(b"[{,")))
+
+log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -75,12 +78,21 @@ class CpuWorker:
         self._executor: Executor | None = None
         # Running plus waiting; counted, never awaited, so one worker can serve any loop.
         self._taken = 0
+        self._unavailable_logged = False
 
     async def run(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         if self._taken > MAX_WAITING:
             raise WorkerBusy()
+        try:
+            executor = self._executor or self._start()
+        except OSError as error:
+            # No process can be started here (multiprocessing's locks need a writable
+            # /dev/shm): the work still gets done, on the caller's loop.
+            if not self._unavailable_logged:
+                log.warning("the CPU worker process cannot start (%s); working inline", error)
+                self._unavailable_logged = True
+            return function(*args, **kwargs)
         self._taken += 1
-        executor = self._executor or self._start()
         try:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(executor, _call, function, args, kwargs)

@@ -165,3 +165,13 @@ async def test_an_anthropic_message_with_many_values_is_translated_in_the_worker
     stored = json.loads(store.bodies[job_id])
     assert stored["model"] == "local/echo"
     assert stored["messages"] == [{"role": "user", "content": "hi"}]
+
+
+async def test_where_no_worker_process_can_start_the_work_runs_inline() -> None:
+    """multiprocessing's locks need a writable /dev/shm; without one, submits still work."""
+
+    def no_processes() -> Executor:
+        raise PermissionError(13, "Permission denied", "/dev/shm")
+
+    worker = CpuWorker(no_processes)
+    assert await worker.run(os.getpid) == os.getpid()
