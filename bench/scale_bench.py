@@ -82,7 +82,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--kill-jobs", type=int, default=600)
     parser.add_argument("--kill-latency-ms", type=float, default=1000.0)
     parser.add_argument("--kill-concurrency", type=int, default=16)
-    parser.add_argument("--lease-duration", type=int, default=10)
+    parser.add_argument("--lease-duration", type=int, default=15)
     parser.add_argument("--timeout", type=float, default=300)
     return parser.parse_args()
 
@@ -255,10 +255,14 @@ class Cluster:
 
     def members_seen(self, identity: str) -> float:
         url = f"http://127.0.0.1:{self.metrics_ports[identity]}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as answer:
-            for line in answer.read().decode().splitlines():
-                if line.startswith("asyncjobs_operator_members "):
-                    return float(line.split()[1])
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                text = answer.read().decode()
+        except OSError:  # starting, or busy: ask again
+            return 0.0
+        for line in text.splitlines():
+            if line.startswith("asyncjobs_operator_members "):
+                return float(line.split()[1])
         return 0.0
 
     def wait_members(self, timeout: float = 60) -> None:

@@ -21,7 +21,7 @@ def register_member_metrics(
     ).set_function(lambda: len(members.live()) if lease.holding else 0)
     Gauge(
         "asyncjobs_operator_shards_owned",
-        "Shards (of 64) whose jobs this replica runs.",
+        "Shards (of 256) whose jobs this replica runs.",
         registry=registry,
     ).set_function(lambda: len(supervisor.ownership.shards))
     Gauge(
