@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import pickle
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -118,7 +119,17 @@ class CpuWorker:
 
 
 def _call(function: Callable[..., T], args: tuple[object, ...], kwargs: dict[str, object]) -> T:
-    return function(*args, **kwargs)
+    """Runs in the worker. An exception crosses back pickled; one that would not rebuild
+    on the other side breaks the whole pool, so such an exception is replaced by one
+    that names it (the cause is a bug to fix: an exception type without __reduce__)."""
+    try:
+        return function(*args, **kwargs)
+    except Exception as error:
+        try:
+            pickle.loads(pickle.dumps(error))  # noqa: S301 (our own bytes, just made)
+        except Exception:
+            raise RuntimeError(f"{type(error).__name__}: {error}") from None
+        raise
 
 
 _shared: CpuWorker | None = None

@@ -175,3 +175,28 @@ async def test_where_no_worker_process_can_start_the_work_runs_inline() -> None:
 
     worker = CpuWorker(no_processes)
     assert await worker.run(os.getpid) == os.getpid()
+
+
+class Unrebuildable(Exception):
+    """Keyword-only arguments: pickling keeps only `args`, so it cannot be rebuilt."""
+
+    def __init__(self, message: str, *, detail: int) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+def raise_unrebuildable() -> None:
+    raise Unrebuildable("no way back", detail=1)
+
+
+async def test_an_exception_that_cannot_cross_back_is_named_and_the_worker_survives() -> None:
+    """Before, such an exception broke the pool: the submit answered 503 and the worker
+    process was started again."""
+    worker = CpuWorker()
+    try:
+        with pytest.raises(RuntimeError, match="Unrebuildable: no way back"):
+            await worker.run(raise_unrebuildable)
+        first = await worker.run(os.getpid)
+        assert await worker.run(os.getpid) == first != os.getpid()
+    finally:
+        worker.close()

@@ -21,7 +21,7 @@ import pytest
 from asyncjobs.core.cpu_worker import INLINE_MAX_MARKS, CpuWorker
 from asyncjobs.core.providers.anthropic import AnthropicWire
 from asyncjobs.core.providers.azure import AzureWire
-from asyncjobs.core.providers.base import ProviderRequest
+from asyncjobs.core.providers.base import ProviderError, ProviderRequest
 from asyncjobs.core.providers.cohere import CohereWire
 from asyncjobs.core.providers.gemini import GeminiWire
 from asyncjobs.core.providers.keys import ApiKey
@@ -90,6 +90,15 @@ def test_the_build_errors_survive_pickling() -> None:
     assert (refused.what, refused.shown, refused.rule) == ("model", "a/../b", "letters only")
     unsupported = round_trip(UnsupportedRequestType(RequestType.OCR))
     assert unsupported.request_type is RequestType.OCR
+    failed = round_trip(
+        ProviderError("too big", status_code=400, retryable=False, code="local_output_limit")
+    )
+    assert (failed.message, failed.status_code, failed.retryable, failed.code) == (
+        "too big",
+        400,
+        False,
+        "local_output_limit",
+    )
 
 
 def openai_chat_answer() -> Answer:

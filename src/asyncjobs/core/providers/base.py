@@ -58,6 +58,18 @@ class ProviderError(Exception):
         self.code = code
         self.param = param
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Raised in the CPU worker process too (the local provider's refusals), and
+        # unpickled by the caller: an exception whose arguments do not rebuild it would
+        # break the worker pool instead.
+        return (_rebuilt_provider_error, (self.message, dict(self.__dict__)))
+
+
+def _rebuilt_provider_error(message: str, fields: dict[str, Any]) -> ProviderError:
+    error = ProviderError(message, status_code=None, retryable=False)
+    error.__dict__.update(fields)
+    return error
+
 
 class Provider(Protocol):
     name: str
