@@ -45,6 +45,7 @@ from asyncjobs.controller.shard_labels import ShardLabeller
 from asyncjobs.controller.supervisor import Supervisor
 from asyncjobs.controller.writer import JobWriter
 from asyncjobs.core import payload_stores, provider_config, resources, shards
+from asyncjobs.core.cooldown import CooldownPolicy
 from asyncjobs.core.kube import KubeClient, KubeConfig, load_config
 from asyncjobs.core.lifecycle import Policy
 from asyncjobs.core.limits import CallBudget
@@ -90,6 +91,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--default-ttl-seconds", type=int, default=3600)
     parser.add_argument("--backoff-base-seconds", type=float, default=1.0)
     parser.add_argument("--backoff-max-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--retry-after-max-seconds",
+        type=float,
+        default=300.0,
+        help="the longest retry delay taken from a provider's Retry-After",
+    )
+    parser.add_argument(
+        "--cooldown-failures",
+        type=int,
+        default=5,
+        help="5xx answers or calls with no answer in a row that hold a provider's calls "
+        "(one 429 does)",
+    )
+    parser.add_argument(
+        "--cooldown-max-seconds",
+        type=float,
+        default=300.0,
+        help="the longest a provider's calls are held before a probe call, Retry-After included",
+    )
     parser.add_argument("--request-grace-seconds", type=float, default=30.0)
     parser.add_argument(
         "--max-interruptions",
@@ -158,6 +178,7 @@ async def operate(args: argparse.Namespace, config: KubeConfig) -> None:
         default_ttl_seconds=args.default_ttl_seconds,
         backoff_base_seconds=args.backoff_base_seconds,
         backoff_max_seconds=args.backoff_max_seconds,
+        retry_after_max_seconds=args.retry_after_max_seconds,
         request_grace_seconds=args.request_grace_seconds,
         max_interruptions=args.max_interruptions,
     )
@@ -174,7 +195,10 @@ async def operate(args: argparse.Namespace, config: KubeConfig) -> None:
     ):
         keys_namespace = args.secrets_namespace or namespace
         reader = secret_reader(client, keys_namespace)
-        admission = Admission(CallBudget(max_in_flight=0))
+        cooldown = CooldownPolicy(
+            failures_to_open=args.cooldown_failures, max_seconds=args.cooldown_max_seconds
+        )
+        admission = Admission(CallBudget(max_in_flight=0, cooldown=cooldown))
 
         def apply_limits(new: ProviderSet) -> None:
             admission.reconfigure(new.max_in_flight, new.limits)
