@@ -12,6 +12,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from asyncjobs.core.model import Usage
 
 CONTENT_TYPE = "application/json"
@@ -34,7 +36,20 @@ def result_body(
         latency=latency_ms,
     )
     body["extra_fields"] = extra
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return encoded(body)
+
+
+def encoded(document: Mapping[str, Any]) -> bytes:
+    """Compact UTF-8 JSON, written by orjson: the operator writes every result on its
+    event loop, and the standard encoder took 130 ms for the local provider's largest
+    embeddings answer (131,072 floats) where orjson takes 23 ms. What orjson refuses
+    (half a surrogate pair, which UTF-8 cannot carry; an integer past 64 bits; a key
+    that is not a string) is written by the standard encoder with every non-ASCII
+    character escaped: valid JSON that reads back the same."""
+    try:
+        return orjson.dumps(document)
+    except TypeError:  # orjson.JSONEncodeError
+        return json.dumps(document, separators=(",", ":")).encode()
 
 
 def usage_of(provider_body: Mapping[str, Any]) -> Usage | None:

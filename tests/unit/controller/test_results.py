@@ -39,3 +39,15 @@ def test_usage_in_chat_and_responses_shapes() -> None:
     }
     assert results.usage_of({"data": []}) is None
     assert results.usage_of({"usage": {"prompt_tokens": True}}) is None
+
+
+def test_what_orjson_refuses_is_still_stored_as_json_that_reads_back_the_same() -> None:
+    # Half a surrogate pair (a provider may escape one in JSON), an integer past 64 bits.
+    awkward = {"text": "a\ud800b", "big": 2**70, "floats": [0.1, 1e-05, 1e300], "ü": "é"}
+    stored = results.encoded(awkward)
+    assert json.loads(stored) == awkward
+
+
+def test_the_encoding_is_compact_utf8_json() -> None:
+    stored = results.encoded({"a": [1, 2.5, None, True], "name": "café"})
+    assert stored == '{"a":[1,2.5,null,true],"name":"café"}'.encode()
