@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
 import uvloop
@@ -22,6 +23,7 @@ from aiohttp import web
 
 from asyncjobs.api.app import create_app
 from asyncjobs.api.clock import utc_now
+from asyncjobs.api.idempotency import DEFAULT_WINDOW_SECONDS
 from asyncjobs.api.kube_backend import KubeBackend
 from asyncjobs.api.quota import Limits, SubmitRate
 from asyncjobs.api.reflector import DEFAULT_PAGE_SIZE
@@ -139,6 +141,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_PAGE_SIZE,
         help="objects per page when the job cache lists AsyncJobs (at start, after a 410)",
     )
+    parser.add_argument(
+        "--idempotency-window-seconds",
+        type=int,
+        default=DEFAULT_WINDOW_SECONDS,
+        help="how long an Idempotency-Key answers with the job it made (at least 1)",
+    )
     parser.add_argument("--log-level", default="INFO")
     payload_stores.add_arguments(parser)
     return parser.parse_args(argv)
@@ -192,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         require_virtual_key=args.require_virtual_key,
         result_cache_bytes=args.result_cache_bytes,
         payload_backend=args.payload_backend,
+        idempotency_window=timedelta(seconds=max(1, args.idempotency_window_seconds)),
     )
     backend = KubeBackend(
         config,

@@ -5,7 +5,8 @@ to a client: an ApiError becomes its BifrostError (or, on a provider-compatible 
 that provider's error shape), an aiohttp HTTP error (404, 405, 413) a BifrostError with
 its status (a 405 keeps its Allow header), and anything else a plain 500 whose trace goes
 to the log only. The access log records who asked for what and how it went (method,
-route, path, status, size, duration) and never a header value or a body: request and
+route, path, status, size, duration, and the request id of request_ids.py, which is
+checked to hold no user content) and never another header value or a body: request and
 result content are user data.
 
 Both jobs share one middleware because every layer costs a coroutine and a call on each
@@ -23,6 +24,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import Counter, Histogram
 
+from asyncjobs.api import request_ids
 from asyncjobs.api.errors import ApiError, body_too_large
 from asyncjobs.api.metrics import UNMATCHED_ROUTE, ApiMetrics
 from asyncjobs.api.responses import dumps, json_response
@@ -83,6 +85,8 @@ def request_middleware(
     async def serve(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
         route = route_template(request)
+        request_id = request_ids.of_request(request.headers)
+        request[request_ids.KEY] = request_id
         try:
             response = await handler(request)
         except ApiError as exc:
@@ -103,7 +107,7 @@ def request_middleware(
         elapsed = time.perf_counter() - started
         recorder.observe(route, request.method, response.status, elapsed)
         if access_log.isEnabledFor(logging.INFO):
-            access_log.info(_access_line(request, route, response, elapsed))
+            access_log.info(_access_line(request, route, response, elapsed, request_id))
         return response
 
     return serve
@@ -125,10 +129,15 @@ def _http_error(exc: web.HTTPException, max_request_bytes: int) -> ApiError:
 
 
 def _access_line(
-    request: web.Request, route: str, response: web.StreamResponse, elapsed: float
+    request: web.Request,
+    route: str,
+    response: web.StreamResponse,
+    elapsed: float,
+    request_id: str,
 ) -> str:
     return dumps(
         {
+            "request_id": request_id,
             "method": request.method,
             "route": route,
             "path": request.path,

@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from asyncjobs.api import state, submit_and_poll
+from asyncjobs.api import request_ids, state, submit_and_poll
 from asyncjobs.api.errors import ApiError
 from asyncjobs.api.responses import dumps, json_response
 from asyncjobs.api.state import ApiContext
@@ -38,7 +38,7 @@ from asyncjobs.api.validation import (
     validate_json_fields,
 )
 from asyncjobs.api.views import read_body
-from asyncjobs.core.jobs import JobSpec, Phase, parse_time
+from asyncjobs.core.jobs import JobSpec, JobView, Phase, parse_time
 from asyncjobs.core.providers import anthropic_messages
 from asyncjobs.core.providers.transport import BadRequestBody
 from asyncjobs.core.request_types import RequestType
@@ -195,16 +195,38 @@ def handler(dialect: Dialect) -> Callable[[web.Request], Awaitable[web.Response]
         if not request.headers.get(ASYNC_HEADER, "").strip():
             raise ApiError(400, SYNC_REFUSED)
         body = await read_body(request, context.settings.max_request_bytes)
-        submission = Submission(request.headers, body, request.headers.get("Content-Type", ""))
-        spec = await submit(context, dialect, submission)
+        submission = Submission(
+            request.headers, body, request.headers.get("Content-Type", ""), request_ids.of(request)
+        )
+        job = await submit(context, dialect, submission)
+        if isinstance(job, JobView):
+            # An idempotent replay: the key's job as it now stands, as a retrieve answers.
+            status, document = await retrieve(context, dialect, job.job_id, request.headers)
+            return json_response(document, status=status)
         return json_response(
-            dialect.pending(spec.job_id, Phase.PENDING, spec.submitted_at, spec.model)
+            with_request_id(
+                dialect.pending(job.job_id, Phase.PENDING, job.submitted_at, job.model),
+                job.request_id,
+            )
         )
 
     return provider_async
 
 
-async def submit(context: ApiContext, dialect: Dialect, submission: Submission) -> JobSpec:
+def with_request_id(document: dict[str, Any], request_id: str | None) -> dict[str, Any]:
+    """A pending job's answer with `request_id` right after `id`, as the generic routes
+    answer it. Only the documents this API builds carry it: a completed job's answer is
+    the provider's own body and an error the provider's error shape, both unchanged."""
+    if not request_id:
+        return document
+    ordered = {"id": document["id"], "request_id": request_id}
+    ordered.update(document)
+    return ordered
+
+
+async def submit(
+    context: ApiContext, dialect: Dialect, submission: Submission
+) -> JobSpec | JobView:
     """Translates the provider's request body into a job and creates it; ApiError(400)
     for a body the job cannot be made from."""
     prepared = await context.body_worker.run(
@@ -222,7 +244,7 @@ async def submit(context: ApiContext, dialect: Dialect, submission: Submission) 
         context,
         dialect.request_type,
         outcome,
-        submission.headers,
+        submission,
         job_body,
         "application/json",
     )
@@ -270,5 +292,7 @@ async def retrieve(
         )
     if result is None:
         created = parse_time(view.created_at) if view.created_at else context.clock()
-        return 200, dialect.pending(view.job_id, view.phase, created, None)
+        return 200, with_request_id(
+            dialect.pending(view.job_id, view.phase, created, None), view.request_id
+        )
     return 200, dialect.completed(view.job_id, result)

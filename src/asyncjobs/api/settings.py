@@ -7,7 +7,9 @@ the application, never from globals, so two apps in one process do not interfere
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 
+from asyncjobs.api.idempotency import DEFAULT_WINDOW_SECONDS
 from asyncjobs.api.quota import Limits
 from asyncjobs.api.result_cache import DEFAULT_BUDGET_BYTES
 from asyncjobs.core.payloads import S3, SECRETS, Backend
@@ -47,6 +49,8 @@ class Settings:
     max_result_ttl: int = MAX_RESULT_TTL
     # What the namespace may hold before submits answer 429 (api/quota.py).
     quota: Limits = field(default_factory=Limits)
+    # How long an Idempotency-Key names the job it made (api/idempotency.py).
+    idempotency_window: timedelta = timedelta(seconds=DEFAULT_WINDOW_SECONDS)
 
 
 @dataclass(frozen=True)

@@ -50,9 +50,22 @@ class Finished:
     unreadable: Cause | None = None
 
 
+class JobExists(Exception):
+    """A job of the name being created exists already (an idempotent submit's name,
+    derived from its key, idempotency.py): `view` is that job as the apiserver has it."""
+
+    def __init__(self, view: JobView) -> None:
+        super().__init__(view.job_id)
+        self.view = view
+
+
 class JobStore(Protocol):
     async def create(self, spec: JobSpec, body: bytes) -> None:
-        """Records a new job and its request body, all or nothing."""
+        """Records a new job and its request body, all or nothing; JobExists when a job
+        of that name exists."""
+
+    def jobs(self) -> Iterable[JobView]:
+        """Every job as last seen (the list route filters and orders them)."""
 
     async def find(self, job_id: str) -> JobView | None:
         """The job as last seen, or None when it does not exist."""
@@ -86,6 +99,9 @@ class JobCache:
 
     def get(self, job_id: str) -> JobView | None:
         return self._jobs.get(job_id)
+
+    def views(self) -> Iterable[JobView]:
+        return self._jobs.values()
 
     @staticmethod
     def slim(obj: KubeObject) -> JobView | None:
@@ -234,10 +250,18 @@ class KubeJobStore:
     def usage(self, key_id: str | None = None) -> Usage:
         return self.cache.usage(key_id)
 
+    def jobs(self) -> Iterable[JobView]:
+        return self.cache.views()
+
     async def create(self, spec: JobSpec, body: bytes) -> None:
         """Stores the request and creates the AsyncJob, in the order the payload store
         needs: an object store first (so the job never names missing bytes), Secrets
-        after (they are owned by the created job). Whatever fails, nothing is left."""
+        after (they are owned by the created job). Whatever fails, nothing is left.
+
+        An idempotent submit's job name is derived from its key, so the name may be
+        taken: that is JobExists, and the only body removed on any failure is this
+        attempt's own request (its name is unique to the attempt, submit_and_poll.py),
+        never another attempt's."""
         before = self.payloads.stores_before_job
         if before:
             await self._store_request(spec, body, {"metadata": {"name": spec.job_id}})
@@ -245,12 +269,23 @@ class KubeJobStore:
         try:
             created = await self.client.create(path, build_asyncjob(spec))
         except KubeError as exc:
+            if before:
+                await self._delete_request_quietly(spec)
+            if exc.status == 409:
+                existing = await self._get(spec.job_id)
+                view = _view_or_none(existing) if existing is not None else None
+                if view is None:
+                    raise ApiError(503, "could not create the job: retry later") from exc
+                raise JobExists(view) from exc
             if exc.status == 0:
+                if spec.idempotent:
+                    # A job of this name may be another attempt's: it is never deleted
+                    # here. A late create of this one leaves a job that either has its
+                    # request (s3) or fails without it (secrets); a retry replays it.
+                    raise _unavailable("could not create the job", exc) from exc
                 # A timeout may hide a create that did happen; remove it so no job runs
                 # without its request.
                 await self._delete_quietly(spec.job_id)
-            if before:
-                await self._delete_bodies_quietly(spec.job_id)
             raise _unavailable("could not create the job", exc) from exc
         if not before:
             try:
@@ -270,11 +305,11 @@ class KubeJobStore:
         except PayloadCorrupt as exc:
             raise ApiError(500, "could not store the request: its name is taken") from exc
 
-    async def _delete_bodies_quietly(self, job_id: str) -> None:
+    async def _delete_request_quietly(self, spec: JobSpec) -> None:
         try:
-            await self.payloads.delete_job(job_id)
+            await self.payloads.delete_body(spec.request_ref)
         except PayloadStoreError as exc:
-            log.error("could not delete the request of half-created job %s: %s", job_id, exc)
+            log.error("could not delete the request of half-created job %s: %s", spec.job_id, exc)
 
     async def _delete_quietly(self, job_id: str) -> None:
         try:

@@ -12,18 +12,21 @@ Every refusal is an ApiError, answered by the middleware.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import re
+import secrets
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from asyncjobs.api import quota
+from asyncjobs.api import idempotency, quota
 from asyncjobs.api.errors import ApiError
 from asyncjobs.api.responses import dumps
 from asyncjobs.api.settings import Settings
 from asyncjobs.api.state import ApiContext
+from asyncjobs.api.store import JobExists
 from asyncjobs.api.validation import Accepted, Rejected, max_json_values, result_ttl, validate
 from asyncjobs.api.virtual_keys import KeyRing, from_headers, header_text, token_matches
 from asyncjobs.core import payloads
@@ -45,6 +48,8 @@ class Submission:
     headers: Mapping[str, str]
     body: bytes
     content_type: str
+    # The request's id (request_ids.py), recorded on the job it creates.
+    request_id: str
 
 
 # Bifrost's answer when governance requires a virtual key (enforce_governance_header) and
@@ -76,8 +81,11 @@ def _has_token(headers: Mapping[str, str], gateway_token: str) -> bool:
 # --- submit ----------------------------------------------------------------------------------
 
 
-async def submit(context: ApiContext, info: RequestTypeInfo, submission: Submission) -> JobSpec:
-    """Validates a submit to the generic route and creates its job; ApiError otherwise."""
+async def submit(
+    context: ApiContext, info: RequestTypeInfo, submission: Submission
+) -> JobSpec | JobView:
+    """Validates a submit to the generic route and creates its job (or finds the job of
+    its Idempotency-Key); ApiError otherwise."""
     arguments = (
         info,
         submission.body,
@@ -97,7 +105,7 @@ async def submit(context: ApiContext, info: RequestTypeInfo, submission: Submiss
     # multipart keeps its Content-Type, whose boundary is needed to parse it again.
     stored_type = submission.content_type if info.body is BodyKind.MULTIPART else "application/json"
     return await create_job(
-        context, info.request_type, outcome, submission.headers, submission.body, stored_type
+        context, info.request_type, outcome, submission, submission.body, stored_type
     )
 
 
@@ -105,18 +113,38 @@ async def create_job(
     context: ApiContext,
     request_type: RequestType,
     accepted: Accepted,
-    headers: Mapping[str, str],
+    submission: Submission,
     body: bytes,
     content_type: str,
-) -> JobSpec:
-    """Creates the job of a valid submit and stores its body.
+) -> JobView | JobSpec:
+    """Creates the job of a valid submit and stores its body; with an Idempotency-Key,
+    the job that key already made from this request instead (its JobView).
 
     The virtual key is looked up only now, once the body is valid, as Bifrost does
-    (spec §4 order): an unknown key is ApiError(400), a full quota or a key over its
-    submit rate ApiError(429), a failing store ApiError(5xx).
+    (spec §4 order): an unknown key is ApiError(400), the key reused for another
+    request ApiError(409), a full quota or a key over its submit rate ApiError(429), a
+    failing store ApiError(5xx). A replay is answered before the quota and rate: it
+    creates nothing.
     """
+    headers = submission.headers
+    idempotency_key = idempotency.key_of(headers)
     key_id = _submit_key_id(context.keys, headers)
     settings = context.settings
+    job_id = str(uuid.uuid4())
+    # A request is stored under its job's name; an idempotent one also under a number
+    # of its own attempt, so a retry of a half-failed submit never meets (nor, on
+    # failure, removes) the bytes of an earlier attempt at the same name.
+    attempt = None
+    if idempotency_key is not None:
+        sha256 = hashlib.sha256(body).hexdigest()
+        names = idempotency.job_names(
+            key_id, idempotency_key, context.clock(), settings.idempotency_window
+        )
+        found = await _idempotent_job(context, names, key_id, request_type, sha256)
+        if found is not None:
+            return found
+        job_id = names[0]
+        attempt = secrets.randbits(48)
     usage = context.store.usage(key_id)
     full = quota.refusal(usage, settings.quota, len(body), with_key=key_id is not None)
     if full is not None:
@@ -128,7 +156,6 @@ async def create_job(
         limited = context.submit_rates.take(key_id, rate, context.clock().timestamp())
         if limited is not None:
             raise limited
-    job_id = str(uuid.uuid4())
     spec = JobSpec(
         job_id=job_id,
         request_type=request_type,
@@ -138,14 +165,50 @@ async def create_job(
             headers.get(TTL_HEADER), settings.default_result_ttl, settings.max_result_ttl
         ),
         request_ref=payloads.describe(
-            job_id, "request", body, content_type, backend=settings.payload_backend
+            job_id,
+            "request",
+            body,
+            content_type,
+            call=attempt,
+            backend=settings.payload_backend,
         ),
         submitted_at=context.clock(),
         virtual_key_id=key_id,
+        request_id=submission.request_id,
+        idempotent=attempt is not None,
     )
-    await context.store.create(spec, body)
+    try:
+        await context.store.create(spec, body)
+    except JobExists as exists:
+        # Another replica (or a concurrent retry) created the key's job first.
+        sha256 = spec.request_ref.sha256
+        if not idempotency.replays(exists.view, key_id, request_type.value, sha256):
+            raise idempotency.conflict() from exists
+        return exists.view
     context.metrics.submitted.labels(request_type.value).inc()
     return spec
+
+
+async def _idempotent_job(
+    context: ApiContext,
+    names: list[str],
+    key_id: str | None,
+    request_type: RequestType,
+    sha256: str,
+) -> JobView | None:
+    """The job an Idempotency-Key already made within its window, if any; ApiError(409)
+    when that job was made from another request."""
+    now = context.clock()
+    for name in names:
+        view = await context.store.find(name)
+        if view is None or not idempotency.within_window(
+            view, now, context.settings.idempotency_window
+        ):
+            continue
+        if not idempotency.replays(view, key_id, request_type.value, sha256):
+            raise idempotency.conflict()
+        return view
+    return None
 
 
 def _submit_key_id(keys: KeyRing, headers: Mapping[str, str]) -> str | None:
@@ -158,12 +221,26 @@ def _submit_key_id(keys: KeyRing, headers: Mapping[str, str]) -> str | None:
     return key_id
 
 
-def accepted_document(spec: JobSpec) -> dict[str, Any]:
-    return {
-        "id": spec.job_id,
-        "status": Phase.PENDING.api_status,
-        "created_at": format_time(spec.submitted_at),
-    }
+def accepted_document(job: JobSpec | JobView) -> dict[str, Any]:
+    """The submit's answer: the new job, or (an idempotent replay) the key's job as it
+    now stands, whose status may have moved on."""
+    if isinstance(job, JobView):
+        rest = {"status": job.phase.api_status, "created_at": job.created_at}
+        return _with_request_id(job.job_id, job.request_id, rest)
+    return _with_request_id(
+        job.job_id,
+        job.request_id,
+        {"status": Phase.PENDING.api_status, "created_at": format_time(job.submitted_at)},
+    )
+
+
+def _with_request_id(job_id: str, request_id: str | None, rest: dict[str, Any]) -> dict[str, Any]:
+    """`id`, then `request_id` when the job has one (as Bifrost orders them), then the rest."""
+    document: dict[str, Any] = {"id": job_id}
+    if request_id:
+        document["request_id"] = request_id
+    document.update(rest)
+    return document
 
 
 # --- poll ------------------------------------------------------------------------------------
@@ -257,12 +334,14 @@ def job_document(view: JobView, result: bytes | None) -> bytes:
     the body the synchronous endpoint returned, and it may be megabytes of base64.
     """
     if not view.phase.terminal:
-        return _running_document(view.job_id, view.phase.api_status, view.created_at)
-    document: dict[str, Any] = {
-        "id": view.job_id,
-        "status": view.phase.api_status,
-        "created_at": view.created_at,
-    }
+        return _running_document(
+            view.job_id, view.request_id, view.phase.api_status, view.created_at
+        )
+    document = _with_request_id(
+        view.job_id,
+        view.request_id,
+        {"status": view.phase.api_status, "created_at": view.created_at},
+    )
     if view.completed_at:
         document["completed_at"] = view.completed_at
     if view.expires_at is not None:
@@ -285,5 +364,7 @@ def job_document(view: JobView, result: bytes | None) -> bytes:
 # memo is keyed by all of them, so it can never answer stale, and the bound keeps it
 # small however many jobs pass through.
 @functools.lru_cache(maxsize=16_384)
-def _running_document(job_id: str, status: str, created_at: str) -> bytes:
-    return dumps({"id": job_id, "status": status, "created_at": created_at}).encode()
+def _running_document(job_id: str, request_id: str | None, status: str, created_at: str) -> bytes:
+    return dumps(
+        _with_request_id(job_id, request_id, {"status": status, "created_at": created_at})
+    ).encode()

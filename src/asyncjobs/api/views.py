@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from asyncjobs.api import state, submit_and_poll
-from asyncjobs.api.errors import body_too_large
+from asyncjobs.api import job_list, request_ids, state, submit_and_poll
+from asyncjobs.api.errors import ApiError, body_too_large
 from asyncjobs.api.responses import json_response
 from asyncjobs.api.submit_and_poll import Submission
 from asyncjobs.core.jobs import JobView, Phase
@@ -58,9 +58,23 @@ async def submit(request: web.Request) -> web.Response:
     context = request.app[state.CONTEXT]
     submit_and_poll.authorize(request.headers, context.settings)
     body = await read_body(request, context.settings.max_request_bytes)
-    submission = Submission(request.headers, body, request.headers.get("Content-Type", ""))
-    spec = await submit_and_poll.submit(context, info, submission)
-    return json_response(submit_and_poll.accepted_document(spec), status=202)
+    submission = Submission(
+        request.headers, body, request.headers.get("Content-Type", ""), request_ids.of(request)
+    )
+    job = await submit_and_poll.submit(context, info, submission)
+    return json_response(submit_and_poll.accepted_document(job), status=202)
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    """The caller's jobs, newest first (job_list.py), from this replica's job cache."""
+    context = request.app[state.CONTEXT]
+    submit_and_poll.authorize(request.headers, context.settings)
+    query = job_list.parse_query(request.query)
+    scope = job_list.scope_of(context.keys, request.headers, context.settings)
+    if not context.store.ready():
+        # Before the cache has synced it may miss jobs: a list must not look complete.
+        raise ApiError(503, "the job list is not available yet, retry later")
+    return json_response(job_list.page(context.store.jobs(), scope, query, context.clock()))
 
 
 async def poll(request: web.Request) -> web.StreamResponse:

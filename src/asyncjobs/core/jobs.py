@@ -65,6 +65,11 @@ class JobSpec:
     request_ref: PayloadRef
     submitted_at: datetime
     virtual_key_id: str | None = None
+    # The submit's request id (api/request_ids.py), answered by every poll of the job.
+    request_id: str | None = None
+    # Named from an Idempotency-Key (api/idempotency.py): the name may be another
+    # attempt's, so a failed create never deletes the job of that name.
+    idempotent: bool = False
 
 
 def build_asyncjob(spec: JobSpec) -> AsyncJob:
@@ -79,6 +84,8 @@ def build_asyncjob(spec: JobSpec) -> AsyncJob:
         body["fallbacks"] = list(spec.fallbacks)
     if spec.virtual_key_id:
         body["virtualKeyId"] = spec.virtual_key_id
+    if spec.request_id:
+        body["requestId"] = spec.request_id
     return AsyncJob(
         apiVersion=resources.API_VERSION,
         kind=resources.KIND,
@@ -112,6 +119,11 @@ class JobView:
     resource_version: str = ""
     # Bytes of its request and result bodies, counted against the store's quota.
     stored_bytes: int = 0
+    # The submit's request id; None for a job created before jobs recorded one.
+    request_id: str | None = None
+    model: str = ""
+    # SHA-256 of the stored request: an idempotent submit's replay is compared by it.
+    request_sha256: str = ""
 
     @classmethod
     def from_object(cls, obj: Mapping[str, Any]) -> JobView:
@@ -124,7 +136,8 @@ class JobView:
         expires = status.get("expiresAt")
         stored_result = status.get("resultRef")
         result_ref = PayloadRef.from_dict(stored_result) if stored_result else None
-        request_size = int(spec["requestRef"]["size"]) if spec and "requestRef" in spec else 0
+        request_ref = spec.get("requestRef") if spec else None
+        request_size = int(request_ref["size"]) if request_ref else 0
         completed = status.get("completionTime")
         return cls(
             job_id=metadata["name"],
@@ -140,6 +153,9 @@ class JobView:
             result_ref=result_ref,
             resource_version=metadata.get("resourceVersion", ""),
             stored_bytes=request_size + (result_ref.size if result_ref else 0),
+            request_id=spec.get("requestId") if spec else None,
+            model=spec.get("model", "") if spec else "",
+            request_sha256=str(request_ref.get("sha256", "")) if request_ref else "",
         )
 
     def expired(self, now: datetime) -> bool:

@@ -52,6 +52,7 @@ class AsyncJobSpec(TypedDict, total=False):
     submittedAt: str
     requestRef: Required[PayloadRefFields]
     virtualKeyId: str
+    requestId: str
     activeDeadlineSeconds: int
     backoffLimit: int
 

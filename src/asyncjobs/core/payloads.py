@@ -185,3 +185,8 @@ class PayloadStore(Protocol):
     async def delete_job(self, job_id: str) -> int:
         """Removes every body stored for the job; how many were removed."""
         ...
+
+    async def delete_body(self, ref: PayloadRef) -> None:
+        """Removes one stored body (a request whose job was not created); nothing
+        stored under its name is not an error."""
+        ...

@@ -133,6 +133,10 @@ class S3Payloads:
             await asyncio.gather(*(self.client.delete_object(key) for key in keys))
         return len(keys)
 
+    async def delete_body(self, ref: PayloadRef) -> None:
+        with _store_errors():
+            await self.client.delete_object(self.prefix + ref.name)
+
 
 async def botocore_credentials() -> CredentialSource:
     """botocore's credential chain: environment, web identity, container or instance

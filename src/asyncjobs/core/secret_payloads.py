@@ -113,6 +113,11 @@ class SecretPayloads:
         # Garbage collection deletes the Secrets the job owns.
         return 0
 
+    async def delete_body(self, ref: PayloadRef) -> None:
+        # A request's Secrets are created after its job and owned by it, so garbage
+        # collection removes them with the job; there is no body without a job.
+        return None
+
     async def _secret(self, name: str) -> KubeObject:
         return await self.client.get(resources.secrets_path(self.namespace, name))
 

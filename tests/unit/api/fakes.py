@@ -18,7 +18,7 @@ from asyncjobs.api.clock import Clock
 from asyncjobs.api.errors import ApiError
 from asyncjobs.api.integrity import Cause
 from asyncjobs.api.quota import Usage
-from asyncjobs.api.store import Finished
+from asyncjobs.api.store import Finished, JobExists
 from asyncjobs.core import payloads
 from asyncjobs.core.jobs import JobSpec, JobView, Phase, build_asyncjob, format_time
 from asyncjobs.core.kube import KubeObject
@@ -61,6 +61,9 @@ class FakeJobStore:
     async def create(self, spec: JobSpec, body: bytes) -> None:
         if self.fail_create is not None:
             raise self.fail_create
+        if spec.job_id in self.objects:
+            # As the apiserver's 409 AlreadyExists, which the Kubernetes store reports so.
+            raise JobExists(JobView.from_object(self.objects[spec.job_id]))
         obj = build_asyncjob(spec)
         obj["metadata"]["uid"] = f"uid-{spec.job_id}"
         self.objects[spec.job_id] = obj
@@ -103,6 +106,9 @@ class FakeJobStore:
 
     def ready(self) -> bool:
         return self.is_ready
+
+    def jobs(self) -> list[JobView]:
+        return [JobView.from_object(obj) for obj in self.objects.values()]
 
     def usage(self, key_id: str | None = None) -> Usage:
         views = [JobView.from_object(obj) for obj in self.objects.values()]

@@ -237,13 +237,16 @@ async def test_anthropic_messages_become_a_chat_job_and_come_back_as_a_message(
         ],
     }
     submitted = await client.post(
-        "/anthropic/v1/messages", json=body, headers={**ASYNC, "x-api-key": KEY_A}
+        "/anthropic/v1/messages",
+        json=body,
+        headers={**ASYNC, "x-api-key": KEY_A, "x-request-id": "client-req-7"},
     )
     assert submitted.status == 200
     message = await submitted.json()
     job_id = message["id"]
     assert message == {
         "id": job_id,
+        "request_id": "client-req-7",
         "type": "message",
         "role": "assistant",
         "model": "local/claude-ish",

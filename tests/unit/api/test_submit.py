@@ -76,7 +76,9 @@ async def test_submit_answers_202_and_stores_the_body_as_received(
     )
     assert response.status == 202
     document = await response.json()
-    assert list(document) == ["id", "status", "created_at"]
+    # request_id right after id, as newer Bifrost versions answer (api/README.md).
+    assert list(document) == ["id", "request_id", "status", "created_at"]
+    assert uuid.UUID(document["request_id"]).version == 4
     assert uuid.UUID(document["id"]).version == 4
     assert document["id"] == document["id"].lower()
     assert document["status"] == "pending"
@@ -92,6 +94,7 @@ async def test_submit_answers_202_and_stores_the_body_as_received(
     assert spec.request_ref.name == f"{document['id']}-request"
     stored = store.objects[document["id"]]["spec"]
     assert stored["submittedAt"] == document["created_at"]
+    assert stored["requestId"] == document["request_id"] == spec.request_id
 
 
 async def test_submit_without_ttl_header_uses_the_configured_default(

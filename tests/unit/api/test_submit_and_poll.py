@@ -21,7 +21,7 @@ from asyncjobs.api.settings import Settings
 from asyncjobs.api.state import ApiContext
 from asyncjobs.api.submit_and_poll import Submission
 from asyncjobs.api.virtual_keys import KeyRing
-from asyncjobs.core.jobs import JobView, Phase, format_time
+from asyncjobs.core.jobs import JobSpec, JobView, Phase, format_time
 from asyncjobs.core.request_types import REQUEST_TYPES, RequestType
 from tests.unit.api.conftest import KEY_A, KEY_A_ID, KEY_B
 from tests.unit.api.fakes import NOW, FakeClock, FakeJobStore
@@ -76,16 +76,22 @@ async def test_submit_records_the_clock_the_ttl_and_the_key(
     ctx: ApiContext, store: FakeJobStore
 ) -> None:
     submission = Submission(
-        headers(x_bf_vk=KEY_A, x_bf_async_job_result_ttl="120"), chat_body(), "text/plain"
+        headers(x_bf_vk=KEY_A, x_bf_async_job_result_ttl="120"),
+        chat_body(),
+        "text/plain",
+        "req-1",
     )
     spec = await submit_and_poll.submit(ctx, CHAT, submission)
+    assert isinstance(spec, JobSpec)
     assert spec.submitted_at == NOW
     assert spec.result_ttl_seconds == 120
     assert spec.virtual_key_id == KEY_A_ID
     assert spec.request_ref.content_type == "application/json"
     assert store.bodies[spec.job_id] == submission.body
+    assert spec.request_id == "req-1"
     assert submit_and_poll.accepted_document(spec) == {
         "id": spec.job_id,
+        "request_id": "req-1",
         "status": "pending",
         "created_at": format_time(NOW),
     }
@@ -117,7 +123,7 @@ async def test_submit_refusals_create_nothing(
     status: int,
     message: str,
 ) -> None:
-    submission = Submission(CIMultiDict(sent), body, "application/json")
+    submission = Submission(CIMultiDict(sent), body, "application/json", "req-1")
     with pytest.raises(ApiError) as refused:
         await submit_and_poll.submit(ctx, CHAT, submission)
     assert (refused.value.status, refused.value.message) == (status, message)
