@@ -13,6 +13,10 @@ looked at (an event from before a reshard is dropped), a Processing job whose la
 attempt was made by another live member is left to it, and a task whose job's shard
 moved away stops before its claim (writer.NotOwned); one that already claimed runs to
 the end, since the claim recorded this process and no one else resumes it meanwhile.
+
+A cancel (core/cancel.py) is acted on by the replica that runs the job, or for a job
+with no task by the shard's owner: a running task is cancelled, which abandons its
+provider call (the connection is closed), and the cancelled status is written at once.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from asyncjobs.controller.expiry import Expiry
 from asyncjobs.controller.health import WatchHealth
 from asyncjobs.controller.members import Ownership
 from asyncjobs.controller.writer import Conflict, NotOwned
-from asyncjobs.core import lifecycle, resources, shards
+from asyncjobs.core import cancel, lifecycle, resources, shards
+from asyncjobs.core.jobs import Phase
 from asyncjobs.core.kube import KubeError
 from asyncjobs.core.lifecycle import Delete, ExpireAt, Job, Resume, Run, WriteStatus
 from asyncjobs.core.model import AsyncJob, as_asyncjob, phase_of
@@ -58,6 +63,8 @@ class Supervisor:
         self.health = health
         self.ownership = ownership or Ownership.alone()
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        # Jobs whose task is being cancelled on request (core/cancel.py).
+        self.cancelling: set[str] = set()
         self.terminal: set[str] = set()
         # The shard of every job with a task or awaiting expiry here.
         self.shard_of: dict[str, int] = {}
@@ -118,7 +125,8 @@ class Supervisor:
         Processing job to resume, no other live member made its latest attempt."""
         if not self.ownership.owns(shards.job_shard(job.name, obj["metadata"].get("labels"))):
             return False
-        if isinstance(step, Resume):
+        if job.phase is Phase.PROCESSING:
+            # Resumed or cancelled: either is for the member that made the latest attempt.
             claimer = str((obj.get("status") or {}).get("operator", ""))
             if not self.ownership.may_resume(claimer):
                 log.debug("job %s: run by the live member %s; left to it", job.name, claimer)
@@ -146,8 +154,16 @@ class Supervisor:
         if not name:
             return
         obj = as_asyncjob(raw)
-        self.ctx.metrics.phases.seen(name, phase_of(obj))
-        if name in self.tasks:
+        phase = phase_of(obj)
+        self.ctx.metrics.phases.seen(name, phase)
+        running = self.tasks.get(name)
+        if running is not None:
+            if (
+                name not in self.cancelling
+                and not Phase(phase).terminal
+                and cancel.requested(obj["metadata"])
+            ):
+                self._cancel_running(name, running)
             return
         try:
             job = Job.from_object(obj, self.ctx.policy)
@@ -169,6 +185,36 @@ class Supervisor:
         task = asyncio.create_task(self._supervise(obj, step), name=f"job {name}")
         self.tasks[name] = task
         task.add_done_callback(lambda _: self._task_done(name, task))
+
+    def _cancel_running(self, name: str, running: asyncio.Task[None]) -> None:
+        """Cancels the task running a job whose cancel was asked for (its provider call,
+        if any, is abandoned) and, in a task of its own, writes the cancelled status
+        once the old task has ended."""
+        self.cancelling.add(name)
+        running.cancel()
+        task = asyncio.create_task(self._after_cancel(name, running), name=f"cancel {name}")
+        self.tasks[name] = task
+
+        def done(_: object) -> None:
+            self.cancelling.discard(name)
+            self._task_done(name, task)
+
+        task.add_done_callback(done)
+
+    async def _after_cancel(self, name: str, running: asyncio.Task[None]) -> None:
+        await asyncio.wait([running])
+        log.info("job %s: cancelled on request", name)
+        fresh = await self._refetch(name)
+        if fresh is None:
+            return
+        job = Job.from_object(fresh, self.ctx.policy)
+        step = lifecycle.observed(job, self.wall())
+        if isinstance(step, ExpireAt | Delete):
+            # The job ended before its task stopped (its terminal status was written).
+            self._schedule_expiry(name, job, step, fresh)
+        else:
+            # Cancelled (or, were the annotation taken back meanwhile, run on).
+            await self._supervise(fresh, step)
 
     def _task_done(self, name: str, task: asyncio.Task[None]) -> None:
         if self.tasks.get(name) is task:

@@ -39,6 +39,8 @@ class Reason(enum.StrEnum):
     # The provider refused calls (429, or cooling down after failures) until after the
     # job's deadline: the job fails at once rather than wait for a 504.
     PROVIDER_OVERLOADED = "ProviderOverloaded"
+    # Cancelled through the API or `kubectl annotate` (core/cancel.py).
+    CANCELLED = "Cancelled"
 
 
 def set_condition(

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from asyncjobs.core import cancel
 from asyncjobs.core.conditions import ConditionType, Reason, set_condition
 from asyncjobs.core.errors import BifrostError, ExtraFields
 from asyncjobs.core.jobs import Phase, format_time, parse_time
@@ -105,6 +106,7 @@ class Job:
     deadline: datetime
     backoff_limit: int
     status: AsyncJobStatus = field(default_factory=lambda: AsyncJobStatus())
+    cancel_requested: bool = False
 
     @classmethod
     def from_object(cls, obj: Mapping[str, Any], policy: Policy) -> Job:
@@ -129,6 +131,7 @@ class Job:
             deadline=submitted_at + timedelta(seconds=deadline_seconds),
             backoff_limit=policy.default_backoff_limit if backoff_limit is None else backoff_limit,
             status=status_of(job),
+            cancel_requested=cancel.requested(metadata),
         )
 
     @property
@@ -236,12 +239,28 @@ def observed(job: Job, now: datetime) -> Run | Resume | WriteStatus | ExpireAt |
     if job.phase.terminal:
         expires = _expires_at(job, now)
         return Delete() if now >= expires else ExpireAt(expires)
+    if job.cancel_requested:
+        return cancelled(job, now)
     if job.phase is Phase.PROCESSING:
         # Before the deadline is judged: a result stored just in time still counts.
         return Resume(call=job.calls)
     if now >= job.deadline:
         return deadline_passed(job, now)
     return Run(target=0, tries_on_target=0, reason=Reason.CLAIMED)
+
+
+def cancelled(job: Job, now: datetime) -> WriteStatus:
+    """A cancel was asked for a job that is not terminal: it fails at once (whatever
+    call it had in progress is abandoned, a result stored meanwhile included), and its
+    result TTL runs from now."""
+    return _fail_by_gateway(
+        job,
+        now,
+        Reason.CANCELLED,
+        cancel.MESSAGE,
+        cancel.STATUS_CODE,
+        error_type=cancel.ERROR_TYPE,
+    )
 
 
 def interrupted_call_lost(job: Job, now: datetime, policy: Policy) -> Run | WriteStatus:
@@ -453,6 +472,7 @@ def _fail_by_gateway(
     status_code: int,
     *,
     target: Target | None = None,
+    error_type: str | None = None,
 ) -> WriteStatus:
     """A failure the gateway itself reports (no provider error to pass on), about
     `target` (default: the job's current one)."""
@@ -461,6 +481,7 @@ def _fail_by_gateway(
         message=message,
         status_code=status_code,
         is_bifrost_error=True,
+        type=error_type,
         extra_fields=_extra_fields(job, chosen),
     )
     return _finish(
