@@ -15,7 +15,15 @@ from pathlib import Path
 
 from aiohttp import web
 
-from asyncjobs.api import job_list, ops, protocol_errors, provider_routes, state, views
+from asyncjobs.api import (
+    cancel_route,
+    job_list,
+    ops,
+    protocol_errors,
+    provider_routes,
+    state,
+    views,
+)
 from asyncjobs.api.body_worker import BodyWorker
 from asyncjobs.api.clock import Clock, utc_now
 from asyncjobs.api.metrics import ApiMetrics
@@ -43,6 +51,7 @@ ROUTES: list[web.AbstractRouteDef] = [
         for path, dialect in provider_routes.DIALECTS.items()
     ),
     web.get(job_list.PATH, views.list_jobs, name="list"),
+    *cancel_route.ROUTES,
     web.get("/healthz", ops.healthz),
     web.get("/readyz", ops.readyz),
     web.get("/health", ops.health),

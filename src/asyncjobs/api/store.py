@@ -25,7 +25,7 @@ from asyncjobs.api.clock import Clock
 from asyncjobs.api.errors import ApiError
 from asyncjobs.api.integrity import Cause
 from asyncjobs.api.quota import Usage
-from asyncjobs.core import events, resources
+from asyncjobs.core import cancel, events, resources
 from asyncjobs.core.jobs import JobSpec, JobView, Phase, build_asyncjob
 from asyncjobs.core.kube import KubeClient, KubeError, KubeObject
 from asyncjobs.core.payloads import (
@@ -77,6 +77,10 @@ class JobStore(Protocol):
     async def stored_error(self, view: JobView) -> bytes | None:
         """The whole provider error of a failed job whose status keeps only its summary
         (core/error_summary.py); None when it was not stored or cannot be read back."""
+
+    async def request_cancel(self, job_id: str) -> JobView | None:
+        """Asks the operator to cancel the job (core/cancel.py); the job as it is then,
+        None when it is gone."""
 
     def ready(self) -> bool:
         """Whether reads are served from a synced view of the jobs."""
@@ -375,6 +379,16 @@ class KubeJobStore:
         except (PayloadMissing, PayloadCorrupt):
             # The summary in the status still answers: status, type and code.
             return None
+
+    async def request_cancel(self, job_id: str) -> JobView | None:
+        path = resources.asyncjobs_path(self.namespace, job_id)
+        try:
+            updated = await self.client.merge_patch(path, cancel.request_patch())
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise _unavailable("could not cancel the job", exc) from exc
+        return _view_or_none(updated)
 
     async def _get(self, job_id: str) -> KubeObject | None:
         try:

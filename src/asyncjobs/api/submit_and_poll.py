@@ -256,15 +256,7 @@ async def poll(
     contract's message. A completed job whose result is missing or corrupt comes back
     failed (and is counted); one deleted or expired meanwhile is ApiError(404).
     """
-    view = await context.store.find(job_id) if _JOB_ID.fullmatch(job_id) else None
-    if view is None or view.expired(context.clock()):
-        raise ApiError(404, NOT_FOUND)
-    if view.virtual_key_id is not None or context.settings.require_virtual_key:
-        # With keys required, even a job submitted without one (before keys were
-        # required) is shown only to a caller whose key is known.
-        _check_poll_key(context.keys, headers, view.virtual_key_id)
-    if view.request_type != request_type.value:
-        raise ApiError(404, "operation type mismatch")
+    view = await find_visible(context, request_type, job_id, headers)
     if view.phase is Phase.FAILED and view.result_ref is not None:
         return view, await _stored_error(context, view)
     if view.phase is not Phase.COMPLETED or view.result_ref is None:
@@ -282,6 +274,23 @@ async def poll(
     elif finished.result is not None and finished.view.result_ref is not None:
         context.results.put(finished.view.result_ref, finished.result)
     return finished.view, finished.result
+
+
+async def find_visible(
+    context: ApiContext, request_type: RequestType, job_id: str, headers: Mapping[str, str]
+) -> JobView:
+    """The job, when this caller may see it on this path family (a poll's key check);
+    otherwise ApiError(404) with the contract's message."""
+    view = await context.store.find(job_id) if _JOB_ID.fullmatch(job_id) else None
+    if view is None or view.expired(context.clock()):
+        raise ApiError(404, NOT_FOUND)
+    if view.virtual_key_id is not None or context.settings.require_virtual_key:
+        # With keys required, even a job submitted without one (before keys were
+        # required) is shown only to a caller whose key is known.
+        _check_poll_key(context.keys, headers, view.virtual_key_id)
+    if view.request_type != request_type.value:
+        raise ApiError(404, "operation type mismatch")
+    return view
 
 
 async def _stored_error(context: ApiContext, view: JobView) -> bytes | None:

@@ -19,7 +19,7 @@ from asyncjobs.api.errors import ApiError
 from asyncjobs.api.integrity import Cause
 from asyncjobs.api.quota import Usage
 from asyncjobs.api.store import Finished, JobExists
-from asyncjobs.core import payloads
+from asyncjobs.core import cancel, payloads
 from asyncjobs.core.jobs import JobSpec, JobView, Phase, build_asyncjob, format_time
 from asyncjobs.core.kube import KubeObject
 
@@ -103,6 +103,15 @@ class FakeJobStore:
         if view.phase is not Phase.FAILED or view.result_ref is None:
             return None
         return self.results.get(view.job_id)
+
+    async def request_cancel(self, job_id: str) -> JobView | None:
+        obj = self.objects.get(job_id)
+        if obj is None:
+            return None
+        obj["metadata"].setdefault("annotations", {}).update(
+            cancel.request_patch()["metadata"]["annotations"]
+        )
+        return JobView.from_object(obj)
 
     def ready(self) -> bool:
         return self.is_ready
