@@ -189,3 +189,19 @@ def test_a_cursor_reads_back_as_the_position_it_encodes() -> None:
     job_id = put(store, 5, KEY_A_ID)
     (view,) = store.jobs()
     assert job_list.decode_cursor(job_list.encode_cursor(view)) == (view.created_at, job_id)
+
+
+async def test_jobs_of_one_millisecond_split_across_pages_by_id(
+    client: Client, store: FakeJobStore
+) -> None:
+    same = [put(store, 3, KEY_A_ID) for _ in range(5)]
+    older = put(store, 1, KEY_A_ID)
+    seen: list[str] = []
+    params: dict[str, Any] = {"limit": "2"}
+    while True:
+        _, document = await listed(client, headers={"x-bf-vk": KEY_A}, **params)
+        seen += [item["id"] for item in document["data"]]
+        if not document["has_more"]:
+            break
+        params["cursor"] = document["next_cursor"]
+    assert seen == [*sorted(same, reverse=True), older]
