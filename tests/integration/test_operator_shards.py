@@ -161,12 +161,17 @@ async def test_three_replicas_share_the_jobs_and_a_killed_ones_finish_on_the_oth
 
     calls = calls_by_job(stats)
     assert set(calls) == set(names), "every job was called"
+    statuses = {marker: job["status"] for marker, job in zip(names, done, strict=True)}
     for marker, job_calls in calls.items():
         assert not overlapping(job_calls), f"{marker} ran twice at once: {job_calls}"
         keys = [c["key"] for c in job_calls]
         if owners[marker] != "b":
-            # a's and c's jobs ran once, on their owner: they never moved.
-            assert keys == [f"sk-{owners[marker]}"], (marker, keys)
+            # a's and c's jobs ran on their owner only: they never moved, and every
+            # call was an attempt it recorded (a retry of a timed-out call on a busy
+            # host is one), none a resume.
+            assert set(keys) == {f"sk-{owners[marker]}"}, (marker, keys)
+            assert len(keys) == statuses[marker]["attempts"], (marker, statuses[marker])
+            assert not statuses[marker].get("interruptions"), (marker, statuses[marker])
         else:
             # b's jobs ran on b until it died, then on a or c; a call b had in flight
             # when it died is the only call ever repeated.

@@ -31,7 +31,7 @@ from asyncjobs.controller.executor import Context, JobRun
 from asyncjobs.controller.expiry import Expiry
 from asyncjobs.controller.health import WatchHealth
 from asyncjobs.controller.members import Ownership
-from asyncjobs.controller.writer import Conflict, NotOwned
+from asyncjobs.controller.writer import Conflict, NotOwned, slim
 from asyncjobs.core import cancel, lifecycle, resources, shards
 from asyncjobs.core.jobs import Phase
 from asyncjobs.core.kube import KubeError
@@ -153,7 +153,7 @@ class Supervisor:
             return
         if not name:
             return
-        obj = as_asyncjob(raw)
+        obj = slim(as_asyncjob(raw))
         phase = phase_of(obj)
         self.ctx.metrics.phases.seen(name, phase)
         running = self.tasks.get(name)
@@ -294,7 +294,7 @@ class Supervisor:
         path = resources.asyncjobs_path(self.ctx.namespace, name)
         while True:
             try:
-                return as_asyncjob(await self.ctx.client.get(path))
+                return slim(as_asyncjob(await self.ctx.client.get(path)))
             except KubeError as error:
                 if error.status == 404:
                     return None

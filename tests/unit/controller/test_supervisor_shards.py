@@ -177,3 +177,18 @@ async def test_calls_start_after_the_listing_a_typed_event_or_a_quiet_second() -
         else:
             await asyncio.sleep(0.6)
         assert not ctx.admission.paused, ending
+
+
+async def test_a_job_is_held_without_its_managed_fields() -> None:
+    # A pending job's managedFields are about half of its size in memory.
+    obj = asyncjob(name=MINE)
+    obj["metadata"]["managedFields"] = [{"manager": "asyncjobs-api", "fieldsV1": {}}]
+    supervisor, _, writer, _, _ = await setup(obj, ALONE)
+    supervisor.ctx.admission.paused = True  # it waits for a slot: the task holds the job
+    supervisor.observe("ADDED", obj)
+    held = supervisor.tasks[MINE].get_coro().cr_frame.f_locals["obj"]  # type: ignore[union-attr]
+    assert "managedFields" not in held["metadata"]
+    assert "managedFields" in obj["metadata"], "the watch's object is not changed"
+    supervisor.ctx.admission.resume()
+    await settle(supervisor)
+    assert writer.status["phase"] == "Completed"

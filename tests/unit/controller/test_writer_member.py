@@ -10,7 +10,7 @@ import pytest
 
 from asyncjobs.controller.health import WatchHealth
 from asyncjobs.controller.metrics import Metrics
-from asyncjobs.controller.writer import JobWriter, NotOwned
+from asyncjobs.controller.writer import JobWriter, NotOwned, slim
 
 
 class Patches:
@@ -50,3 +50,23 @@ async def test_a_claim_of_a_job_no_longer_owned_is_not_sent() -> None:
     # Unconditional writes (a running job's retries and end) still go out.
     await writer(client, owned=False).patch_status("j1", {"phase": "Completed"})
     assert len(client.sent) == 1
+
+
+async def test_patched_jobs_come_back_without_managed_fields() -> None:
+    class WithManagedFields(Patches):
+        async def merge_patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+            answer = await super().merge_patch(path, body)
+            answer["metadata"]["managedFields"] = [{"manager": "asyncjobs-operator"}]
+            return answer
+
+    updated = await writer(WithManagedFields(), owned=True).patch_status("j1", {"phase": "Done"})
+    assert updated is not None
+    assert updated["metadata"] == {"name": "j1", "resourceVersion": "2"}
+
+
+def test_slim_leaves_the_given_object_alone() -> None:
+    given: Any = {"metadata": {"name": "j1", "managedFields": [{}]}, "spec": {}}
+    slimmed = slim(given)
+    assert slimmed == {"metadata": {"name": "j1"}, "spec": {}}
+    assert given["metadata"]["managedFields"] == [{}], "kopf's object is not changed"
+    assert slim(slimmed) is slimmed
