@@ -21,7 +21,9 @@ and use the control API:
   `{"storm_seconds": 4, "storm_retry_after": "1"}`: a 429 storm, every request for
   any model answered 429 (with that Retry-After) for the next 4 seconds.
 - `POST /_fake/reset`: forget scripts, requests and counters.
-- `GET /_fake/stats`: `{"count", "in_flight", "max_in_flight", "requests", "violations"}`.
+- `GET /_fake/stats`: `{"count", "in_flight", "max_in_flight", "disconnected", "requests",
+  "violations"}`; `disconnected` counts requests whose client closed the connection
+  before the answer (an abandoned call: a cancelled job's).
   Each request carries `started` and, once answered, `answered`: CLOCK_MONOTONIC seconds,
   comparable with `time.monotonic()` in any process on the host (bench/chaos.py tells
   from them which calls were in flight when it killed the operator).
@@ -97,6 +99,7 @@ class Observations:
     violations: list[str] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
+    disconnected: int = 0
 
 
 class FakeOpenAIServer(RealSocketServer):
@@ -138,6 +141,7 @@ class FakeOpenAIServer(RealSocketServer):
             "count": len(self.observed.requests),
             "in_flight": self.observed.in_flight,
             "max_in_flight": self.observed.max_in_flight,
+            "disconnected": self.observed.disconnected,
             "requests": self.observed.requests,
             "violations": self.observed.violations,
         }
@@ -160,6 +164,10 @@ class FakeOpenAIServer(RealSocketServer):
             return await self._serve(request)
         finally:
             self.observed.in_flight -= 1
+            # The handler is not cancelled when its client goes away; the connection is
+            # found closed once it is done.
+            if request.transport is None or request.transport.is_closing():
+                self.observed.disconnected += 1
 
     async def _serve(self, request: web.Request) -> web.StreamResponse:
         path = request.path
