@@ -17,6 +17,7 @@ import pytest
 
 from asyncjobs.core import resources
 from asyncjobs.core.kube import KubeClient, KubeError
+from asyncjobs.core.payloads import PayloadRef
 from tests.integration.operator_support import local_providers, running_operator
 from tests.integration.test_api import (  # noqa: F401 - start_api is a fixture
     KEY_A,
@@ -26,6 +27,8 @@ from tests.integration.test_api import (  # noqa: F401 - start_api is a fixture
     create_virtual_key,
     start_api,
 )
+from tests.integration.test_api_half_way import restricted_identity
+from tests.support import bodies
 
 CHAT = "/v1/async/chat/completions"
 
@@ -140,3 +143,56 @@ async def test_the_crd_refuses_a_request_id_the_api_never_writes(
         await kube.create(resources.asyncjobs_path(namespace), job)
     assert refused.value.status == 422
     assert "requestId" in str(refused.value)
+
+
+async def retry_after_a_half_failed_submit(
+    start_api: ApiFactory,  # noqa: F811 - the imported fixture
+    kube: KubeClient,
+    namespace: str,
+    identity: str,
+    status: int,
+) -> None:
+    """An idempotent submit that fails half-way leaves nothing, and the client's retry
+    through a healthy replica creates the key's job with its request intact."""
+    key = {"Idempotency-Key": "half-way-1"}
+    restricted = await start_api("--kubeconfig", identity)
+    failed, document = await submit(restricted, chat("half way"), **key)
+    assert failed == status, document
+    assert (await kube.list(resources.asyncjobs_path(namespace)))["items"] == []
+    assert await bodies.stored_bodies(kube, namespace) == 0
+    healthy = await start_api()
+    created, document = await submit(healthy, chat("half way"), **key)
+    assert created == 202, document
+    job = await kube.get(resources.asyncjobs_path(namespace, document["id"]))
+    ref = PayloadRef.from_dict(job["spec"]["requestRef"])
+    async with bodies.open_bodies(kube, namespace) as store:
+        assert await store.get(ref) == chat("half way")
+    assert "Traceback" not in restricted.process.log_tail()
+
+
+@bodies.needs_backend("secrets")
+async def test_secrets_a_refused_request_secret_then_a_retry_makes_the_job(
+    start_api: ApiFactory,  # noqa: F811 - the imported fixture
+    kube: KubeClient,
+    kubeconfig_path: str,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    identity = await restricted_identity(
+        kube, kubeconfig_path, namespace, tmp_path / "r.kubeconfig"
+    )
+    await retry_after_a_half_failed_submit(start_api, kube, namespace, identity, 500)
+
+
+@bodies.needs_backend("s3")
+async def test_s3_a_refused_asyncjob_then_a_retry_makes_the_job(
+    start_api: ApiFactory,  # noqa: F811 - the imported fixture
+    kube: KubeClient,
+    kubeconfig_path: str,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    identity = await restricted_identity(
+        kube, kubeconfig_path, namespace, tmp_path / "r.kubeconfig", may_create=False
+    )
+    await retry_after_a_half_failed_submit(start_api, kube, namespace, identity, 500)
