@@ -40,6 +40,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 CRD_MANIFEST = REPO / "manifests" / "crds.yaml"
 CRD_NAME = "asyncjobs.asyncjobs.dev"
+# Every CRD in CRD_MANIFEST, waited for until established.
+CRD_NAMES = (CRD_NAME, "asyncjobwebhooks.asyncjobs.dev")
 
 
 @dataclass(frozen=True)
@@ -445,12 +447,18 @@ def install_crd(kubeconfig: str) -> None:
         capture_output=True,
     )
     subprocess.run(
-        [kubectl(), "wait", "--for=condition=Established", "--timeout=60s", f"crd/{CRD_NAME}"],
+        [
+            kubectl(),
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            *(f"crd/{name}" for name in CRD_NAMES),
+        ],
         check=True,
         env=env,
         capture_output=True,
     )
-    log(f"CRD {CRD_NAME} installed")
+    log(f"CRDs {', '.join(CRD_NAMES)} installed")
 
 
 def external_cluster() -> str | None:

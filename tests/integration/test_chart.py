@@ -235,7 +235,8 @@ def test_s3_backend_configures_both_processes_and_needs_no_body_secrets() -> Non
         assert not any(arg.startswith("--max-stored") for arg in container["args"])
     # Bodies are objects: neither process touches Secrets in the jobs namespace; the
     # API still watches the virtual keys in theirs.
-    assert rules_for(docs, "aj-asyncjobs-api", "secrets") == []
+    # Only the webhook signing secrets, which it creates and never reads.
+    assert rules_for(docs, "aj-asyncjobs-api", "secrets") == [["create"]]
     assert rules_for(docs, "aj-asyncjobs-operator", "secrets") == []
     assert rules_for(docs, "aj-asyncjobs-api-virtual-keys", "secrets") == [["list", "watch"]]
 

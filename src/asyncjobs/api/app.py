@@ -23,6 +23,7 @@ from asyncjobs.api import (
     provider_routes,
     state,
     views,
+    webhook_routes,
 )
 from asyncjobs.api.body_worker import BodyWorker
 from asyncjobs.api.clock import Clock, utc_now
@@ -33,6 +34,7 @@ from asyncjobs.api.result_cache import ResultCache
 from asyncjobs.api.settings import Settings
 from asyncjobs.api.store import JobStore
 from asyncjobs.api.virtual_keys import KeyRing
+from asyncjobs.api.webhook_store import NoWebhookStore, WebhookStore
 from asyncjobs.core.request_types import REQUEST_TYPES
 
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
@@ -57,6 +59,7 @@ ROUTES: list[web.AbstractRouteDef] = [
     web.get("/health", ops.health),
     web.get("/metrics", ops.metrics),
     web.get("/openapi.json", ops.openapi),
+    *webhook_routes.ROUTES,
 ]
 
 # A provider-compatible route answers its refusals in its provider's error shape.
@@ -69,6 +72,7 @@ def create_app(
     store: JobStore,
     keys: KeyRing,
     clock: Clock = utc_now,
+    webhooks: WebhookStore | None = None,
     cleanup_ctx: Iterable[CleanupContext] = (),
 ) -> web.Application:
     """`cleanup_ctx` runs for the app's lifetime beside its own (the Kubernetes watches)."""
@@ -85,7 +89,15 @@ def create_app(
     metrics.watch_result_cache(results)
     body_worker = BodyWorker()
     app[state.CONTEXT] = state.ApiContext(
-        settings, store, keys, providers, metrics, clock, results, body_worker
+        settings,
+        store,
+        keys,
+        providers,
+        metrics,
+        clock,
+        results,
+        body_worker,
+        webhooks=webhooks if webhooks is not None else NoWebhookStore(),
     )
     app.on_cleanup.append(lambda _app: _close(body_worker))
     if settings.providers_file:

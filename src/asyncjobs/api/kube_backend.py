@@ -23,6 +23,7 @@ from asyncjobs.api.metrics import ApiMetrics
 from asyncjobs.api.reflector import DEFAULT_PAGE_SIZE, Reflector
 from asyncjobs.api.store import JobCache, KubeJobStore
 from asyncjobs.api.virtual_keys import KeyEntry, KeyRing, entry_from_secret
+from asyncjobs.api.webhook_store import KubeWebhookStore
 from asyncjobs.core import resources
 from asyncjobs.core.kube import KubeClient, KubeConfig, KubeObject, ObjectClient
 from asyncjobs.core.payloads import PayloadStore
@@ -50,6 +51,7 @@ class KubeBackend:
         self.cache = JobCache()
         self.store = KubeJobStore(self.client, namespace, self.cache, clock)
         self.keys = KeyRing(synced=False)
+        self.webhooks = KubeWebhookStore(self.client, namespace)
         self.list_page_size = list_page_size
         self.open_payloads = open_payloads
 

@@ -214,6 +214,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings,
         store=backend.store,
         keys=backend.keys,
+        webhooks=backend.webhooks,
         clock=utc_now,
         cleanup_ctx=[backend.run],
     )

@@ -20,6 +20,7 @@ from asyncjobs.api.result_cache import ResultCache
 from asyncjobs.api.settings import Settings
 from asyncjobs.api.store import JobStore
 from asyncjobs.api.virtual_keys import KeyRing
+from asyncjobs.api.webhook_store import NoWebhookStore, WebhookStore
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class ApiContext:
     body_worker: BodyWorker = field(default_factory=BodyWorker)
     # Each virtual key's submits in this replica, against its rate (quota.py).
     submit_rates: SubmitRates = field(default_factory=SubmitRates)
+    # Completion-webhook endpoints (AsyncJobWebhook objects), read by submits naming one.
+    webhooks: WebhookStore = field(default_factory=NoWebhookStore)
 
 
 CONTEXT = web.AppKey("context", ApiContext)

@@ -29,6 +29,7 @@ from asyncjobs.api.state import ApiContext
 from asyncjobs.api.store import JobExists
 from asyncjobs.api.validation import Accepted, Rejected, max_json_values, result_ttl, validate
 from asyncjobs.api.virtual_keys import KeyRing, from_headers, header_text, token_matches
+from asyncjobs.api.webhook_opt_in import resolve_webhook
 from asyncjobs.core import payloads
 from asyncjobs.core.jobs import JobSpec, JobView, Phase, format_time
 from asyncjobs.core.request_types import BodyKind, RequestType, RequestTypeInfo
@@ -129,6 +130,7 @@ async def create_job(
     headers = submission.headers
     idempotency_key = idempotency.key_of(headers)
     key_id = _submit_key_id(context.keys, headers)
+    webhook_id = await resolve_webhook(context.webhooks, headers)
     settings = context.settings
     job_id = str(uuid.uuid4())
     # A request is stored under its job's name; an idempotent one also under a number
@@ -173,6 +175,7 @@ async def create_job(
             backend=settings.payload_backend,
         ),
         submitted_at=context.clock(),
+        webhook_id=webhook_id,
         virtual_key_id=key_id,
         request_id=submission.request_id,
         idempotent=attempt is not None,

@@ -64,6 +64,8 @@ class JobSpec:
     result_ttl_seconds: int
     request_ref: PayloadRef
     submitted_at: datetime
+    # The uid of the completion-webhook endpoint the submit named (x-bf-async-webhook).
+    webhook_id: str | None = None
     virtual_key_id: str | None = None
     # The submit's request id (api/request_ids.py), answered by every poll of the job.
     request_id: str | None = None
@@ -82,6 +84,8 @@ def build_asyncjob(spec: JobSpec) -> AsyncJob:
     )
     if spec.fallbacks:
         body["fallbacks"] = list(spec.fallbacks)
+    if spec.webhook_id:
+        body["webhookId"] = spec.webhook_id
     if spec.virtual_key_id:
         body["virtualKeyId"] = spec.virtual_key_id
     if spec.request_id:

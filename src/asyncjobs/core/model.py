@@ -51,6 +51,7 @@ class AsyncJobSpec(TypedDict, total=False):
     resultTTLSeconds: int
     submittedAt: str
     requestRef: Required[PayloadRefFields]
+    webhookId: str  # the uid of the AsyncJobWebhook to notify when the job finishes
     virtualKeyId: str
     requestId: str
     activeDeadlineSeconds: int

@@ -60,3 +60,15 @@ def owner_reference(job: Mapping[str, Any]) -> dict[str, object]:
         "uid": metadata["uid"],
         "blockOwnerDeletion": False,
     }
+
+
+# Completion-webhook endpoints (AsyncJobWebhook) live beside the jobs, and each one's
+# signing secret in a Secret it owns, labelled so that what it is can be told from kubectl.
+WEBHOOK_KIND = "AsyncJobWebhook"
+WEBHOOK_PLURAL = "asyncjobwebhooks"
+LABEL_WEBHOOK = f"{GROUP}/webhook"
+
+
+def webhooks_path(namespace: str, name: str | None = None) -> str:
+    path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{WEBHOOK_PLURAL}"
+    return path if name is None else f"{path}/{name}"
