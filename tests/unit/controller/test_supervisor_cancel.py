@@ -11,8 +11,9 @@ from typing import Any
 
 from asyncjobs.controller.expiry import Expiry
 from asyncjobs.controller.health import WatchHealth
+from asyncjobs.controller.members import Ownership
 from asyncjobs.controller.supervisor import Supervisor
-from asyncjobs.core import cancel
+from asyncjobs.core import cancel, shards
 from asyncjobs.core.providers.base import ProviderRequest, ProviderResult
 from tests.unit.controller.fakes import (
     REQUEST,
@@ -107,3 +108,54 @@ async def test_a_terminal_job_is_not_changed_by_a_cancel() -> None:
     await settle(supervisor)
     assert writer.patches == []
     assert supervisor.tasks == {}
+
+
+# --- with operator shards: only the replica owning the job acts --------------------------
+
+TWO = Ownership("me", "me/1", {"me": "me/1", "b": "b/1"})
+
+
+def named(owner: str) -> str:
+    """A job name whose hashed shard `owner` runs when me and b are live."""
+    return next(
+        f"j{i}" for i in range(1000) if shards.owner(shards.shard_of(f"j{i}"), ["me", "b"]) == owner
+    )
+
+
+async def sharded(obj: dict[str, Any]) -> tuple[Supervisor, StatusWriter]:
+    secrets, writer = FakeSecrets(), StatusWriter(obj)
+
+    async def delete(name: str, uid: str) -> None:
+        pass
+
+    ctx = context(writer, secrets, {"openai": ScriptedProvider("openai")})
+    supervisor = Supervisor(ctx, Expiry(delete, ctx.wall), WatchHealth(time.monotonic), TWO)
+    supervisor.listing_done()
+    await asyncio.sleep(0)
+    return supervisor, writer
+
+
+async def test_a_cancel_of_another_shards_job_is_left_to_its_owner() -> None:
+    theirs = with_cancel(asyncjob(name=named("b")))
+    supervisor, writer = await sharded(theirs)
+    supervisor.observe("MODIFIED", theirs)
+    assert supervisor.tasks == {}
+    assert writer.patches == []
+
+
+async def test_a_cancel_of_a_job_another_live_member_runs_is_left_to_it() -> None:
+    running = {"phase": "Processing", "attempts": 1, "operator": "b/1"}
+    job = with_cancel(asyncjob(running, name=named("me")))
+    supervisor, writer = await sharded(job)
+    supervisor.observe("MODIFIED", job)
+    assert supervisor.tasks == {}
+    assert writer.patches == []
+
+
+async def test_a_cancel_of_an_own_shards_pending_job_is_written_here() -> None:
+    job = with_cancel(asyncjob(name=named("me")))
+    supervisor, writer = await sharded(job)
+    supervisor.observe("MODIFIED", job)
+    await settle(supervisor)
+    assert writer.status["phase"] == "Failed"
+    assert writer.status["statusCode"] == 499
