@@ -502,3 +502,41 @@ def test_unreadable_result_turns_a_completed_job_failed() -> None:
 )
 def test_duration_reads_like_kubectl(seconds: float, text: str) -> None:
     assert lifecycle.format_duration(seconds) == text
+
+
+# --- the completion notification is written with the terminal phase --------------------------
+
+
+def _finished_each_way(spec: dict[str, Any]) -> list[WriteStatus]:
+    running = job(processing(1), **spec)
+    return [
+        lifecycle.succeeded(running, 0, REF, None, at(2)),
+        lifecycle.provider_failed(running, 0, 1, failure(400, retryable=False), at(2), POLICY),
+        lifecycle.deadline_passed(job(processing(1), activeDeadlineSeconds=45, **spec), at(45)),
+        lifecycle.cancelled(running, at(2)),
+    ]
+
+
+def test_a_job_with_a_webhook_finishes_with_its_notification_pending_in_the_same_patch() -> None:
+    for step in _finished_each_way({"webhookId": "endpoint-uid"}):
+        assert isinstance(step, WriteStatus)
+        assert step.phase.terminal
+        notification = step.status["webhook"]
+        assert notification == {
+            "pending": True,
+            "deliveryId": lifecycle.webhook_delivery.delivery_id("u1"),
+            "attempts": 0,
+        }
+
+
+def test_a_job_without_a_webhook_finishes_with_no_notification() -> None:
+    for step in _finished_each_way({}):
+        assert isinstance(step, WriteStatus)
+        assert "webhook" not in step.status
+
+
+def test_a_second_terminal_write_keeps_the_notification_as_it_stands() -> None:
+    delivered = {"pending": False, "deliveryId": "d", "attempts": 1, "outcome": "delivered"}
+    status = {**processing(1), "webhook": delivered}
+    step = lifecycle.succeeded(job(status, webhookId="endpoint-uid"), 0, REF, None, at(2))
+    assert "webhook" not in step.status

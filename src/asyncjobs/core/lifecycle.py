@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from asyncjobs.core import cancel
+from asyncjobs.core import cancel, webhook_delivery
 from asyncjobs.core.conditions import ConditionType, Reason, set_condition
 from asyncjobs.core.errors import BifrostError, ExtraFields
 from asyncjobs.core.jobs import Phase, format_time, parse_time
@@ -42,6 +42,7 @@ from asyncjobs.core.model import (
     PayloadRefFields,
     StatusPatch,
     Usage,
+    WebhookStatus,
     as_asyncjob,
     status_of,
     submitted_text,
@@ -107,6 +108,8 @@ class Job:
     backoff_limit: int
     status: AsyncJobStatus = field(default_factory=lambda: AsyncJobStatus())
     cancel_requested: bool = False
+    # The uid of the endpoint to notify when the job finishes (spec.webhookId).
+    webhook_id: str | None = None
 
     @classmethod
     def from_object(cls, obj: Mapping[str, Any], policy: Policy) -> Job:
@@ -132,6 +135,7 @@ class Job:
             backoff_limit=policy.default_backoff_limit if backoff_limit is None else backoff_limit,
             status=status_of(job),
             cancel_requested=cancel.requested(metadata),
+            webhook_id=spec.get("webhookId"),
         )
 
     @property
@@ -539,6 +543,12 @@ def _finish(
     )
     if job.generation is not None:
         status["observedGeneration"] = job.generation
+    if job.webhook_id and "webhook" not in job.status:
+        # In the same patch as the terminal phase: the notification is owed from the
+        # moment the job is finished, whatever happens to this process next.
+        status["webhook"] = WebhookStatus(
+            pending=True, deliveryId=webhook_delivery.delivery_id(job.uid), attempts=0
+        )
     status.update(extra)
     return WriteStatus(status, phase, reason, message)
 

@@ -58,6 +58,19 @@ class AsyncJobSpec(TypedDict, total=False):
     backoffLimit: int
 
 
+class WebhookStatus(TypedDict, total=False):
+    """The job's completion notification (docs/webhooks.md): written pending with the
+    terminal status itself, so no crash between finishing and notifying can lose it."""
+
+    pending: Required[bool]
+    deliveryId: Required[str]  # the webhook-id, the same on every attempt
+    attempts: Required[int]
+    nextAttemptTime: str
+    deliveredTime: str
+    outcome: str  # delivered, failed, skipped (the endpoint is gone or not subscribed)
+    records: list[dict[str, Any]]  # the latest attempts: time, statusCode, latencyMs, error
+
+
 class _StatusFields(TypedDict, total=False):
     """The status fields a merge patch never removes."""
 
@@ -82,6 +95,7 @@ class AsyncJobStatus(_StatusFields, total=False):
     resultRef: PayloadRefFields
     error: dict[str, Any]  # a BifrostError (core/errors.py)
     usage: Usage
+    webhook: WebhookStatus
 
 
 class StatusPatch(_StatusFields, total=False):
@@ -90,6 +104,7 @@ class StatusPatch(_StatusFields, total=False):
     resultRef: PayloadRefFields | None
     error: dict[str, Any] | None
     usage: Usage | None
+    webhook: WebhookStatus | None
 
 
 class ObjectMeta(TypedDict, total=False):
