@@ -238,6 +238,7 @@ async def test_submit_stores_the_job_and_its_body_in_the_apiserver(
     assert spec["model"] == MODEL
     assert spec["resultTTLSeconds"] == 90
     assert spec["submittedAt"] == document["created_at"]
+    assert spec["requestId"] == document["request_id"]
     assert spec["virtualKeyId"] == KEY_A_ID
     stored_type = content_type if content_type.startswith("multipart/") else "application/json"
     described = payloads.describe(
@@ -277,8 +278,10 @@ async def test_completed_job_polls_field_by_field(
     result = b'{"id":"chatcmpl-1","choices":[{"message":{"role":"assistant","content":"hey"}}]}'
     completed = await finish(kube, namespace, document["id"], result=result)
     polled = await api.poll_until(poll_path(RequestType.CHAT_COMPLETION, document["id"]), 200)
+    assert list(polled)[:2] == ["id", "request_id"]
     assert polled == {
         "id": document["id"],
+        "request_id": document["request_id"],
         "status": "completed",
         "created_at": document["created_at"],
         "completed_at": format_time(completed),
@@ -300,8 +303,10 @@ async def test_failed_job_polls_with_error_and_status_code(
     }
     completed = await finish(kube, namespace, document["id"], error=error, status_code=429)
     polled = await api.poll_until(poll_path(RequestType.EMBEDDING, document["id"]), 200)
+    assert list(polled)[:2] == ["id", "request_id"]
     assert polled == {
         "id": document["id"],
+        "request_id": document["request_id"],
         "status": "failed",
         "created_at": document["created_at"],
         "completed_at": format_time(completed),
