@@ -127,6 +127,7 @@ async def test_every_request_type_from_submit_to_a_200_poll(
         assert document["status_code"] == 200
         assert set(document) == {
             "id",
+            "request_id",
             "status",
             "created_at",
             "completed_at",
