@@ -20,8 +20,9 @@ One worker runs one job at a time: the memory a parse takes is bounded by one wo
 (about 22 bytes per byte parsed), whatever the number of large bodies in flight, and at
 most 32 wait (`WorkerBusy` beyond that). A worker that dies (its memory limit, a
 signal) is replaced, and the work it was running raises `WorkerStopped`. The process
-starts on first use, spawned rather than forked: both processes have threads and a
-running loop.
+starts on first use, from a thread (starting an interpreter takes hundreds of ms on a
+busy machine), spawned rather than forked: both processes have threads and a running
+loop.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import asyncio
 import logging
 import multiprocessing
 import pickle
+import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -80,32 +82,45 @@ class CpuWorker:
         # Running plus waiting; counted, never awaited, so one worker can serve any loop.
         self._taken = 0
         self._unavailable_logged = False
+        self._start_lock = threading.Lock()
 
     async def run(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         if self._taken > MAX_WAITING:
             raise WorkerBusy()
-        try:
-            executor = self._executor or self._start()
-        except OSError as error:
-            # No process can be started here (multiprocessing's locks need a writable
-            # /dev/shm): the work still gets done, on the caller's loop.
-            if not self._unavailable_logged:
-                log.warning("the CPU worker process cannot start (%s); working inline", error)
-                self._unavailable_logged = True
-            return function(*args, **kwargs)
         self._taken += 1
         try:
+            try:
+                # Starting a process blocks for as long as the new interpreter takes to
+                # start (350 ms measured on a busy machine): never on the loop.
+                executor = self._executor
+                if executor is None:
+                    executor = await asyncio.to_thread(self._start)
+            except OSError as error:
+                # No process can be started here (multiprocessing's locks need a writable
+                # /dev/shm): the work still gets done, on the caller's loop.
+                if not self._unavailable_logged:
+                    log.warning("the CPU worker process cannot start (%s); working inline", error)
+                    self._unavailable_logged = True
+                return function(*args, **kwargs)
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(executor, _call, function, args, kwargs)
-        except BrokenProcessPool:
-            self._replace(executor)
-            raise WorkerStopped() from None
+            try:
+                return await loop.run_in_executor(executor, _call, function, args, kwargs)
+            except BrokenProcessPool:
+                self._replace(executor)
+                raise WorkerStopped() from None
         finally:
             self._taken -= 1
 
     def _start(self) -> Executor:
-        self._executor = self._factory()
-        return self._executor
+        """Makes the executor and has its process running before it is used. In a worker
+        thread; a second caller waits for the first one's process."""
+        with self._start_lock:
+            if self._executor is not None:
+                return self._executor
+            started = self._factory()
+            started.submit(warm_up).result()
+            self._executor = started
+            return started
 
     def _replace(self, broken: Executor) -> None:
         if self._executor is broken:
@@ -116,6 +131,10 @@ class CpuWorker:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+
+
+def warm_up() -> None:
+    """Nothing: submitted once, so the worker process is running before real work."""
 
 
 def _call(function: Callable[..., T], args: tuple[object, ...], kwargs: dict[str, object]) -> T:
