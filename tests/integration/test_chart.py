@@ -237,7 +237,8 @@ def test_s3_backend_configures_both_processes_and_needs_no_body_secrets() -> Non
     # API still watches the virtual keys in theirs.
     # Only the webhook signing secrets, which it creates and never reads.
     assert rules_for(docs, "aj-asyncjobs-api", "secrets") == [["create"]]
-    assert rules_for(docs, "aj-asyncjobs-operator", "secrets") == []
+    # Only to read the webhook signing secrets, by name.
+    assert rules_for(docs, "aj-asyncjobs-operator", "secrets") == [["get"]]
     assert rules_for(docs, "aj-asyncjobs-api-virtual-keys", "secrets") == [["list", "watch"]]
 
 

@@ -22,12 +22,15 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import kopf
 
 from asyncjobs.controller import kopf_setup, probes
 from asyncjobs.controller.admission import Admission
+from asyncjobs.controller.deliverer import Deliverer
 from asyncjobs.controller.executor import Context
 from asyncjobs.controller.expiry import Expiry
 from asyncjobs.controller.health import WatchHealth
@@ -43,8 +46,9 @@ from asyncjobs.controller.members import Members, wait_for_single_leader
 from asyncjobs.controller.metrics import Metrics
 from asyncjobs.controller.shard_labels import ShardLabeller
 from asyncjobs.controller.supervisor import Supervisor
+from asyncjobs.controller.webhook_sender import Sender
 from asyncjobs.controller.writer import JobWriter
-from asyncjobs.core import payload_stores, provider_config, resources, shards
+from asyncjobs.core import payload_stores, provider_config, resources, shards, webhook_delivery
 from asyncjobs.core.cooldown import CooldownPolicy
 from asyncjobs.core.kube import KubeClient, KubeConfig, load_config
 from asyncjobs.core.lifecycle import Policy
@@ -91,6 +95,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--default-ttl-seconds", type=int, default=3600)
     parser.add_argument("--backoff-base-seconds", type=float, default=1.0)
     parser.add_argument("--backoff-max-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--webhook-first-retry-seconds",
+        type=float,
+        default=webhook_delivery.FIRST_RETRY_SECONDS,
+        help="the first completion-webhook retry delay; the next ones double it, up to 8x",
+    )
     parser.add_argument(
         "--retry-after-max-seconds",
         type=float,
@@ -246,6 +256,10 @@ async def operate(args: argparse.Namespace, config: KubeConfig) -> None:
             wall=wall,
         )
         supervisor = Supervisor(ctx, expiry, health)
+        sender = Sender()
+        deliverer = Deliverer(
+            client, namespace, sender, first_retry_seconds=args.webhook_first_retry_seconds
+        )
         writer.may_claim = supervisor.may_claim
         metrics.waiting.set_function(admission.waiting)
         metrics.jobs_running.set_function(lambda: len(supervisor.tasks))
@@ -267,10 +281,25 @@ async def operate(args: argparse.Namespace, config: KubeConfig) -> None:
                 ", ".join(sorted(providers)),
                 providers.max_in_flight,
             )
-            await run_member(lease, members, supervisor, expiry, labeller, config, namespace)
+            await run_member(
+                lease, members, supervisor, expiry, labeller, config, namespace, also=[deliverer]
+            )
         finally:
+            await deliverer.close()
+            await sender.close()
             await runner.cleanup()
             await providers.close()
+
+
+class Fanout:
+    """Hands each watch event to several observers (the supervisor, the deliverer)."""
+
+    def __init__(self, observers: Sequence[kopf_setup.Observer]) -> None:
+        self.observers = observers
+
+    def observe(self, event_type: str | None, obj: dict[str, Any]) -> None:
+        for observer in self.observers:
+            observer.observe(event_type, obj)
 
 
 def start_kopf(
@@ -312,12 +341,14 @@ async def run_member(
     labeller: ShardLabeller,
     config: KubeConfig,
     namespace: str,
+    *,
+    also: Sequence[kopf_setup.Observer] = (),
 ) -> None:
     """Runs kopf on this replica's shards until it stops (SIGTERM) or the Lease is lost
     (LeaseLost), starting it again with the new shards whenever the live members
     change. Jobs stop before the Lease is deleted, so no one resumes them while they
     still run here."""
-    gate = MemberOnly(supervisor, lease)
+    gate = MemberOnly(Fanout([supervisor, *also]), lease)
     stopping = asyncio.Event()
     holding = asyncio.create_task(lease.hold(), name="lease")
     helpers = [

@@ -73,14 +73,18 @@ class GuardedResolver(AbstractResolver):
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         resolved = await self._inner.resolve(host, port, family)
-        allowed = [
-            result
-            for result in resolved
-            if address_refused(ipaddress.ip_address(result["host"]), self.allow_private_network)
-            is None
-        ]
+        allowed = []
+        reasons = set()
+        for result in resolved:
+            refused = address_refused(
+                ipaddress.ip_address(result["host"]), self.allow_private_network
+            )
+            if refused is None:
+                allowed.append(result)
+            else:
+                reasons.add(refused)
         if not allowed:
-            raise AddressRefused(f"no allowed address for the endpoint's host ({host})")
+            raise AddressRefused(f"the endpoint's host is refused: {'; '.join(sorted(reasons))}")
         return allowed
 
     async def close(self) -> None:

@@ -71,6 +71,7 @@ async def test_a_name_resolving_to_loopback_is_refused_at_connect_time(
         with pytest.raises(aiohttp.ClientConnectorError) as refused:
             await session.post(url, data=b"{}")
     assert isinstance(refused.value.os_error, AddressRefused)
+    assert "allowed only with allow_private_network" in str(refused.value.os_error)
 
 
 async def test_the_same_name_connects_when_private_networks_are_allowed(

@@ -1,0 +1,225 @@
+"""Delivers the completion notifications this replica owes: one task per job whose
+status holds a pending `webhook` (written with its terminal phase, core/lifecycle.py).
+
+The pending notification is the durable state: a task reads it back from the job before
+every attempt and writes each attempt's record (time, status code, latency, error;
+never the payload) to the job's status, with the time of the next attempt, so an
+operator that stops between two attempts loses nothing: the next one to watch the job
+(this replica restarted, or the one that owns its shard now) picks it up where it stood.
+Delivery is at least once, with the same webhook-id on every attempt. The endpoint's
+counters (delivered, failures, last delivery) are kept on the AsyncJobWebhook's status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from asyncjobs.controller.webhook_sender import Sender
+from asyncjobs.core import resources, webhook_delivery
+from asyncjobs.core.jobs import format_time, parse_time
+from asyncjobs.core.kube import KubeClient, KubeError, KubeObject
+from asyncjobs.core.request_types import REQUEST_TYPES, RequestType
+from asyncjobs.core.webhook_delivery import Attempt, Outcome
+from asyncjobs.core.webhook_endpoints import SECRET_KEY
+
+log = logging.getLogger(__name__)
+
+MAX_RECORDS = 10
+# After an apiserver error, the task tries again after this long.
+_KUBE_RETRY_SECONDS = 5.0
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def notification_data(job: Mapping[str, Any]) -> dict[str, Any]:
+    """The delivery's `data`: the job's facts, never its request or result."""
+    name = job["metadata"]["name"]
+    spec = job.get("spec", {})
+    status = job.get("status", {})
+    request_type = spec.get("requestType", "")
+    submit_path = REQUEST_TYPES[RequestType(request_type)].submit_path
+    data: dict[str, Any] = {
+        "job_id": name,
+        "request_type": request_type,
+        "status": str(status.get("phase", "")).lower(),
+        "status_code": status.get("statusCode"),
+        "created_at": spec.get("submittedAt") or job["metadata"].get("creationTimestamp"),
+        "completed_at": status.get("completionTime"),
+        "expires_at": status.get("expiresAt"),
+        "result_url": f"{submit_path}/{name}",
+        "result_expires_at": status.get("expiresAt"),
+    }
+    return data
+
+
+class Deliverer:
+    def __init__(
+        self,
+        client: KubeClient,
+        namespace: str,
+        sender: Sender,
+        *,
+        first_retry_seconds: float = webhook_delivery.FIRST_RETRY_SECONDS,
+        clock: Callable[[], datetime] = _now,
+        draw: Callable[[], float] = random.random,
+    ) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.sender = sender
+        # Scales the contract's 30 s, 1, 2, 4 min (tests shorten it).
+        self.scale = first_retry_seconds / webhook_delivery.FIRST_RETRY_SECONDS
+        self.clock = clock
+        self.draw = draw
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+
+    def observe(self, event_type: str | None, obj: Mapping[str, Any]) -> None:
+        name = (obj.get("metadata") or {}).get("name", "")
+        if not name:
+            return
+        if event_type == "DELETED":
+            task = self.tasks.pop(name, None)
+            if task is not None:
+                task.cancel()
+            return
+        notification = (obj.get("status") or {}).get("webhook") or {}
+        if notification.get("pending") and name not in self.tasks:
+            self.tasks[name] = asyncio.create_task(self._run(name), name=f"webhook {name}")
+
+    async def close(self) -> None:
+        tasks = list(self.tasks.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.tasks.clear()
+
+    async def _run(self, name: str) -> None:
+        try:
+            while True:
+                try:
+                    wait = await self._attempt(name)
+                except KubeError as error:
+                    log.warning("webhook of job %s: apiserver %s", name, error.status)
+                    wait = _KUBE_RETRY_SECONDS
+                if wait is None:
+                    return
+                await asyncio.sleep(wait)
+        except Exception as error:  # one job's notification must not end the operator
+            log.error("webhook of job %s: %s: %s", name, type(error).__name__, error)
+        finally:
+            self.tasks.pop(name, None)
+
+    async def _attempt(self, name: str) -> float | None:
+        """One step: None when nothing more is owed, else seconds until the next."""
+        try:
+            job = await self.client.get(resources.asyncjobs_path(self.namespace, name))
+        except KubeError as error:
+            if error.status == 404:
+                return None
+            raise
+        notification = job.get("status", {}).get("webhook") or {}
+        if not notification.get("pending"):
+            return None
+        now = self.clock()
+        due = notification.get("nextAttemptTime")
+        if due and parse_time(due) > now:
+            return (parse_time(due) - now).total_seconds()
+        event = webhook_delivery.event_of(job.get("status", {}).get("phase", ""))
+        endpoint = await self._endpoint(job.get("spec", {}).get("webhookId", ""))
+        spec = endpoint.get("spec", {}) if endpoint else {}
+        if (
+            event is None
+            or endpoint is None
+            or spec.get("disabled")
+            or event not in spec.get("events", [])
+        ):
+            await self._write(name, {**notification, "pending": False, "outcome": "skipped"})
+            return None
+        secret = await self._secret(spec["signingSecretName"])
+        body = webhook_delivery.payload(event, format_time(now), notification_data(job))
+        headers = webhook_delivery.headers(
+            secret,
+            notification["deliveryId"],
+            int(now.timestamp()),
+            body,
+            event,
+            spec.get("headers", {}),
+        )
+        sent = await self.sender.send(
+            endpoint["metadata"]["uid"],
+            spec["url"],
+            headers,
+            body,
+            timeout_seconds=spec.get("timeoutSeconds", 10),
+            allow_private_network=bool(spec.get("allowPrivateNetwork")),
+        )
+        attempts = int(notification.get("attempts", 0)) + 1
+        outcome = webhook_delivery.classify(sent.status_code)
+        if outcome is Outcome.RETRY and attempts >= int(spec.get("maxAttempts", 5)):
+            outcome = Outcome.FAILED
+        record = Attempt(now, sent.status_code, sent.latency_ms, sent.error).to_dict()
+        records = [*notification.get("records", []), record][-MAX_RECORDS:]
+        written: dict[str, Any] = {
+            "pending": outcome is Outcome.RETRY,
+            "deliveryId": notification["deliveryId"],
+            "attempts": attempts,
+            "records": records,
+        }
+        wait: float | None = None
+        if outcome is Outcome.RETRY:
+            wait = self.scale * webhook_delivery.retry_delay(attempts, self.draw())
+            written["nextAttemptTime"] = format_time(now + timedelta(seconds=wait))
+        else:
+            written["outcome"] = outcome.value
+            if outcome is Outcome.DELIVERED:
+                written["deliveredTime"] = format_time(now)
+        await self._write(name, written)
+        if outcome is not Outcome.RETRY:
+            await self._count(endpoint, outcome, now, sent.status_code)
+        return wait
+
+    async def _write(self, name: str, notification: Mapping[str, Any]) -> None:
+        # A merge patch: keys the new state lacks (nextAttemptTime) are removed.
+        cleared = {key: None for key in ("nextAttemptTime",) if key not in notification}
+        await self.client.merge_patch(
+            resources.asyncjobs_path(self.namespace, name, status=True),
+            {"status": {"webhook": {**cleared, **notification}}},
+        )
+
+    async def _endpoint(self, uid: str) -> KubeObject | None:
+        if not uid:
+            return None
+        listed = await self.client.list(resources.webhooks_path(self.namespace))
+        for item in listed.get("items", []):
+            if item["metadata"].get("uid") == uid:
+                found: KubeObject = item
+                return found
+        return None
+
+    async def _secret(self, name: str) -> str:
+        secret = await self.client.get(resources.secrets_path(self.namespace, name))
+        return base64.b64decode(secret["data"][SECRET_KEY]).decode()
+
+    async def _count(
+        self, endpoint: KubeObject, outcome: Outcome, now: datetime, status_code: int | None
+    ) -> None:
+        status = endpoint.get("status", {})
+        patch: dict[str, Any] = {"lastDeliveryTime": format_time(now)}
+        if status_code is not None:
+            patch["lastStatusCode"] = status_code
+        if outcome is Outcome.DELIVERED:
+            patch["delivered"] = int(status.get("delivered", 0)) + 1
+        else:
+            patch["failures"] = int(status.get("failures", 0)) + 1
+        path = resources.webhooks_path(self.namespace, endpoint["metadata"]["name"]) + "/status"
+        await self.client.merge_patch(path, {"status": patch})
