@@ -223,8 +223,13 @@ def stalls(probe_file: Path, start: float, end: float) -> dict[str, float]:
 def peak_mib(pid: int) -> float:
     """Peak RSS of a process plus its children now alive (the API's body worker)."""
     total = rss_kib(pid).get("VmHWM", 0)
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    for child in children.read_text().split() if children.exists() else []:
+    # Each thread's children are listed under its own task (the worker is started from one).
+    children = [
+        child
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for child in (task / "children").read_text().split()
+    ]
+    for child in children:
         try:
             total += rss_kib(int(child)).get("VmHWM", 0)
         except OSError:

@@ -57,7 +57,12 @@ WORST = [
 def resident_peak_mib(pid: int) -> tuple[float, list[str]]:
     """Peak RSS of the process and its children (the body worker shares the pod's limit),
     and the children's command lines."""
-    children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    # Each thread's children are listed under its own task (the worker is started from one).
+    children = [
+        int(child)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for child in (task / "children").read_text().split()
+    ]
     total = 0
     for each in [pid, *children]:
         for line in Path(f"/proc/{each}/status").read_text().splitlines():
