@@ -306,14 +306,38 @@ def start_kopf(
     observer: kopf_setup.Observer, config: KubeConfig, namespace: str, selector: str
 ) -> asyncio.Task[None]:
     return asyncio.create_task(
-        kopf.operator(
-            registry=kopf_setup.registry(config, observer),
-            settings=kopf_setup.settings(selector),
-            namespaces=[namespace],
-            standalone=True,
-        ),
+        run_kopf(observer, config, namespace, selector),
         name="kopf",
     )
+
+
+async def run_kopf(
+    observer: kopf_setup.Observer, config: KubeConfig, namespace: str, selector: str
+) -> None:
+    """kopf's own tasks, until one of them ends (a stop signal) or this is cancelled.
+
+    Not `kopf.operator()`: when stopped, that cancels every task started after it began,
+    whoever started them, and here those are the supervisor's job runs (each abandoning
+    its provider call, which the provider still answers, and then run again by the next
+    kopf's listing: a job called twice at once), deliveries and expiries. Membership
+    changes restart kopf; they must not touch the jobs this replica keeps. So only the
+    tasks kopf spawned are stopped (its watchers close their per-object workers)."""
+    tasks = await kopf.spawn_tasks(
+        registry=kopf_setup.registry(config, observer),
+        settings=kopf_setup.settings(selector),
+        namespaces=[namespace],
+        standalone=True,
+    )
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks, timeout=_KOPF_STOP_SECONDS)
+    for task in done:
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            raise error
 
 
 async def stop_kopf(operator: asyncio.Task[None] | None) -> None:
