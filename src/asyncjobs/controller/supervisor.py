@@ -148,7 +148,7 @@ class Supervisor:
         if event_type == "DELETED":
             self.ctx.metrics.phases.forget(name)
             self._forget(name)
-            if name and not self.ctx.payloads.deleted_with_job:
+            if name and not self.ctx.payloads.deleted_with_job and self._was_ours(metadata):
                 self._start_body_deletion(name)
             return
         if not name:
@@ -179,6 +179,14 @@ class Supervisor:
             self._schedule_expiry(name, job, step, obj)
         else:
             self._start(name, obj, step)
+
+    def _was_ours(self, metadata: Mapping[str, Any]) -> bool:
+        """Whether a DELETED event can be a deletion: the watch selects by shard label,
+        so it also reports a job whose label was removed or changed (by kubectl) as
+        DELETED, and that job still exists, bodies and all; a deleted job keeps the
+        label of one of this replica's shards."""
+        shard = shards.labelled_shard(metadata.get("labels"))
+        return shard is not None and self.ownership.owns(shard)
 
     def _start(self, name: str, obj: AsyncJob, step: Run | Resume | WriteStatus) -> None:
         self.shard_of[name] = shards.job_shard(name, obj["metadata"].get("labels"))
