@@ -30,7 +30,6 @@ from tests.integration.operator_support import (
     wait_for_job,
     wait_terminal,
 )
-from tests.support import bodies
 
 PREFIX = "asyncjobs-operator"
 
@@ -230,13 +229,6 @@ async def test_a_clean_stop_hands_the_shards_over_at_once(
     assert members["items"] == [], "both left"
 
 
-@pytest.mark.xfail(
-    bodies.backend() == "s3",
-    reason="known defect, open in issue 12: with bodies in S3 a job whose shard label was "
-    "removed after the operator saw it is labelled again but never runs (it depends on "
-    "whether the operator saw the job before the label went, so not strict)",
-    strict=False,
-)
 async def test_a_job_created_without_a_shard_label_is_labelled_and_run(
     kube: KubeClient, namespace: str, kubeconfig_path: str, log_dir: Path, tmp_path: Path
 ) -> None:

@@ -149,7 +149,7 @@ class Supervisor:
             self.ctx.metrics.phases.forget(name)
             self._forget(name)
             if name and not self.ctx.payloads.deleted_with_job and self._was_ours(metadata):
-                self._start_body_deletion(name)
+                self._start_body_deletion(name, metadata.get("uid", ""))
             return
         if not name:
             return
@@ -181,10 +181,9 @@ class Supervisor:
             self._start(name, obj, step)
 
     def _was_ours(self, metadata: Mapping[str, Any]) -> bool:
-        """Whether a DELETED event can be a deletion: the watch selects by shard label,
-        so it also reports a job whose label was removed or changed (by kubectl) as
-        DELETED, and that job still exists, bodies and all; a deleted job keeps the
-        label of one of this replica's shards."""
+        """Whether this replica looks after the bodies of a job reported DELETED: the
+        event carries the job as it last matched this replica's selector, labels
+        included, so only the owner of its shard deletes them."""
         shard = shards.labelled_shard(metadata.get("labels"))
         return shard is not None and self.ownership.owns(shard)
 
@@ -268,18 +267,25 @@ class Supervisor:
                 return
             step = next_step
 
-    def _start_body_deletion(self, name: str) -> None:
-        task = asyncio.create_task(self._delete_bodies(name), name=f"bodies of {name}")
+    def _start_body_deletion(self, name: str, uid: str) -> None:
+        task = asyncio.create_task(self._delete_bodies(name, uid), name=f"bodies of {name}")
         self.deletions.add(task)
         task.add_done_callback(self.deletions.discard)
 
-    async def _delete_bodies(self, name: str) -> None:
+    async def _delete_bodies(self, name: str, uid: str) -> None:
         """Removes a deleted job's bodies from the object store, a few times if need be;
-        what is still left then is for the bucket's lifecycle rule."""
+        what is still left then is for the bucket's lifecycle rule.
+
+        The watch selects by shard label, so a job whose label was removed or changed
+        (kubectl) is reported DELETED too, with the labels it had: only a GET tells a
+        deletion from a job that left the selector and will be labelled again."""
         for delay in (*_BODY_DELETE_RETRIES, None):
             try:
+                if await self._still_exists(name, uid):
+                    log.info("job %s left this replica's selector but exists; bodies kept", name)
+                    return
                 await self.ctx.payloads.delete_job(name)
-            except PayloadStoreError as error:
+            except (PayloadStoreError, KubeError) as error:
                 if delay is None:
                     log.warning("job %s: its bodies were not deleted (%s)", name, error)
                     self.ctx.metrics.bodies_deleted.labels("failed").inc()
@@ -288,6 +294,15 @@ class Supervisor:
             else:
                 self.ctx.metrics.bodies_deleted.labels("deleted").inc()
                 return
+
+    async def _still_exists(self, name: str, uid: str) -> bool:
+        try:
+            current = await self.ctx.client.get(resources.asyncjobs_path(self.ctx.namespace, name))
+        except KubeError as error:
+            if error.status == 404:
+                return False
+            raise
+        return bool(uid) and current.get("metadata", {}).get("uid") == uid
 
     def _schedule_expiry(self, name: str, job: Job, step: ExpireAt | Delete, obj: AsyncJob) -> None:
         shard = shards.job_shard(name, obj["metadata"].get("labels"))
