@@ -220,7 +220,7 @@ class Cluster:
     def common(self, providers: Path) -> list[str]:
         return [
             *("--kubeconfig", self.plane.kubeconfig, "--namespace", self.namespace),
-            *("--providers-config", str(providers), "--log-level", "WARNING"),
+            *("--providers-config", str(providers), "--log-level", "INFO"),
         ]
 
     def start(self, replicas: int, concurrency: int) -> None:
@@ -436,7 +436,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     try:
         async with KubeClient(load_config(plane.kubeconfig)) as kube:
             runs = []
-            for replicas in (int(r) for r in args.replicas.split(",")):
+            for replicas in (int(r) for r in args.replicas.split(",") if r):
                 runs.append(await measured_run(args, plane, fake, kube, replicas))
                 print(json.dumps(runs[-1]), flush=True)
             kill = await kill_run(args, plane, fake, kube) if args.kill_jobs else None

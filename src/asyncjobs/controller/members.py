@@ -1,14 +1,17 @@
 """Who else runs jobs: the live member Leases, and which shards and jobs are this one's.
 
-Every retry period a replica lists the member Leases (one small LIST by label) and
-judges each the way client-go judges a leader's Lease: it is live while its holder is
-set and the lease duration has not passed since *this* process saw its record change,
-by this process's monotonic clock (another machine's renewTime is never trusted). A
-replica seen for the first time therefore counts as live for a whole lease duration,
-and a holder that stops renewing is judged gone only after it has stopped itself (it
-gives up at the renew deadline, member_lease.py). A deleted Lease (a clean stop) is
-gone at once. Expiry is judged as of the last list that succeeded: a replica that cannot
-read the Leases (an overloaded apiserver) must not conclude that the others are gone.
+Every retry period, and at the moment a lease runs out, a replica lists the member
+Leases (one small LIST by label) and judges each much as client-go judges a leader's
+Lease: it is live while its holder is set and the lease duration has not passed since
+the record changed, by *this* process's monotonic clock (another machine's renewTime is
+never trusted). The change is dated by the previous list, which did not show it, rather
+than by the list that did (`changed_no_earlier_than`), so a killed member's shards move
+up to a list period sooner. A replica seen for the first time counts as live for a
+whole lease duration, and a holder that stops renewing is judged gone only after it has
+stopped itself (it gives up at the renew deadline, member_lease.py). A deleted Lease (a
+clean stop) is gone at once. Expiry is judged as of the last list that succeeded: a
+replica that cannot read the Leases (an overloaded apiserver) must not conclude that the
+others are gone.
 
 `live_members`, `stale_leases` and `Ownership` are pure and table-tested; `Members`
 reads the Leases, keeps the sightings and says when the set of live members changed.
@@ -40,6 +43,8 @@ log = logging.getLogger(__name__)
 # without leaving (SIGKILL, a lost node): any replica may delete it, so Leases of
 # long-gone pods do not pile up.
 STALE_AFTER_DURATIONS = 4
+# A list meant to judge an expiry is sent this long after it, so that it is not early.
+_AFTER_EXPIRY = 0.01
 
 
 def live_members(
@@ -55,6 +60,34 @@ def live_members(
         if now < seen.since + duration:
             live[name] = record.holder
     return live
+
+
+def changed_no_earlier_than(previous_list_sent: float, answered_at: float, timing: Timing) -> float:
+    """The moment from which a Lease change first seen in a list answered at
+    `answered_at` counts: its lease runs out `lease_duration` after it.
+
+    The change was not in the previous list, so the holder's write landed after that
+    list was sent; the holder itself gives up `renew_deadline` after it *sent* that
+    write, which was before this answer. Counting from the previous list (rather than
+    from this answer, as client-go does) takes over up to a list period sooner, and is
+    safe while the holder has given up before the lease runs out: answered_at +
+    renew_deadline <= since + lease_duration, kept with a fifth of that gap to spare (so
+    a slow list answer moves `since` later, never earlier)."""
+    gap = timing.lease_duration - timing.renew_deadline
+    return max(previous_list_sent, answered_at - gap * 4 / 5)
+
+
+def seconds_to_next_expiry(
+    sightings: Mapping[str, Sighting], now: float, default_duration: float
+) -> float | None:
+    """How long until the first live member's lease runs out (None: none will)."""
+    ends = [
+        seen.since + (seen.record.duration_seconds or default_duration)
+        for seen in sightings.values()
+        if seen.record is not None and seen.record.holder
+    ]
+    upcoming = [end - now for end in ends if end > now]
+    return min(upcoming) if upcoming else None
 
 
 def stale_leases(
@@ -168,12 +201,18 @@ class Members:
             log.warning("cannot list the member leases: %s", error)
             return False
         now = self._clock()
+        since = (
+            changed_no_earlier_than(self._listed_at, now, self.timing) if self._listed_at else now
+        )
         sightings: dict[str, Sighting] = {}
         for lease in listed.get("items", []):
             name = lease["metadata"]["name"]
             version = str(lease["metadata"].get("resourceVersion", ""))
             record = LeaseRecord.from_lease(lease)
-            sightings[name] = observe(self._sightings.get(name), record, version, now)
+            previous = self._sightings.get(name)
+            # A Lease seen for the first time counts from now: it may have been renewed
+            # just before this list.
+            sightings[name] = observe(previous, record, version, since if previous else now)
         self._sightings = sightings
         self._listed_at = sent
         self._check()
@@ -185,11 +224,19 @@ class Members:
             log.info("members now %s", ", ".join(sorted(live)))
             self.changed.set()
 
+    def _pause(self) -> float:
+        """The retry period, or less when a member's lease runs out sooner: the list
+        sent at that moment is the one that judges it gone, so its shards move then."""
+        left = seconds_to_next_expiry(self._sightings, self._clock(), self.timing.lease_duration)
+        if left is None:
+            return self.timing.retry_period
+        return min(self.timing.retry_period, left + _AFTER_EXPIRY)
+
     async def run(self) -> None:
-        """Lists every retry period (and re-judges expiry in between); deletes the
-        Leases of members long gone."""
+        """Lists every retry period, and when a lease runs out; deletes the Leases of
+        members long gone."""
         while True:
-            await asyncio.sleep(self.timing.retry_period)
+            await asyncio.sleep(self._pause())
             if await self.refresh():
                 await self._delete_stale()
 

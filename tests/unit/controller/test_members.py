@@ -15,7 +15,9 @@ from asyncjobs.controller.member_metrics import register_member_metrics
 from asyncjobs.controller.members import (
     Members,
     Ownership,
+    changed_no_earlier_than,
     live_members,
+    seconds_to_next_expiry,
     stale_leases,
     wait_for_single_leader,
 )
@@ -205,3 +207,62 @@ async def test_the_members_gauge_reads_zero_until_this_process_holds_its_lease()
     await lease.join()
     assert registry.get_sample_value("asyncjobs_operator_members") == 1
     assert registry.get_sample_value("asyncjobs_operator_shards_owned") == shards.SHARDS
+
+
+@pytest.mark.parametrize(
+    ("previous_sent", "answered_at", "expected"),
+    [
+        pytest.param(100.0, 102.0, 100.0, id="a-prompt-answer-dates-the-change-by-the-last-list"),
+        pytest.param(100.0, 110.0, 106.0, id="a-slow-answer-keeps-a-second-to-spare"),
+        pytest.param(100.0, 100.5, 100.0, id="lists-close-together"),
+    ],
+)
+def test_a_change_counts_from_the_previous_list_within_the_renew_gap(
+    previous_sent: float, answered_at: float, expected: float
+) -> None:
+    since = changed_no_earlier_than(previous_sent, answered_at, TIMING)
+    assert since == expected
+    # Whatever the timing, the holder (which gives up at most renew_deadline after a
+    # write sent before answered_at) has stopped a second before its lease runs out.
+    assert answered_at + TIMING.renew_deadline + 1 <= since + TIMING.lease_duration
+
+
+def test_the_next_expiry_is_that_of_the_first_live_holder() -> None:
+    sightings = {
+        "a": seen("a/1", 100.0),
+        "b": seen("b/1", 95.0),
+        "gone": seen("g/1", 50.0),
+        "left": seen("", 99.0),
+    }
+    assert seconds_to_next_expiry(sightings, 104.0, 15) == pytest.approx(6.0)
+    assert seconds_to_next_expiry({"gone": seen("g/1", 50.0)}, 104.0, 15) is None
+
+
+async def test_a_killed_member_is_judged_gone_a_lease_after_the_list_before_its_last_renewal() -> (
+    None
+):
+    leases, clock = FakeLeases(), Clock()
+    b = MemberLease(leases, leases.namespace, "b", "b/1", TIMING, clock=clock, wall=lambda: T0)
+    view = Members(leases, leases.namespace, "a", "a/1", TIMING, clock=clock)
+    await view.refresh()
+    await b.join()
+    await clock.sleep(TIMING.retry_period)
+    await view.refresh()  # first sighting: live for a whole duration from this list
+    listed_before_renewal = clock.now
+    await clock.sleep(0.5)
+    await b.step()  # its last renewal; then it is killed
+    await clock.sleep(TIMING.retry_period - 0.5)
+    await view.refresh()
+    assert "b" in view.live()
+    # Judged at the list sent a lease duration after the list that did not show the
+    # renewal, and the pause before the next list ends exactly there.
+    expiry = listed_before_renewal + TIMING.lease_duration
+    while clock.now + TIMING.retry_period < expiry:
+        await clock.sleep(view._pause())
+        await view.refresh()
+        assert "b" in view.live()
+    pause = view._pause()
+    assert clock.now + pause == pytest.approx(expiry, abs=0.02)
+    await clock.sleep(pause)
+    await view.refresh()
+    assert "b" not in view.live()
