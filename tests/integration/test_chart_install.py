@@ -305,3 +305,113 @@ async def submit_and_poll(base: str, headers: dict[str, str]) -> dict[str, Any]:
                     return polled
             await asyncio.sleep(0.1)
     pytest.fail(f"job {job_id} did not finish in 30 s")
+
+
+def local_operator_args(chart_args: list[str]) -> list[str]:
+    """The Deployment's operator arguments, but for its providers file and metrics port."""
+    local = ("--metrics-port=", "--providers-config=")
+    return [arg for arg in chart_args if not arg.startswith(local)]
+
+
+async def test_two_operator_and_two_api_replicas_of_the_chart_share_the_jobs(
+    release: dict[str, str],
+    kube: KubeClient,
+    kubeconfig_path: str,
+    tmp_path: Path,
+    log_dir: Path,
+) -> None:
+    namespace, jobs_namespace = release["namespace"], release["jobs"]
+    upgraded = helm(
+        kubeconfig_path,
+        *("upgrade", "aj", str(CHART), "-n", namespace, "--values", release["values"]),
+        *("--set", "operator.replicas=2", "--set", "api.replicas=2"),
+        *("--set", "api.autoscaling.enabled=false"),
+    )
+    assert upgraded.returncode == 0, upgraded.stderr
+    deployments = f"/apis/apps/v1/namespaces/{namespace}/deployments"
+    operator_deployment = await kube.get(f"{deployments}/aj-asyncjobs-operator")
+    api_deployment = await kube.get(f"{deployments}/aj-asyncjobs-api")
+    assert operator_deployment["spec"]["replicas"] == 2
+    assert api_deployment["spec"]["replicas"] == 2
+    (operator_container,) = operator_deployment["spec"]["template"]["spec"]["containers"]
+    (api_container,) = api_deployment["spec"]["template"]["spec"]["containers"]
+
+    api_config = await service_account_kubeconfig(
+        kube, kubeconfig_path, namespace, "aj-asyncjobs-api", tmp_path / "api.kubeconfig"
+    )
+    operator_config = await service_account_kubeconfig(
+        kube, kubeconfig_path, namespace, "aj-asyncjobs-operator", tmp_path / "operator.kubeconfig"
+    )
+    configmap = await kube.get(f"/api/v1/namespaces/{namespace}/configmaps/aj-asyncjobs-providers")
+    providers = tmp_path / "providers.yaml"
+    providers.write_text(configmap["data"]["providers.yaml"])
+    token_secret = await kube.get(resources.secrets_path(namespace, "aj-asyncjobs-gateway-token"))
+    token = base64.b64decode(token_secret["data"]["token"]).decode()
+
+    def operator_pod(pod: str) -> tuple[ManagedProcess, int]:
+        port = free_port()
+        argv = python_module(
+            "asyncjobs.controller.main",
+            *local_operator_args(operator_container["args"]),
+            *("--kubeconfig", operator_config, "--providers-config", str(providers)),
+            *("--metrics-port", str(port)),
+        )
+        # POD_NAME as the Deployment's downward API sets it: the member's identity.
+        return ManagedProcess(pod, argv, log_dir=log_dir, env={"POD_NAME": pod}), port
+
+    def api_pod(pod: str) -> tuple[ManagedProcess, str]:
+        port = free_port()
+        argv = python_module(
+            "asyncjobs.api.main",
+            *local_api_args(api_container["args"]),
+            *("--kubeconfig", api_config, "--providers-config", str(providers)),
+            *("--host", "127.0.0.1", "--port", str(port)),
+        )
+        env = {"ASYNCJOBS_GATEWAY_TOKEN": token}
+        return ManagedProcess(pod, argv, log_dir=log_dir, env=env), f"http://127.0.0.1:{port}"
+
+    (op_a, port_a), (op_b, port_b) = operator_pod("operator-a"), operator_pod("operator-b")
+    (api_a, base_a), (api_b, base_b) = api_pod("api-a"), api_pod("api-b")
+    with op_a, op_b, api_a, api_b:
+        for process, url in (
+            (op_a, f"http://127.0.0.1:{port_a}/healthz"),
+            (op_b, f"http://127.0.0.1:{port_b}/healthz"),
+            (api_a, f"{base_a}/readyz"),
+            (api_b, f"{base_b}/readyz"),
+        ):
+            # Four Python processes starting at once on two shared cores: give them time.
+            await asyncio.to_thread(process.wait_http_ok, url, 120)
+        members = f"/apis/coordination.k8s.io/v1/namespaces/{jobs_namespace}/leases"
+        for _ in range(100):
+            listed = await kube.list(members, labelSelector=MEMBER_LABEL)
+            if len(listed["items"]) == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert len(listed["items"]) == 2, "each operator replica holds its member Lease"
+        await asyncio.sleep(3)  # a list period: each replica sees the other, halves its shards
+        headers = {"Authorization": f"Bearer {token}"}
+        async with aiohttp.ClientSession(headers=headers) as session:
+            ids = []
+            for n in range(16):
+                # Submitted to one replica, polled from the other: any API pod answers.
+                submit_to = base_a if n % 2 else base_b
+                async with session.post(
+                    f"{submit_to}/v1/async/chat/completions", json=CHAT
+                ) as answer:
+                    assert answer.status == 202, await answer.text()
+                    ids.append((await answer.json())["id"])
+            for n, job_id in enumerate(ids):
+                poll_from = base_b if n % 2 else base_a
+                for _ in range(300):
+                    async with session.get(
+                        f"{poll_from}/v1/async/chat/completions/{job_id}"
+                    ) as answer:
+                        if answer.status == 200:
+                            assert (await answer.json())["status"] == "completed"
+                            break
+                    await asyncio.sleep(0.1)
+                else:
+                    pytest.fail(f"job {job_id} not finished: {op_a.log_tail()} {op_b.log_tail()}")
+    jobs = (await kube.list(resources.asyncjobs_path(jobs_namespace)))["items"]
+    ran_by = {job["status"]["operator"].split("/")[0] for job in jobs}
+    assert ran_by == {"operator-a", "operator-b"}, "both replicas ran their share of the jobs"
