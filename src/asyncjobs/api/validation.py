@@ -25,6 +25,10 @@ MODEL_FORMAT = "model should be in provider/model format"
 _MULTIPART_TRUE = "true"
 # Go's strconv.Atoi accepts an optional sign and decimal digits only (no spaces, no "_").
 _GO_INT = re.compile(r"[+-]?[0-9]+")
+# What Go's strings.TrimSpace removes (unicode.IsSpace), which Bifrost's blank checks
+# use. Python's str.strip() also removes \x1c-\x1f, which Go keeps.
+GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B)))
+GO_SPACE += "\u2028\u2029\u202f\u205f\u3000"
 _INT64_MAX = 2**63 - 1
 # Bifrost turns the TTL into a time.Duration, whose range ends at this many seconds; any
 # longer TTL is kept as the longest one it can honour (a completion time plus this stays
@@ -312,7 +316,7 @@ def _image_generation(fields: Mapping[str, Any]) -> str | None:
 
 def _rerank(fields: Mapping[str, Any]) -> str | None:
     query = _typed(fields, "query", str)
-    if query is None or not query.strip():
+    if query is None or not query.strip(GO_SPACE):
         return "query is required for rerank"
     if _empty(_typed(fields, "documents", list)):
         return "documents are required for rerank"

@@ -89,6 +89,12 @@ JSON_REJECTIONS = [
     ),
     pytest.param(
         T.RERANK,
+        {"model": MODEL, "query": " \t\u3000\xa0\u2009", "documents": [{"text": "a"}]},
+        "query is required for rerank",
+        id="rerank-go-white-space-query",
+    ),
+    pytest.param(
+        T.RERANK,
         {"model": MODEL, "query": "q"},
         "documents are required for rerank",
         id="rerank-no-documents",
@@ -293,6 +299,10 @@ VALID_JSON = [
     ),
     pytest.param(T.IMAGE_GENERATION, {"prompt": "cat", "n": 2}, id="imagegen"),
     pytest.param(T.RERANK, {"query": "q", "documents": [{"text": "a"}], "top_n": 1}, id="rerank"),
+    # Go's TrimSpace keeps the ASCII separators that Python's strip() removes.
+    pytest.param(
+        T.RERANK, {"query": "\x1c\x1f", "documents": [{"text": "a"}]}, id="rerank-separators"
+    ),
     pytest.param(
         T.OCR, {"document": {"type": "image_url", "image_url": "https://x/y.png"}}, id="ocr"
     ),
