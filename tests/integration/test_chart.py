@@ -127,6 +127,25 @@ def test_non_default_values_render_optional_objects() -> None:
     } in container["env"]
 
 
+def test_the_operator_breaker_and_lease_values_reach_its_arguments() -> None:
+    docs = render(
+        "operator.providerCooldown.failures=3",
+        "operator.providerCooldown.maxSeconds=120",
+        "operator.retryAfterMaxSeconds=60",
+        "operator.leaseDurationSeconds=30",
+    )
+    operator = next(
+        d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "aj-asyncjobs-operator"
+    )
+    (container,) = operator["spec"]["template"]["spec"]["containers"]
+    assert {
+        "--cooldown-failures=3",
+        "--cooldown-max-seconds=120",
+        "--retry-after-max-seconds=60",
+        "--lease-duration-seconds=30",
+    } <= set(container["args"])
+
+
 def test_operator_replicas_shard_the_jobs_through_member_leases() -> None:
     docs = render("operator.replicas=3")
     operator = next(
