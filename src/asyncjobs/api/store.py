@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -24,6 +24,7 @@ from asyncjobs.api import integrity
 from asyncjobs.api.clock import Clock
 from asyncjobs.api.errors import ApiError
 from asyncjobs.api.integrity import Cause
+from asyncjobs.api.job_order import NewestFirst, Position
 from asyncjobs.api.quota import Usage
 from asyncjobs.core import cancel, events, resources
 from asyncjobs.core.jobs import JobSpec, JobView, Phase, build_asyncjob
@@ -64,8 +65,9 @@ class JobStore(Protocol):
         """Records a new job and its request body, all or nothing; JobExists when a job
         of that name exists."""
 
-    def jobs(self) -> Iterable[JobView]:
-        """Every job as last seen (the list route filters and orders them)."""
+    def newest_first(self, key_id: str | None, before: Position | None) -> Iterable[JobView]:
+        """Jobs as last seen, newest first (job_order.py), strictly before the position
+        `before`: every job (key_id None) or those of one virtual key."""
 
     async def find(self, job_id: str) -> JobView | None:
         """The job as last seen, or None when it does not exist."""
@@ -100,12 +102,16 @@ class JobCache:
         self._bytes = 0
         # Jobs not yet terminal, and of those the ones of each virtual key ("" for none).
         self._pending: Counter[str] = Counter()
+        self._order = NewestFirst()
 
     def get(self, job_id: str) -> JobView | None:
         return self._jobs.get(job_id)
 
     def views(self) -> Iterable[JobView]:
         return self._jobs.values()
+
+    def newest_first(self, key_id: str | None, before: Position | None) -> Iterator[JobView]:
+        return (self._jobs[job_id] for job_id in self._order.ids(key_id, before))
 
     @staticmethod
     def slim(obj: KubeObject) -> JobView | None:
@@ -116,6 +122,7 @@ class JobCache:
     def replace(self, views: Iterable[JobView | None]) -> None:
         """The whole cache from one completed list, already reduced by `slim`."""
         self._jobs = {view.job_id: view for view in views if view is not None}
+        self._order.replace(self._jobs.values())
         self._bytes = sum(view.stored_bytes for view in self._jobs.values())
         self._pending = Counter(
             view.virtual_key_id or "" for view in self._jobs.values() if not view.phase.terminal
@@ -149,6 +156,7 @@ class JobCache:
     def _set(self, view: JobView) -> None:
         self._remove(view.job_id)
         self._jobs[view.job_id] = view
+        self._order.add(view)
         self._bytes += view.stored_bytes
         if not view.phase.terminal:
             self._pending[view.virtual_key_id or ""] += 1
@@ -156,6 +164,7 @@ class JobCache:
     def _remove(self, job_id: str) -> None:
         old = self._jobs.pop(job_id, None)
         if old is not None:
+            self._order.remove(old)
             self._bytes -= old.stored_bytes
             if not old.phase.terminal:
                 key = old.virtual_key_id or ""
@@ -254,8 +263,8 @@ class KubeJobStore:
     def usage(self, key_id: str | None = None) -> Usage:
         return self.cache.usage(key_id)
 
-    def jobs(self) -> Iterable[JobView]:
-        return self.cache.views()
+    def newest_first(self, key_id: str | None, before: Position | None) -> Iterator[JobView]:
+        return self.cache.newest_first(key_id, before)
 
     async def create(self, spec: JobSpec, body: bytes) -> None:
         """Stores the request and creates the AsyncJob, in the order the payload store

@@ -74,7 +74,11 @@ async def list_jobs(request: web.Request) -> web.Response:
     if not context.store.ready():
         # Before the cache has synced it may miss jobs: a list must not look complete.
         raise ApiError(503, "the job list is not available yet, retry later")
-    return json_response(job_list.page(context.store.jobs(), scope, query, context.clock()))
+    if scope is None:
+        return json_response(job_list.NOTHING)
+    key_id = None if isinstance(scope, job_list.Everyone) else scope
+    newest = context.store.newest_first(key_id, query.after)
+    return json_response(job_list.page(newest, query, context.clock()))
 
 
 async def poll(request: web.Request) -> web.StreamResponse:

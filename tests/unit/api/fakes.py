@@ -17,6 +17,7 @@ from asyncjobs.api import integrity
 from asyncjobs.api.clock import Clock
 from asyncjobs.api.errors import ApiError
 from asyncjobs.api.integrity import Cause
+from asyncjobs.api.job_order import Position, position
 from asyncjobs.api.quota import Usage
 from asyncjobs.api.store import Finished, JobExists
 from asyncjobs.core import cancel, payloads
@@ -116,8 +117,15 @@ class FakeJobStore:
     def ready(self) -> bool:
         return self.is_ready
 
-    def jobs(self) -> list[JobView]:
-        return [JobView.from_object(obj) for obj in self.objects.values()]
+    def newest_first(self, key_id: str | None, before: Position | None) -> list[JobView]:
+        views = [JobView.from_object(obj) for obj in self.objects.values()]
+        chosen = [
+            view
+            for view in views
+            if (key_id is None or view.virtual_key_id == key_id)
+            and (before is None or position(view) < before)
+        ]
+        return sorted(chosen, key=position, reverse=True)
 
     def usage(self, key_id: str | None = None) -> Usage:
         views = [JobView.from_object(obj) for obj in self.objects.values()]

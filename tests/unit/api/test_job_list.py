@@ -187,7 +187,7 @@ async def test_before_the_cache_has_synced_the_list_is_503(
 def test_a_cursor_reads_back_as_the_position_it_encodes() -> None:
     store = FakeJobStore()
     job_id = put(store, 5, KEY_A_ID)
-    (view,) = store.jobs()
+    (view,) = store.newest_first(None, None)
     assert job_list.decode_cursor(job_list.encode_cursor(view)) == (view.created_at, job_id)
 
 
