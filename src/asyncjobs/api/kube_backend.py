@@ -77,6 +77,7 @@ class KubeBackend:
         app's lifetime."""
         metrics = app[state.CONTEXT].metrics
         metrics.cache_jobs.set_function(lambda: len(self.cache))
+        metrics.watch_key_pending(self.cache.pending_by_key)
         await self.client.open()
         try:
             async with contextlib.AsyncExitStack() as stack:

@@ -1,0 +1,126 @@
+"""What each virtual key has spent: requests and tokens of its finished jobs, per period.
+
+The ledger is the jobs themselves: the operator writes the provider's token counts into
+the terminal status (`status.usage`, `status.provider`), and every API replica already
+watches every AsyncJob for its cache. So each replica sums the same facts, whichever
+operator shard ran a job and whichever replica took the submit, and a restarted replica
+rebuilds the sums from its first list; nothing is counted twice because a job is one
+object, counted by its name. The sums live beside the job cache (store.JobCache feeds
+`seen`/`forget`), so a submit's budget check costs no apiserver round trip.
+
+Jobs leave the cache when their result expires, and their usage with them; usage
+folded into a durable per-key record before a job is deleted is added by `folded`
+(none is folded yet: a budget period longer than the jobs' result TTL undercounts,
+api/README.md "Virtual-key governance").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from asyncjobs.core.budget_periods import Period, next_start, period_start
+from asyncjobs.core.jobs import JobView, parse_time
+
+
+@dataclass(frozen=True)
+class Spent:
+    """One finished job's usage."""
+
+    done: datetime
+    provider: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+@dataclass
+class Totals:
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    def add(self, spent: Spent) -> None:
+        self.requests += 1
+        self.prompt_tokens += spent.prompt_tokens
+        self.completion_tokens += spent.completion_tokens
+        self.total_tokens += spent.total_tokens
+
+    def document(self) -> dict[str, int]:
+        return {
+            "requests": self.requests,
+            "input_tokens": self.prompt_tokens,
+            "output_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+
+# The tokens already folded for (key id, period, period start): none yet.
+Folded = Callable[[str, Period, datetime], int]
+
+
+def _nothing_folded(_key_id: str, _period: Period, _start: datetime) -> int:
+    return 0
+
+
+class KeyUsage:
+    def __init__(self, folded: Folded = _nothing_folded) -> None:
+        # key id -> job name -> its usage; finished jobs of keys only.
+        self._spent: dict[str, dict[str, Spent]] = {}
+        self.folded = folded
+
+    def seen(self, view: JobView) -> None:
+        if not view.virtual_key_id or not view.phase.terminal or not view.completed_at:
+            return
+        # A job is counted as a request once it finished, failed ones too (a provider
+        # error may still cost), with the tokens its answer reported (0 without one).
+        self._spent.setdefault(view.virtual_key_id, {})[view.job_id] = Spent(
+            done=parse_time(view.completed_at),
+            provider=view.provider or view.model.partition("/")[0],
+            model=view.model,
+            prompt_tokens=view.prompt_tokens,
+            completion_tokens=view.completion_tokens,
+            total_tokens=view.total_tokens,
+        )
+
+    def forget(self, view: JobView) -> None:
+        jobs = self._spent.get(view.virtual_key_id or "")
+        if jobs is not None and jobs.pop(view.job_id, None) is not None and not jobs:
+            del self._spent[view.virtual_key_id or ""]
+
+    def replace(self, views: list[JobView]) -> None:
+        self._spent = {}
+        for view in views:
+            self.seen(view)
+
+    def _in_period(self, key_id: str, period: Period, now: datetime) -> list[Spent]:
+        start, end = period_start(period, now), next_start(period, now)
+        jobs = self._spent.get(key_id, {})
+        return [spent for spent in jobs.values() if start <= spent.done < end]
+
+    def tokens_used(self, key_id: str, period: Period, now: datetime) -> int:
+        """Tokens the key's jobs that finished in `now`'s period reported."""
+        live = sum(spent.total_tokens for spent in self._in_period(key_id, period, now))
+        return live + self.folded(key_id, period, period_start(period, now))
+
+    def summary(self, key_id: str, period: Period, now: datetime) -> dict[str, Any]:
+        """The key's usage this period: totals and by provider and model."""
+        total = Totals()
+        by_model: dict[tuple[str, str], Totals] = {}
+        for spent in self._in_period(key_id, period, now):
+            total.add(spent)
+            by_model.setdefault((spent.provider, spent.model), Totals()).add(spent)
+        return {
+            "period": period.value,
+            "period_start": period_start(period, now).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "resets_at": next_start(period, now).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            **total.document(),
+            "by_model": [
+                {"provider": provider, "model": model, **totals.document()}
+                for (provider, model), totals in sorted(by_model.items())
+            ],
+        }
