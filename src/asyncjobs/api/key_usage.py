@@ -8,21 +8,23 @@ rebuilds the sums from its first list; nothing is counted twice because a job is
 object, counted by its name. The sums live beside the job cache (store.JobCache feeds
 `seen`/`forget`), so a submit's budget check costs no apiserver round trip.
 
-Jobs leave the cache when their result expires, and their usage with them; usage
-folded into a durable per-key record before a job is deleted is added by `folded`
-(none is folded yet: a budget period longer than the jobs' result TTL undercounts,
-api/README.md "Virtual-key governance").
+Jobs leave the cache when their result expires, and their usage with them: before the
+operator deletes an expired job it folds the job's usage into its key's usage record
+(core/usage_records.py, a ConfigMap in the jobs' namespace), which the API watches too
+(`put_record`). A key's usage in a period is its record's totals for that period plus
+its live finished jobs that the record does not list as folded: a job between its fold
+and its delete is counted once, and a deleted job still counts until its period ends.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from asyncjobs.core.budget_periods import Period, next_start, period_start
 from asyncjobs.core.jobs import JobView, parse_time
+from asyncjobs.core.usage_records import Record
 
 
 @dataclass(frozen=True)
@@ -59,19 +61,30 @@ class Totals:
         }
 
 
-# The tokens already folded for (key id, period, period start): none yet.
-Folded = Callable[[str, Period, datetime], int]
-
-
-def _nothing_folded(_key_id: str, _period: Period, _start: datetime) -> int:
-    return 0
-
-
 class KeyUsage:
-    def __init__(self, folded: Folded = _nothing_folded) -> None:
+    def __init__(self) -> None:
         # key id -> job name -> its usage; finished jobs of keys only.
         self._spent: dict[str, dict[str, Spent]] = {}
-        self.folded = folded
+        # Usage records by object name, and by key id (one record per key).
+        self._records: dict[str, Record] = {}
+        self._by_key: dict[str, Record] = {}
+        self._folded: dict[str, frozenset[str]] = {}
+
+    def put_record(self, name: str, record: Record | None) -> None:
+        """A usage record as the watch delivered it; None: deleted or not a record."""
+        if record is None:
+            self._records.pop(name, None)
+        else:
+            self._records[name] = record
+        self._reindex()
+
+    def replace_records(self, records: dict[str, Record]) -> None:
+        self._records = dict(records)
+        self._reindex()
+
+    def _reindex(self) -> None:
+        self._by_key = {record.key_id: record for record in self._records.values()}
+        self._folded = {key: frozenset(record.folded) for key, record in self._by_key.items()}
 
     def seen(self, view: JobView) -> None:
         if not view.virtual_key_id or not view.phase.terminal or not view.completed_at:
@@ -100,16 +113,31 @@ class KeyUsage:
     def _in_period(self, key_id: str, period: Period, now: datetime) -> list[Spent]:
         start, end = period_start(period, now), next_start(period, now)
         jobs = self._spent.get(key_id, {})
-        return [spent for spent in jobs.values() if start <= spent.done < end]
+        folded = self._folded.get(key_id, frozenset())
+        return [
+            spent
+            for name, spent in jobs.items()
+            if start <= spent.done < end and name not in folded
+        ]
 
     def tokens_used(self, key_id: str, period: Period, now: datetime) -> int:
         """Tokens the key's jobs that finished in `now`'s period reported."""
         live = sum(spent.total_tokens for spent in self._in_period(key_id, period, now))
-        return live + self.folded(key_id, period, period_start(period, now))
+        record = self._by_key.get(key_id)
+        folded = record.tokens(period, period_start(period, now)) if record else 0
+        return live + folded
 
     def summary(self, key_id: str, period: Period, now: datetime) -> dict[str, Any]:
         """The key's usage this period: totals and by provider and model."""
         total = Totals()
+        record = self._by_key.get(key_id)
+        if record is not None:
+            # Deleted jobs count in the totals; by model are the live jobs only.
+            folded = record.totals(period, period_start(period, now))
+            total.requests = folded["requests"]
+            total.prompt_tokens = folded["inputTokens"]
+            total.completion_tokens = folded["outputTokens"]
+            total.total_tokens = folded["totalTokens"]
         by_model: dict[tuple[str, str], Totals] = {}
         for spent in self._in_period(key_id, period, now):
             total.add(spent)
