@@ -78,7 +78,10 @@ class KubeBackend:
         app's lifetime."""
         metrics = app[state.CONTEXT].metrics
         metrics.cache_jobs.set_function(lambda: len(self.cache))
-        metrics.watch_key_pending(self.cache.pending_by_key)
+        # Every known key has a series (0 when idle), so a panel shows idle keys too.
+        metrics.watch_key_pending(
+            lambda: {**dict.fromkeys(self.keys.key_ids(), 0), **self.cache.pending_by_key()}
+        )
         await self.client.open()
         try:
             async with contextlib.AsyncExitStack() as stack:
