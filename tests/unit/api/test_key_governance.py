@@ -7,9 +7,11 @@ from __future__ import annotations
 import base64
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
 from asyncjobs.api.app import create_app
@@ -275,3 +277,27 @@ async def test_a_keys_own_pending_cap_replaces_the_default(settings: Settings) -
         assert (await answer.json())["error"]["message"].startswith(
             "backlog full for this virtual key: 1 of its jobs"
         )
+
+
+def test_the_readmes_key_manifest_sets_the_rules_it_describes() -> None:
+    """api/README.md shows a governed key's Secret; read as the API reads it, it holds
+    the rules the text says."""
+    readme = (Path(__file__).resolve().parents[3] / "api" / "README.md").read_text()
+    section = readme[readme.index("## Virtual-key governance") :]
+    manifest = section[
+        section.index("```yaml") + len("```yaml") : section.index("```\n", section.index("```yaml"))
+    ]
+    document = yaml.safe_load(manifest)
+    data = {
+        k: base64.b64encode(str(v).encode()).decode() for k, v in document["stringData"].items()
+    }
+    entry = entry_from_secret({"metadata": document["metadata"], "data": data})
+    assert entry is not None
+    assert entry.key_id == "team-a"
+    assert entry.governance == Governance(
+        allowed_providers=("openai", "anthropic"),
+        allowed_models=("gpt-4o*", "anthropic/claude-3-5-*"),
+        max_pending_jobs=500,
+        token_budget=TokenBudget(5_000_000, Period.MONTH),
+    )
+    assert document["metadata"]["labels"] == {"asyncjobs.dev/virtual-key": "true"}
