@@ -17,14 +17,19 @@ import asyncio
 import base64
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from asyncjobs.controller.metrics import Metrics
+from asyncjobs.controller.usage_folder import UsageFolder
 from asyncjobs.core import resources, usage_records
-from asyncjobs.core.kube import KubeClient, KubeError
+from asyncjobs.core.budget_periods import Period
+from asyncjobs.core.kube import KubeClient, KubeError, load_config
+from asyncjobs.core.usage_records import JobSpend
 from tests.integration.operator_support import (
     KEY_SECRET,
     FakeOpenAI,
@@ -230,6 +235,40 @@ def sample(text: str, name: str, **labels: str) -> float | None:
             if found.name == name and found.labels == labels:
                 return float(found.value)
     return None
+
+
+async def test_shards_folding_jobs_of_one_key_at_once_lose_no_usage(
+    kube: KubeClient, kubeconfig_path: str, namespace: str
+) -> None:
+    """Two operator shards (two folders, two clients) fold 20 jobs of one key at once
+    against the real apiserver: the resourceVersion-checked update makes every one
+    count exactly once, and folding them again changes nothing."""
+    now = datetime.now(UTC)
+    spends = [
+        JobSpend(f"job-{index}", "team-race", now, input_tokens=3, output_tokens=2, total_tokens=5)
+        for index in range(20)
+    ]
+    async with KubeClient(load_config(kubeconfig_path)) as other:
+        folders = [
+            UsageFolder(client, namespace, Metrics(), lambda: now) for client in (kube, other)
+        ]
+        await asyncio.gather(
+            *(folders[index % 2].fold(spend) for index, spend in enumerate(spends))
+        )
+        await asyncio.gather(
+            *(folders[1 - index % 2].fold(spend) for index, spend in enumerate(spends))
+        )
+    path = resources.configmaps_path(namespace, usage_records.record_name("team-race"))
+    record = usage_records.read((await kube.get(path))["data"])
+    assert record is not None
+    for period in Period:
+        assert record.totals(period, now) == {
+            "requests": 20,
+            "inputTokens": 60,
+            "outputTokens": 40,
+            "totalTokens": 100,
+        }
+    assert sorted(record.folded) == sorted(spend.name for spend in spends)
 
 
 async def test_the_operator_may_not_read_the_keys_namespace_and_the_api_may_read_records(

@@ -11,7 +11,9 @@ without its usage folded). A job the record lists as folded is not folded twice.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -24,8 +26,10 @@ from asyncjobs.core.usage_records import JobSpend
 
 log = logging.getLogger(__name__)
 
-# Conflicts in a row before the fold is left to the expiry's retry.
-_ATTEMPTS = 8
+# Conflicts in a row before the fold is left to the expiry's retry; between them a
+# random pause that grows, so folders racing on one record spread out.
+_ATTEMPTS = 32
+_CONFLICT_PAUSE_SECONDS = 0.01
 
 
 class UsageFolder:
@@ -67,7 +71,9 @@ class UsageFolder:
 
     async def fold(self, spend: JobSpend) -> None:
         path = resources.configmaps_path(self.namespace, usage_records.record_name(spend.key_id))
-        for _ in range(_ATTEMPTS):
+        for attempt in range(_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(random.uniform(0, _CONFLICT_PAUSE_SECONDS * attempt))
             try:
                 current: dict[str, Any] | None = await self.client.get(path)
             except KubeError as error:
