@@ -18,11 +18,12 @@ and its delete is counted once, and a deleted job still counts until its period 
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from asyncjobs.core.budget_periods import Period, next_start, period_start
+from asyncjobs.core.budget_periods import Period, next_start, period_key, period_start
 from asyncjobs.core.jobs import JobView, parse_time
 from asyncjobs.core.usage_records import Record
 
@@ -65,6 +66,9 @@ class KeyUsage:
     def __init__(self) -> None:
         # key id -> job name -> its usage; finished jobs of keys only.
         self._spent: dict[str, dict[str, Spent]] = {}
+        # key id -> period key (budget_periods.period_key) -> tokens of those jobs, kept
+        # as jobs come and go, so a budget check does not scan a key's jobs.
+        self._tokens: dict[str, Counter[str]] = {}
         # Usage records by object name, and by key id (one record per key).
         self._records: dict[str, Record] = {}
         self._by_key: dict[str, Record] = {}
@@ -91,7 +95,8 @@ class KeyUsage:
             return
         # A job is counted as a request once it finished, failed ones too (a provider
         # error may still cost), with the tokens its answer reported (0 without one).
-        self._spent.setdefault(view.virtual_key_id, {})[view.job_id] = Spent(
+        self.forget(view)
+        spent = Spent(
             done=parse_time(view.completed_at),
             provider=view.provider or view.model.partition("/")[0],
             model=view.model,
@@ -99,14 +104,31 @@ class KeyUsage:
             completion_tokens=view.completion_tokens,
             total_tokens=view.total_tokens,
         )
+        self._spent.setdefault(view.virtual_key_id, {})[view.job_id] = spent
+        self._count(view.virtual_key_id, spent, 1)
 
     def forget(self, view: JobView) -> None:
-        jobs = self._spent.get(view.virtual_key_id or "")
-        if jobs is not None and jobs.pop(view.job_id, None) is not None and not jobs:
-            del self._spent[view.virtual_key_id or ""]
+        key = view.virtual_key_id or ""
+        jobs = self._spent.get(key)
+        if jobs is None:
+            return
+        spent = jobs.pop(view.job_id, None)
+        if spent is not None:
+            self._count(key, spent, -1)
+        if not jobs:
+            del self._spent[key]
+            self._tokens.pop(key, None)
+
+    def _count(self, key: str, spent: Spent, sign: int) -> None:
+        if not spent.total_tokens:
+            return
+        tokens = self._tokens.setdefault(key, Counter())
+        for period in Period:
+            tokens[period_key(period, spent.done)] += sign * spent.total_tokens
 
     def replace(self, views: list[JobView]) -> None:
         self._spent = {}
+        self._tokens = {}
         for view in views:
             self.seen(view)
 
@@ -121,8 +143,16 @@ class KeyUsage:
         ]
 
     def tokens_used(self, key_id: str, period: Period, now: datetime) -> int:
-        """Tokens the key's jobs that finished in `now`'s period reported."""
-        live = sum(spent.total_tokens for spent in self._in_period(key_id, period, now))
+        """Tokens the key's jobs that finished in `now`'s period reported: the running
+        sum of its stored jobs, less those its record lists as folded already (at most
+        usage_records.FOLDED_NAMES looked at), plus its record's."""
+        live = self._tokens.get(key_id, Counter())[period_key(period, now)]
+        jobs = self._spent.get(key_id, {})
+        start, end = period_start(period, now), next_start(period, now)
+        for name in self._folded.get(key_id, frozenset()):
+            spent = jobs.get(name)
+            if spent is not None and start <= spent.done < end:
+                live -= spent.total_tokens
         record = self._by_key.get(key_id)
         folded = record.tokens(period, period_start(period, now)) if record else 0
         return live + folded
