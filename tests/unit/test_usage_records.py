@@ -87,6 +87,8 @@ def test_the_api_counts_a_job_live_or_folded_never_both() -> None:
     usage = KeyUsage()
     live = job("j1", NOW, 70, 30)
     usage.seen(JobView.from_object(live))
+    # A terminal job's later updates (a webhook's delivery record) are seen again.
+    usage.seen(JobView.from_object(live))
     assert usage.tokens_used("team-a", Period.DAY, NOW) == 100
     spend = spend_of(live)
     assert spend is not None
