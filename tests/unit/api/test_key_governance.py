@@ -301,3 +301,28 @@ def test_the_readmes_key_manifest_sets_the_rules_it_describes() -> None:
         token_budget=TokenBudget(5_000_000, Period.MONTH),
     )
     assert document["metadata"]["labels"] == {"asyncjobs.dev/virtual-key": "true"}
+
+
+async def test_the_provider_routes_refuse_in_their_providers_shape(settings: Settings) -> None:
+    """The Anthropic route submits a chat job too: a key that may not use anthropic gets
+    the 403 there, in Anthropic's error shape, and nothing is written."""
+    store, clock = FakeJobStore(), FakeClock(NOW)
+    rules = Governance(allowed_providers=("openai",))
+    keys = KeyRing([KeyEntry("vk-a", "team-a", digest(KEY_A), governance=rules)])
+    app = create_app(settings, store=store, keys=keys, clock=clock)
+    body = {
+        "model": "claude-3-5-haiku",
+        "max_tokens": 16,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    async with TestClient(TestServer(app)) as client:
+        answer = await client.post(
+            "/anthropic/v1/messages", json=body, headers={"x-bf-vk": KEY_A, "x-bf-async": "1"}
+        )
+        assert answer.status == 403
+        document = await answer.json()
+        assert document["type"] == "error"
+        assert document["error"]["message"] == (
+            "Provider 'anthropic' is not allowed for this virtual key"
+        )
+    assert store.objects == {}
