@@ -53,6 +53,8 @@ async def restricted_identity(
                         "resources": ["secrets"],
                         "verbs": ["get", "list", "watch"],
                     },
+                    # The virtual keys' usage records.
+                    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list", "watch"]},
                 ],
             },
         ),

@@ -62,7 +62,10 @@ async def test_a_key_over_its_submit_rate_gets_429_and_nothing_is_written(
     assert document["status_code"] == 429
     error = document["error"]
     assert isinstance(error, dict)
-    assert error["message"].startswith("submit rate exceeded for this virtual key: at most 6")
+    assert error["message"].startswith(
+        "Rate limit check failed: rate limit violated for VK: request limit exceeded (at most 6"
+    )
+    assert document["type"] == "request_limited"
     # The key whose Secret sets submitsPerMinute: 0 is not limited.
     assert [(await submit(UNLIMITED_KEY))[0] for _ in range(4)] == [202] * 4
     jobs = (await kube.list(resources.asyncjobs_path(namespace)))["items"]

@@ -5,6 +5,7 @@ query and every alert expression must parse and return data."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import shutil
@@ -18,6 +19,7 @@ import aiohttp
 import pytest
 import yaml
 
+from asyncjobs.core import resources
 from asyncjobs.core.kube import KubeClient
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.integration.operator_support import KEY_SECRET, create_key_secret
@@ -168,6 +170,53 @@ def system(
         yield f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{prometheus_port}"
 
 
+VIRTUAL_KEY = "sk-bf-dashboard-team"
+
+
+async def create_governed_key(kube: KubeClient, namespace: str) -> None:
+    """A virtual key that may use only openai/gpt-*: its jobs and one refusal feed the
+    per-key panels."""
+    data = {"key": VIRTUAL_KEY, "id": "team-dash", "allowedModels": "openai/gpt-*"}
+    await kube.create(
+        resources.secrets_path(namespace),
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "vk-dash", "labels": {resources.LABEL_VIRTUAL_KEY: "true"}},
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+        },
+    )
+
+
+async def run_keyed_jobs(api: str) -> None:
+    """A job of the virtual key and a refused submit, once the API knows the key."""
+    headers = {"x-bf-vk": VIRTUAL_KEY}
+    body = {"model": "openai/gpt-keyed", "messages": [{"role": "user", "content": "hi"}]}
+    async with aiohttp.ClientSession() as session:
+        for _ in range(100):
+            async with session.post(
+                f"{api}/v1/async/chat/completions", json=body, headers=headers
+            ) as answer:
+                if answer.status == 202:
+                    url = f"{api}/v1/async/chat/completions/{(await answer.json())['id']}"
+                    break
+                assert answer.status == 400, await answer.text()  # the key not seen yet
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the virtual key was never accepted")
+        blocked = {**body, "model": "local/echo"}
+        async with session.post(
+            f"{api}/v1/async/chat/completions", json=blocked, headers=headers
+        ) as answer:
+            assert answer.status == 403, await answer.text()
+        for _ in range(300):
+            async with session.get(url, headers=headers) as answer:
+                if answer.status == 200:
+                    return
+            await asyncio.sleep(0.1)
+        pytest.fail(f"{url} did not finish")
+
+
 async def run_jobs(api: str, fake: FakeOpenAIServer) -> None:
     """Completed, retried and failed jobs, so every series the panels use exists."""
     fake.script("gpt-retry", {"status": 429, "retry_after": 0})
@@ -217,10 +266,12 @@ async def wait_for_data(prometheus: str, query: str, timeout: float = 30) -> dic
 
 @pytest.mark.timeout(240)
 async def test_every_panel_and_alert_query_returns_data(
-    system: tuple[str, str], fake_openai: FakeOpenAIServer, kube: KubeClient
+    system: tuple[str, str], fake_openai: FakeOpenAIServer, kube: KubeClient, namespace: str
 ) -> None:
     api, prometheus = system
+    await create_governed_key(kube, namespace)
     await run_jobs(api, fake_openai)
+    await run_keyed_jobs(api)
     # Rates need two samples after the jobs ran; later queries then find data at once.
     await asyncio.sleep(3 * SCRAPE_SECONDS)
     empty = []
@@ -244,7 +295,25 @@ async def test_every_panel_and_alert_query_returns_data(
         (row["metric"].get("outcome"), row["metric"].get("reason")): float(row["value"][1])
         for row in reasons["data"]["result"]
     }
-    assert by_reason == {("failed", "ProviderError"): 1.0, ("completed", "Succeeded"): 1.0}
+    # (The virtual key's job is the second openai job that succeeded.)
+    assert by_reason == {("failed", "ProviderError"): 1.0, ("completed", "Succeeded"): 2.0}
+    # The per-key panels show the key's own numbers, by its id.
+    refusals = await wait_for_data(
+        prometheus, "sum by (key, reason) (asyncjobs_api_key_refusals_total)"
+    )
+    assert [
+        (row["metric"]["key"], row["metric"]["reason"], float(row["value"][1]))
+        for row in refusals["data"]["result"]
+    ] == [("team-dash", "model_blocked", 1.0)]
+    tokens = await wait_for_data(
+        prometheus, "sum by (key, direction) (asyncjobs_operator_key_tokens_total)"
+    )
+    by_direction = {
+        (row["metric"]["key"], row["metric"]["direction"]): float(row["value"][1])
+        for row in tokens["data"]["result"]
+    }
+    # The fake answers a one-message chat with 5 prompt and 3 completion tokens.
+    assert by_direction == {("team-dash", "input"): 5.0, ("team-dash", "output"): 3.0}
     loaded = await asyncio.to_thread(prometheus_query_rules, prometheus)
     assert {rule["name"] for rule in loaded} == {rule["alert"] for rule in alert_rules()}
     assert all(rule["health"] == "ok" for rule in loaded), loaded

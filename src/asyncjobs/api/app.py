@@ -22,6 +22,7 @@ from asyncjobs.api import (
     protocol_errors,
     provider_routes,
     state,
+    usage_route,
     views,
     webhook_routes,
 )
@@ -53,6 +54,7 @@ ROUTES: list[web.AbstractRouteDef] = [
         for path, dialect in provider_routes.DIALECTS.items()
     ),
     web.get(job_list.PATH, views.list_jobs, name="list"),
+    web.get(usage_route.PATH, usage_route.usage, name="usage"),
     *cancel_route.ROUTES,
     web.get("/healthz", ops.healthz),
     web.get("/readyz", ops.readyz),

@@ -24,9 +24,10 @@ from asyncjobs.api.reflector import DEFAULT_PAGE_SIZE, Reflector
 from asyncjobs.api.store import JobCache, KubeJobStore
 from asyncjobs.api.virtual_keys import KeyEntry, KeyRing, entry_from_secret
 from asyncjobs.api.webhook_store import KubeWebhookStore
-from asyncjobs.core import resources
+from asyncjobs.core import resources, usage_records
 from asyncjobs.core.kube import KubeClient, KubeConfig, KubeObject, ObjectClient
 from asyncjobs.core.payloads import PayloadStore
+from asyncjobs.core.usage_records import Record
 
 # Opens the payload store the flags chose, given the apiserver client (for Secrets).
 OpenPayloads = Callable[[ObjectClient], AbstractAsyncContextManager[PayloadStore]]
@@ -77,6 +78,10 @@ class KubeBackend:
         app's lifetime."""
         metrics = app[state.CONTEXT].metrics
         metrics.cache_jobs.set_function(lambda: len(self.cache))
+        # Every known key has a series (0 when idle), so a panel shows idle keys too.
+        metrics.watch_key_pending(
+            lambda: {**dict.fromkeys(self.keys.key_ids(), 0), **self.cache.pending_by_key()}
+        )
         await self.client.open()
         try:
             async with contextlib.AsyncExitStack() as stack:
@@ -121,4 +126,29 @@ class KubeBackend:
             on_sync=self._keys_in_sync,
             page_size=self.list_page_size,
         )
-        return [jobs, keys]
+        # Usage records of deleted jobs (core/usage_records.py), in the jobs' namespace.
+        records = Reflector(
+            self.client,
+            resources.configmaps_path(self.namespace),
+            name="key-usage",
+            label_selector=usage_records.LABEL,
+            keep=_usage_record,
+            on_replace=self._replace_records,
+            on_event=self._record_event,
+            on_restart=lambda reason: metrics.watch_restarts.labels("configmaps", reason).inc(),
+            page_size=self.list_page_size,
+        )
+        return [jobs, keys, records]
+
+    def _replace_records(self, records: list[tuple[str, Record] | None]) -> None:
+        self.cache.spent.replace_records(dict(entry for entry in records if entry is not None))
+
+    def _record_event(self, kind: str, obj: KubeObject) -> None:
+        name = obj.get("metadata", {}).get("name", "")
+        entry = None if kind == "DELETED" else _usage_record(obj)
+        self.cache.spent.put_record(name, entry[1] if entry else None)
+
+
+def _usage_record(obj: KubeObject) -> tuple[str, Record] | None:
+    record = usage_records.read(obj.get("data"))
+    return None if record is None else (obj.get("metadata", {}).get("name", ""), record)

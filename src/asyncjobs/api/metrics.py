@@ -7,7 +7,7 @@ unit tests that build many apps from colliding on global collectors.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -55,12 +55,27 @@ class ApiMetrics:
             ["reason"],
             registry=self.registry,
         )
+        # Per virtual key: the key's id (never the key), bounded by the keys an
+        # administrator made; submits without a key are not counted here.
+        self.key_refusals = Counter(
+            "asyncjobs_api_key_refusals_total",
+            "Submits of a virtual key refused before anything was written, by key id and"
+            " reason (Bifrost's governance type: provider_blocked, model_blocked,"
+            " token_limited, request_limited; or backlog_full, quota_exceeded).",
+            ["key", "reason"],
+            registry=self.registry,
+        )
         self.watch_restarts = Counter(
             "asyncjobs_api_watch_restarts_total",
             "Watches restarted with a relist, by resource and reason (expired or error).",
             ["resource", "reason"],
             registry=self.registry,
         )
+
+    def watch_key_pending(self, pending: Callable[[], Mapping[str, int]]) -> None:
+        """Exposes each virtual key's jobs not yet terminal, read from the job cache at
+        scrape time (every replica watches every job: take the max over replicas)."""
+        self.registry.register(_KeyPendingCollector(pending))
 
     def watch_result_cache(self, cache: ResultCache) -> None:
         """Exposes the result cache's counters, read at scrape time (a hit counts nothing
@@ -95,3 +110,19 @@ class _ResultCacheCollector(Collector):
             "Results held in the result cache.",
             value=len(cache),
         )
+
+
+class _KeyPendingCollector(Collector):
+    def __init__(self, pending: Callable[[], Mapping[str, int]]) -> None:
+        self.pending = pending
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "asyncjobs_api_key_pending_jobs",
+            "Jobs of each virtual key (by id) not yet terminal, as this replica's job cache"
+            " last saw them.",
+            labels=["key"],
+        )
+        for key, count in sorted(self.pending().items()):
+            family.add_metric([key], count)
+        yield family

@@ -31,6 +31,7 @@ import math
 from dataclasses import dataclass
 
 from asyncjobs.api.errors import ApiError
+from asyncjobs.api.key_governance import REQUEST_LIMITED
 from asyncjobs.core.limits import TokenBucket
 
 # Seconds a client is told to wait; results expire continuously, so a short wait often
@@ -158,10 +159,13 @@ class SubmitRates:
         ready = bucket.ready_at(now)
         if ready > now:
             wait = max(1, math.ceil(ready - now))
+            # Bifrost's answer to a virtual key over its request limit (type
+            # request_limited, "Rate limit check failed: rate limit violated for VK:
+            # request limit exceeded (…)"), with what this limit is: a rate, not a count.
             message = (
-                f"submit rate exceeded for this virtual key: at most {rate.per_minute} "
-                f"submits per minute are allowed; retry after {wait}s"
+                "Rate limit check failed: rate limit violated for VK: request limit "
+                f"exceeded (at most {rate.per_minute} submits per minute; retry after {wait}s)"
             )
-            return ApiError(429, message, {"Retry-After": str(wait)})
+            return ApiError(429, message, {"Retry-After": str(wait)}, outer_type=REQUEST_LIMITED)
         bucket.take(now)
         return None

@@ -25,6 +25,7 @@ from asyncjobs.api.clock import Clock
 from asyncjobs.api.errors import ApiError
 from asyncjobs.api.integrity import Cause
 from asyncjobs.api.job_order import NewestFirst, Position
+from asyncjobs.api.key_usage import KeyUsage
 from asyncjobs.api.quota import Usage
 from asyncjobs.core import cancel, events, resources
 from asyncjobs.core.jobs import JobSpec, JobView, Phase, build_asyncjob
@@ -91,11 +92,15 @@ class JobStore(Protocol):
         """How many jobs exist, the bytes of their stored bodies and how many are not
         yet terminal (all, and those of `key_id`), as last seen."""
 
+    def key_usage(self) -> KeyUsage:
+        """What each virtual key's finished jobs spent (key_usage.py), as last seen."""
+
 
 class JobCache:
     """JobViews by id, fed by the AsyncJob reflector; polls read it without a round trip.
     It also keeps what the submit quota reads: the total of their stored bytes and the
-    count of jobs not yet terminal, per virtual key."""
+    count of jobs not yet terminal, per virtual key, and what each key's finished jobs
+    spent (the token budgets read it)."""
 
     def __init__(self) -> None:
         self._jobs: dict[str, JobView] = {}
@@ -103,6 +108,7 @@ class JobCache:
         # Jobs not yet terminal, and of those the ones of each virtual key ("" for none).
         self._pending: Counter[str] = Counter()
         self._order = NewestFirst()
+        self.spent = KeyUsage()
 
     def get(self, job_id: str) -> JobView | None:
         return self._jobs.get(job_id)
@@ -127,6 +133,7 @@ class JobCache:
         self._pending = Counter(
             view.virtual_key_id or "" for view in self._jobs.values() if not view.phase.terminal
         )
+        self.spent.replace(list(self._jobs.values()))
 
     def apply(self, kind: str, obj: KubeObject) -> None:
         if kind == "DELETED":
@@ -153,6 +160,10 @@ class JobCache:
             pending_of_key=self._pending[key_id or ""],
         )
 
+    def pending_by_key(self) -> dict[str, int]:
+        """Jobs not yet terminal per virtual key id (jobs without a key left out)."""
+        return {key: count for key, count in self._pending.items() if key}
+
     def _set(self, view: JobView) -> None:
         self._remove(view.job_id)
         self._jobs[view.job_id] = view
@@ -160,11 +171,13 @@ class JobCache:
         self._bytes += view.stored_bytes
         if not view.phase.terminal:
             self._pending[view.virtual_key_id or ""] += 1
+        self.spent.seen(view)
 
     def _remove(self, job_id: str) -> None:
         old = self._jobs.pop(job_id, None)
         if old is not None:
             self._order.remove(old)
+            self.spent.forget(old)
             self._bytes -= old.stored_bytes
             if not old.phase.terminal:
                 key = old.virtual_key_id or ""
@@ -262,6 +275,9 @@ class KubeJobStore:
 
     def usage(self, key_id: str | None = None) -> Usage:
         return self.cache.usage(key_id)
+
+    def key_usage(self) -> KeyUsage:
+        return self.cache.spent
 
     def newest_first(self, key_id: str | None, before: Position | None) -> Iterator[JobView]:
         return self.cache.newest_first(key_id, before)

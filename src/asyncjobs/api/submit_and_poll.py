@@ -18,11 +18,12 @@ import re
 import secrets
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from asyncjobs.api import idempotency, quota
 from asyncjobs.api.errors import ApiError
+from asyncjobs.api.key_governance import governance_decision
 from asyncjobs.api.responses import dumps
 from asyncjobs.api.settings import Settings
 from asyncjobs.api.state import ApiContext
@@ -147,17 +148,12 @@ async def create_job(
             return found
         job_id = names[0]
         attempt = secrets.randbits(48)
-    usage = context.store.usage(key_id)
-    full = quota.refusal(usage, settings.quota, len(body), with_key=key_id is not None)
-    if full is not None:
-        raise full
     if key_id is not None:
-        rate = quota.key_rate(
-            settings.quota.submit_rate_per_key, context.keys.submits_per_minute(key_id)
-        )
-        limited = context.submit_rates.take(key_id, rate, context.clock().timestamp())
-        if limited is not None:
-            raise limited
+        _govern(context, key_id, accepted, len(body))
+    else:
+        full = quota.refusal(context.store.usage(), settings.quota, len(body))
+        if full is not None:
+            raise full
     spec = JobSpec(
         job_id=job_id,
         request_type=request_type,
@@ -190,6 +186,45 @@ async def create_job(
         return exists.view
     context.metrics.submitted.labels(request_type.value).inc()
     return spec
+
+
+def _govern(context: ApiContext, key_id: str, accepted: Accepted, body_size: int) -> None:
+    """A keyed submit's checks, in Bifrost's order (providers and models, then limits),
+    all before anything is written: ApiError when one refuses, counted by reason. The
+    submit rate comes last because it spends a submit; nothing else spends anything."""
+    settings = context.settings
+    rules = context.keys.governance(key_id)
+    now = context.clock()
+    models = (accepted.model, *accepted.fallbacks)
+    blocked = governance_decision(replace(rules, token_budget=None), models, 0, now)
+    if blocked is not None:
+        _refused(context, key_id, blocked)
+    limits = settings.quota
+    if rules.max_pending_jobs is not None:
+        limits = replace(limits, max_pending_per_key=rules.max_pending_jobs or None)
+    full = quota.refusal(context.store.usage(key_id), limits, body_size, with_key=True)
+    if full is not None:
+        backlog = full.message.startswith("backlog full")
+        _refused(context, key_id, full, "backlog_full" if backlog else "quota_exceeded")
+    budget = rules.token_budget
+    if budget is not None:
+        used = context.store.key_usage().tokens_used(key_id, budget.period, now)
+        over = governance_decision(rules, models, used, now)
+        if over is not None:
+            _refused(context, key_id, over)
+    rate = quota.key_rate(
+        settings.quota.submit_rate_per_key, context.keys.submits_per_minute(key_id)
+    )
+    limited = context.submit_rates.take(key_id, rate, now.timestamp())
+    if limited is not None:
+        _refused(context, key_id, limited)
+
+
+def _refused(context: ApiContext, key_id: str, error: ApiError, reason: str | None = None) -> None:
+    """Counts a keyed submit's refusal by its reason (Bifrost's decision type), raises it."""
+    label = reason or error.error.outer_type or "refused"
+    context.metrics.key_refusals.labels(key_id, label).inc()
+    raise error
 
 
 async def _idempotent_job(

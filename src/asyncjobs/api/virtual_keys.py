@@ -12,6 +12,9 @@ Secrets, which hold every request and result):
     data.submitsPerMinute
                  this key's own submit rate (optional; a whole number, 0 for no
                  limit); without it the API's default applies (api/quota.py)
+    data.allowedProviders, allowedModels, maxPendingJobs, tokenBudget,
+    tokenBudgetPeriod
+                 what the key may do (optional; key_governance.py)
 
 The API keeps only SHA-256 digests of keys in memory, so a heap dump or a debug print
 cannot leak one, and an AsyncJob records only the id.
@@ -26,9 +29,10 @@ import hmac
 import logging
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from asyncjobs.api.errors import ApiError
+from asyncjobs.api.key_governance import Governance, governance_from_secret
 from asyncjobs.core.kube import KubeObject
 
 log = logging.getLogger(__name__)
@@ -84,6 +88,8 @@ class KeyEntry:
     digest: str
     # The key's own submit rate (0: none); None: the API's default.
     submits_per_minute: int | None = None
+    # Its providers, models, backlog cap and token budget (key_governance.py).
+    governance: Governance = field(default_factory=Governance)
 
 
 def entry_from_secret(secret: KubeObject) -> KeyEntry | None:
@@ -104,7 +110,13 @@ def entry_from_secret(secret: KubeObject) -> KeyEntry | None:
             name,
         )
         return None
-    return KeyEntry(name, key_id, key_digest, _submits_per_minute(name, data))
+    return KeyEntry(
+        name,
+        key_id,
+        key_digest,
+        _submits_per_minute(name, data),
+        governance=governance_from_secret(name, data),
+    )
 
 
 def _submits_per_minute(name: str, data: Mapping[str, str]) -> int | None:
@@ -130,6 +142,7 @@ class KeyRing:
         self._by_secret: dict[str, KeyEntry] = {}
         self._by_digest: dict[str, str] = {}
         self._rates: dict[str, int] = {}
+        self._rules: dict[str, Governance] = {}
         # False until a watch has applied its first list; /readyz waits for it.
         self.synced = synced
         self.replace(entries)
@@ -154,6 +167,7 @@ class KeyRing:
             for entry in self._by_secret.values()
             if entry.submits_per_minute is not None
         }
+        self._rules = {entry.key_id: entry.governance for entry in self._by_secret.values()}
 
     def resolve(self, key: str) -> str | None:
         """The id of a key, or None when no Secret defines it."""
@@ -163,8 +177,19 @@ class KeyRing:
         """The key's own submit rate from its Secret (0: no limit), None when it sets none."""
         return self._rates.get(key_id)
 
+    def governance(self, key_id: str) -> Governance:
+        """The key's rules from its Secret (restricting nothing when it sets none)."""
+        return self._rules.get(key_id, _UNRESTRICTED)
+
+    def key_ids(self) -> list[str]:
+        """The ids of every known key (bounded: keys are made by administrators)."""
+        return sorted({entry.key_id for entry in self._by_secret.values()})
+
     def __len__(self) -> int:
         return len(self._by_digest)
+
+
+_UNRESTRICTED = Governance()
 
 
 def token_matches(presented: str | None, expected: str) -> bool:

@@ -372,6 +372,14 @@ class JobRun:
         metrics.jobs_finished.labels(
             self.job.request_type, status.get("provider", ""), outcome, step.reason.value
         ).inc()
+        spec = self.obj["spec"]
+        key_id = spec.get("virtualKeyId")
+        if key_id:
+            labels = (key_id, status.get("provider", ""), spec.get("model", ""))
+            metrics.key_requests.labels(*labels, outcome).inc()
+            usage = status.get("usage") or {}
+            metrics.key_tokens.labels(*labels, "input").inc(usage.get("promptTokens", 0))
+            metrics.key_tokens.labels(*labels, "output").inc(usage.get("completionTokens", 0))
         done = parse_time(status["completionTime"])
         metrics.end_to_end.observe(max(0.0, (done - self.job.submitted_at).total_seconds()))
         if self.first_start is not None:

@@ -46,6 +46,7 @@ from asyncjobs.controller.members import Members, wait_for_single_leader
 from asyncjobs.controller.metrics import Metrics
 from asyncjobs.controller.shard_labels import ShardLabeller
 from asyncjobs.controller.supervisor import Supervisor
+from asyncjobs.controller.usage_folder import UsageFolder
 from asyncjobs.controller.webhook_sender import Sender
 from asyncjobs.controller.writer import JobWriter
 from asyncjobs.core import payload_stores, provider_config, resources, shards, webhook_delivery
@@ -243,7 +244,8 @@ async def operate(args: argparse.Namespace, config: KubeConfig) -> None:
         )
         members = Members(lease_client, namespace, lease.name, lease.holder, timing)
         writer = JobWriter(client, namespace, metrics, health, time.time, member=lease.holder)
-        expiry = Expiry(writer.delete_job, wall)
+        usage = UsageFolder(client, namespace, metrics, wall)
+        expiry = Expiry(usage.folding(writer.delete_job), wall)
         ctx = Context(
             client=client,
             namespace=namespace,
@@ -255,7 +257,7 @@ async def operate(args: argparse.Namespace, config: KubeConfig) -> None:
             policy=policy,
             wall=wall,
         )
-        supervisor = Supervisor(ctx, expiry, health)
+        supervisor = Supervisor(ctx, expiry, health, usage=usage)
         sender = Sender()
         deliverer = Deliverer(
             client, namespace, sender, first_retry_seconds=args.webhook_first_retry_seconds

@@ -45,6 +45,22 @@ class Metrics:
             ["request_type", "provider", "outcome", "reason"],
             registry=r,
         )
+        # Per virtual key (its id, bounded by the keys administrators made; jobs without a
+        # key are not counted here), provider and model (the model the key asked for; a
+        # key's allowedModels bounds them).
+        self.key_requests = Counter(
+            "asyncjobs_operator_key_requests",
+            "Finished jobs of each virtual key, by key id, provider, model and outcome.",
+            ["key", "provider", "model", "outcome"],
+            registry=r,
+        )
+        self.key_tokens = Counter(
+            "asyncjobs_operator_key_tokens",
+            "Tokens the providers reported for each virtual key's jobs, by key id, provider,"
+            " model and direction (input: prompt, output: completion).",
+            ["key", "provider", "model", "direction"],
+            registry=r,
+        )
         self.queue_wait = Histogram(
             "asyncjobs_operator_queue_wait_seconds",
             "From submission to the first provider call starting.",

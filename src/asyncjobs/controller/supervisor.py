@@ -31,6 +31,7 @@ from asyncjobs.controller.executor import Context, JobRun
 from asyncjobs.controller.expiry import Expiry
 from asyncjobs.controller.health import WatchHealth
 from asyncjobs.controller.members import Ownership
+from asyncjobs.controller.usage_folder import UsageFolder
 from asyncjobs.controller.writer import Conflict, NotOwned, slim
 from asyncjobs.core import cancel, lifecycle, resources, shards
 from asyncjobs.core.jobs import Phase
@@ -57,9 +58,13 @@ class Supervisor:
         expiry: Expiry,
         health: WatchHealth,
         ownership: Ownership | None = None,
+        *,
+        usage: UsageFolder | None = None,
     ) -> None:
         self.ctx = ctx
         self.expiry = expiry
+        # Folds a virtual key's job's usage into its key's record before expiry deletes it.
+        self.usage = usage
         self.health = health
         self.ownership = ownership or Ownership.alone()
         self.tasks: dict[str, asyncio.Task[None]] = {}
@@ -113,6 +118,8 @@ class Supervisor:
             if not ownership.owns(shard) and name not in self.tasks:
                 self.terminal.discard(name)
                 self.expiry.forget(name)
+                if self.usage is not None:
+                    self.usage.forget(name)
                 del self.shard_of[name]
 
     def may_claim(self, name: str) -> bool:
@@ -310,6 +317,8 @@ class Supervisor:
             return  # the shard's owner deletes it
         self.shard_of[name] = shard
         self.terminal.add(name)
+        if self.usage is not None:
+            self.usage.remember(obj)
         at = step.at if isinstance(step, ExpireAt) else self.wall()
         self.expiry.schedule(name, job.uid, at)
 
@@ -334,6 +343,8 @@ class Supervisor:
         self.shard_of.pop(name, None)
         self.terminal.discard(name)
         self.expiry.forget(name)
+        if self.usage is not None:
+            self.usage.forget(name)
         self.health.forget(name)
         task = self.tasks.pop(name, None)
         if task is not None:

@@ -128,6 +128,13 @@ class JobView:
     model: str = ""
     # SHA-256 of the stored request: an idempotent submit's replay is compared by it.
     request_sha256: str = ""
+    # Tokens the provider reported (status.usage, written by the operator with the
+    # terminal status) and the provider that answered: a key's token budget counts them.
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    # What the budget counts: the reported total, or prompt + completion when larger.
+    total_tokens: int = 0
+    provider: str = ""
 
     @classmethod
     def from_object(cls, obj: Mapping[str, Any]) -> JobView:
@@ -143,6 +150,7 @@ class JobView:
         request_ref = spec.get("requestRef") if spec else None
         request_size = int(request_ref["size"]) if request_ref else 0
         completed = status.get("completionTime")
+        usage = status.get("usage") or {}
         return cls(
             job_id=metadata["name"],
             uid=metadata.get("uid", ""),
@@ -160,10 +168,22 @@ class JobView:
             request_id=spec.get("requestId") if spec else None,
             model=spec.get("model", "") if spec else "",
             request_sha256=str(request_ref.get("sha256", "")) if request_ref else "",
+            prompt_tokens=_count(usage.get("promptTokens")),
+            completion_tokens=_count(usage.get("completionTokens")),
+            total_tokens=max(
+                _count(usage.get("totalTokens")),
+                _count(usage.get("promptTokens")) + _count(usage.get("completionTokens")),
+            ),
+            provider=str(status.get("provider", "")),
         )
 
     def expired(self, now: datetime) -> bool:
         return self.expires_at is not None and now >= self.expires_at
+
+
+def _count(value: object) -> int:
+    """A token count from the status; anything but a non-negative int counts 0."""
+    return value if isinstance(value, int) and value > 0 else 0
 
 
 def _seconds_to_millis(text: str) -> str:

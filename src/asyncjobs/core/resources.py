@@ -72,3 +72,8 @@ LABEL_WEBHOOK = f"{GROUP}/webhook"
 def webhooks_path(namespace: str, name: str | None = None) -> str:
     path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{WEBHOOK_PLURAL}"
     return path if name is None else f"{path}/{name}"
+
+
+def configmaps_path(namespace: str, name: str | None = None) -> str:
+    path = f"/api/v1/namespaces/{namespace}/configmaps"
+    return path if name is None else f"{path}/{name}"

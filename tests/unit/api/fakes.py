@@ -18,6 +18,7 @@ from asyncjobs.api.clock import Clock
 from asyncjobs.api.errors import ApiError
 from asyncjobs.api.integrity import Cause
 from asyncjobs.api.job_order import Position, position
+from asyncjobs.api.key_usage import KeyUsage
 from asyncjobs.api.quota import Usage
 from asyncjobs.api.store import Finished, JobExists
 from asyncjobs.core import cancel, payloads
@@ -136,6 +137,11 @@ class FakeJobStore:
             pending=len(pending),
             pending_of_key=sum(1 for v in pending if v.virtual_key_id == key_id),
         )
+
+    def key_usage(self) -> KeyUsage:
+        spent = KeyUsage()
+        spent.replace([JobView.from_object(obj) for obj in self.objects.values()])
+        return spent
 
     # --- helpers that play the operator's part -------------------------------------------
 

@@ -19,7 +19,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from asyncjobs.api import cancel_route, job_list, provider_routes
+from asyncjobs.api import cancel_route, job_list, provider_routes, usage_route
 from asyncjobs.api.openapi_document import model_pattern, narrowed
 from asyncjobs.api.ops import load_openapi
 from asyncjobs.api.validation import MAX_FALLBACKS, MAX_MODEL_LENGTH, Rejected, validate
@@ -454,14 +454,17 @@ def test_every_operation_documents_its_errors() -> None:
     for path, item in SERVED["paths"].items():
         for method, operation in item.items():
             codes = set(operation["responses"])
-            if path == job_list.PATH:
+            if path in (job_list.PATH, usage_route.PATH):
                 assert {"200", "400", "401", "500", "503"} <= codes, path
             elif path.endswith(cancel_route.SUFFIX):
                 assert {"200", "202", "401", "404", "409", "500", "503"} <= codes, path
             elif path.startswith("/v1/async/") and method == "post":
                 assert "409" in codes, path  # an Idempotency-Key reused for another request
+                assert "403" in codes, path  # a provider or model the virtual key may not use
                 assert {"202", "400", "401", "413", "429", "500", "503"} <= codes, path
             elif path.startswith("/v1/async/"):
                 assert {"200", "202", "401", "404", "500", "503"} <= codes, path
             elif path in provider_routes.DIALECTS:
-                assert {"200", "400", "401", "404", "413", "429", "500", "503"} <= codes, path
+                assert {"200", "400", "401", "403", "404", "413", "429", "500", "503"} <= codes, (
+                    path
+                )

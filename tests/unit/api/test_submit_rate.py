@@ -83,7 +83,7 @@ def test_the_bucket_refuses_with_the_wait(
             told.append(None)
             continue
         assert refused.status == 429, case
-        assert "submit rate exceeded for this virtual key" in refused.message
+        assert "request limit exceeded (at most" in refused.message
         told.append(refused.headers["Retry-After"])
     assert told == expected, case
 
