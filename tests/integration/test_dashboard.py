@@ -17,6 +17,8 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from asyncjobs.core.kube import KubeClient
 from tests.fakes.openai_server import FakeOpenAIServer
@@ -141,6 +143,8 @@ def system(
             str(metrics_port),
             "--backoff-base-seconds",
             "0.1",
+            "--webhook-first-retry-seconds",
+            "0.2",
         ),
         log_dir=log_dir,
     )
@@ -166,6 +170,42 @@ def system(
         api.wait_http_ok(f"http://127.0.0.1:{api_port}/readyz")
         prometheus.wait_http_ok(f"http://127.0.0.1:{prometheus_port}/-/ready")
         yield f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{prometheus_port}"
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[list[int], str]]:
+    """A webhook receiver that answers its first delivery 503 (so one retry is counted),
+    then 200; yields the statuses it answered and its URL."""
+    answered: list[int] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        answered.append(503 if not answered else 200)
+        return web.Response(status=answered[-1])
+
+    app = web.Application()
+    app.router.add_post("/hook", handle)
+    async with TestServer(app, host="127.0.0.1") as server:
+        yield answered, str(server.make_url("/hook"))
+
+
+async def notify_once(api: str, receiver_url: str, answered: list[int]) -> None:
+    """A job whose completion webhook fails once (503), then is delivered."""
+    async with aiohttp.ClientSession() as session:
+        endpoint = {"name": "dashboard", "url": receiver_url, "allow_private_network": True}
+        async with session.post(f"{api}/api/webhooks", json=endpoint) as answer:
+            assert answer.status == 201, await answer.text()
+        body = {"model": "local/echo", "messages": [{"role": "user", "content": "hook"}]}
+        headers = {"x-bf-async-webhook": "dashboard"}
+        async with session.post(
+            f"{api}/v1/async/chat/completions", json=body, headers=headers
+        ) as answer:
+            assert answer.status == 202, await answer.text()
+    for _ in range(300):
+        if answered == [503, 200]:
+            return
+        await asyncio.sleep(0.1)
+    pytest.fail(f"the webhook was not delivered: {answered}")
 
 
 async def run_jobs(api: str, fake: FakeOpenAIServer) -> None:
@@ -217,10 +257,14 @@ async def wait_for_data(prometheus: str, query: str, timeout: float = 30) -> dic
 
 @pytest.mark.timeout(240)
 async def test_every_panel_and_alert_query_returns_data(
-    system: tuple[str, str], fake_openai: FakeOpenAIServer, kube: KubeClient
+    system: tuple[str, str],
+    fake_openai: FakeOpenAIServer,
+    kube: KubeClient,
+    receiver: tuple[list[int], str],
 ) -> None:
     api, prometheus = system
     await run_jobs(api, fake_openai)
+    await notify_once(api, receiver[1], receiver[0])
     # Rates need two samples after the jobs ran; later queries then find data at once.
     await asyncio.sleep(3 * SCRAPE_SECONDS)
     empty = []
@@ -245,6 +289,17 @@ async def test_every_panel_and_alert_query_returns_data(
         for row in reasons["data"]["result"]
     }
     assert by_reason == {("failed", "ProviderError"): 1.0, ("completed", "Succeeded"): 1.0}
+    # The webhook panels count the one delivery, its one retry and both attempts.
+    webhooks = {
+        "sum(asyncjobs_operator_webhook_deliveries_total)": 1.0,
+        'sum(asyncjobs_operator_webhook_deliveries_total{outcome="delivered"})': 1.0,
+        "sum(asyncjobs_operator_webhook_retries_total)": 1.0,
+        "sum(asyncjobs_operator_webhook_attempt_seconds_count)": 2.0,
+        "sum(asyncjobs_operator_webhook_pending)": 0.0,
+    }
+    for query, expected in webhooks.items():
+        answer = await wait_for_data(prometheus, f"{query} == {expected}")
+        assert answer["data"]["result"], f"{query} is not {expected}: {answer}"
     loaded = await asyncio.to_thread(prometheus_query_rules, prometheus)
     assert {rule["name"] for rule in loaded} == {rule["alert"] for rule in alert_rules()}
     assert all(rule["health"] == "ok" for rule in loaded), loaded

@@ -21,7 +21,9 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from asyncjobs.controller.webhook_sender import Sender
+from asyncjobs.controller import metrics as names
+from asyncjobs.controller.metrics import Metrics
+from asyncjobs.controller.webhook_sender import Sender, Sent
 from asyncjobs.core import resources, webhook_delivery
 from asyncjobs.core.jobs import format_time, parse_time
 from asyncjobs.core.kube import KubeClient, KubeError, KubeObject
@@ -71,8 +73,10 @@ class Deliverer:
         first_retry_seconds: float = webhook_delivery.FIRST_RETRY_SECONDS,
         clock: Callable[[], datetime] = _now,
         draw: Callable[[], float] = random.random,
+        metrics: Metrics | None = None,
     ) -> None:
         self.client = client
+        self.metrics = metrics or Metrics()
         self.namespace = namespace
         self.sender = sender
         # Scales the contract's 30 s, 1, 2, 4 min (tests shorten it).
@@ -144,6 +148,7 @@ class Deliverer:
             or event not in spec.get("events", [])
         ):
             await self._write(name, {**notification, "pending": False, "outcome": "skipped"})
+            self.metrics.webhook_deliveries.labels(names.WEBHOOK_SKIPPED).inc()
             return None
         secret = await self._secret(spec["signingSecretName"])
         body = webhook_delivery.payload(event, format_time(now), notification_data(job))
@@ -163,6 +168,7 @@ class Deliverer:
             timeout_seconds=spec.get("timeoutSeconds", 10),
             allow_private_network=bool(spec.get("allowPrivateNetwork")),
         )
+        self._observe(sent)
         attempts = int(notification.get("attempts", 0)) + 1
         outcome = webhook_delivery.classify(sent.status_code)
         if outcome is Outcome.RETRY and attempts >= int(spec.get("maxAttempts", 5)):
@@ -184,9 +190,21 @@ class Deliverer:
             if outcome is Outcome.DELIVERED:
                 written["deliveredTime"] = format_time(now)
         await self._write(name, written)
-        if outcome is not Outcome.RETRY:
+        if outcome is Outcome.RETRY:
+            self.metrics.webhook_retries.inc()
+        else:
+            self.metrics.webhook_deliveries.labels(outcome.value).inc()
             await self._count(endpoint, outcome, now, sent.status_code)
         return wait
+
+    def _observe(self, sent: Sent) -> None:
+        if sent.status_code is None:
+            label = names.ATTEMPT_NO_ANSWER
+        elif 200 <= sent.status_code < 300:
+            label = names.ATTEMPT_SUCCEEDED
+        else:
+            label = names.ATTEMPT_FAILED
+        self.metrics.webhook_latency.labels(label).observe(sent.latency_ms / 1000)
 
     async def _write(self, name: str, notification: Mapping[str, Any]) -> None:
         # A merge patch: keys the new state lacks (nextAttemptTime) are removed.

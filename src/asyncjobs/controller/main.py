@@ -258,12 +258,17 @@ async def operate(args: argparse.Namespace, config: KubeConfig) -> None:
         supervisor = Supervisor(ctx, expiry, health)
         sender = Sender()
         deliverer = Deliverer(
-            client, namespace, sender, first_retry_seconds=args.webhook_first_retry_seconds
+            client,
+            namespace,
+            sender,
+            first_retry_seconds=args.webhook_first_retry_seconds,
+            metrics=metrics,
         )
         writer.may_claim = supervisor.may_claim
         metrics.waiting.set_function(admission.waiting)
         metrics.jobs_running.set_function(lambda: len(supervisor.tasks))
         metrics.jobs_expiring.set_function(lambda: len(expiry))
+        metrics.webhook_pending.set_function(lambda: len(deliverer.tasks))
         register_member_metrics(metrics.registry, lease, members, supervisor)
         labeller = ShardLabeller(client, namespace, lambda: supervisor.ownership, metrics)
         # /healthz and /metrics answer while the process joins.
