@@ -80,7 +80,7 @@ def test_data(test_id: str, now: datetime) -> dict[str, Any]:
     """A test event's `data`: the shape of a real one, about no job (`test: true`)."""
     stamp = format_time(now)
     return {
-        "job_id": f"test-{test_id}",
+        "job_id": test_id,
         "request_type": "chat_completion",
         "status": "completed",
         "status_code": 200,
@@ -116,6 +116,9 @@ class Deliverer:
         self.clock = clock
         self.draw = draw
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        # Jobs whose redelivery was asked while a task of theirs ran: the task looks once
+        # more before it ends (the event that asked came while it was busy).
+        self.recheck: set[str] = set()
 
     def observe(self, event_type: str | None, obj: Mapping[str, Any]) -> None:
         name = (obj.get("metadata") or {}).get("name", "")
@@ -127,9 +130,11 @@ class Deliverer:
                 task.cancel()
             return
         notification = (obj.get("status") or {}).get("webhook") or {}
-        if name not in self.tasks and (
-            notification.get("pending") or redelivery_asked(obj.get("metadata") or {}, notification)
-        ):
+        if name in self.tasks:
+            if redelivery_asked(obj.get("metadata") or {}, {**notification, "pending": False}):
+                self.recheck.add(name)
+            return
+        if notification.get("pending") or redelivery_asked(obj.get("metadata") or {}, notification):
             self.tasks[name] = asyncio.create_task(self._run(name), name=f"webhook {name}")
 
     async def close(self) -> None:
@@ -150,12 +155,16 @@ class Deliverer:
                     log.warning("webhook of job %s: apiserver %s", name, error.status)
                     wait = _KUBE_RETRY_SECONDS
                 if wait is None:
-                    return
+                    if name not in self.recheck:
+                        return
+                    self.recheck.discard(name)
+                    continue
                 await asyncio.sleep(wait)
         except Exception as error:  # one job's notification must not end the operator
             log.error("webhook of job %s: %s: %s", name, type(error).__name__, error)
         finally:
             self.tasks.pop(name, None)
+            self.recheck.discard(name)
 
     async def _attempt(self, name: str) -> float | None:
         """One step: None when nothing more is owed, else seconds until the next."""
