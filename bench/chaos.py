@@ -68,6 +68,7 @@ if str(REPO) not in sys.path:
     sys.path[:0] = [str(REPO), str(REPO / "src")]
 
 import aiohttp  # noqa: E402
+from bench import webhook_receiver  # noqa: E402
 from tests.integration.operator_support import (  # noqa: E402
     FAKE_KEY,
     FakeOpenAI,
@@ -112,6 +113,9 @@ class Settings:
     # Where bodies live: "secrets", or "s3" with a SeaweedFS of the run's own; None: as
     # the environment says (the test's s3 pass sets it for the whole session).
     payloads: str | None = None
+    # Every job names a completion webhook whose receiver (bench/webhook_receiver.py)
+    # fails every 5th delivery on purpose; each terminal job must be delivered.
+    webhooks: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -449,6 +453,7 @@ async def submit_all(
     so a half-made job of a failed submit never counts as a call of an accepted one.
     `done` fills as it goes, so the API kills can follow the count."""
     run_token = uuid.uuid4().hex[:8]
+    headers = {webhook_receiver.HEADER: webhook_receiver.ENDPOINT} if settings.webhooks else {}
     queue: asyncio.Queue[int] = asyncio.Queue()
     for index in range(settings.jobs):
         queue.put_nowait(index)
@@ -462,7 +467,10 @@ async def submit_all(
             done.in_flight += 1
             try:
                 async with session.post(
-                    api + SUBMIT_PATH, json=body, timeout=aiohttp.ClientTimeout(total=30)
+                    api + SUBMIT_PATH,
+                    json=body,
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=30),
                 ) as answer:
                     if answer.status == 202:
                         done.accepted[(await answer.json())["id"]] = content
@@ -820,7 +828,13 @@ async def run(
         "logs": str(logs),
         **summary,
     }
-    summary["passed"] = not (summary["stuck"] or summary["lost"] or summary["unreadable"])
+    summary["passed"] = not (
+        summary["stuck"]
+        or summary["lost"]
+        or summary["unreadable"]
+        or summary.get("webhook_undelivered")
+        or summary.get("webhook_unverified")
+    )
     summary["done_when_issue_9"] = bool(
         summary["passed"]
         and not summary["failed_by_interruption"]
@@ -838,7 +852,11 @@ async def _run_on_plane(
     settings: Settings, plane: Plane, kubeconfig: str, flags: list[str], logs: Path
 ) -> dict[str, Any]:
     env = child_env(settings)
-    async with KubeClient(load_config(kubeconfig)) as kube, aiohttp.ClientSession() as session:
+    async with (
+        KubeClient(load_config(kubeconfig)) as kube,
+        aiohttp.ClientSession() as session,
+        contextlib.AsyncExitStack() as stack,
+    ):
         with contextlib.suppress(KubeError):
             await kube.create(
                 resources.namespaces_path(),
@@ -846,6 +864,7 @@ async def _run_on_plane(
             )
         with contextlib.suppress(KubeError):
             await create_key_secret(kube, NAMESPACE)
+        receiver = webhook_receiver.Receiver()
         with FakeOpenAI(logs) as fake:
             fake.config(latency_ms=settings.latency_ms, api_keys=[FAKE_KEY])
             providers = fake.providers_config(
@@ -869,6 +888,8 @@ async def _run_on_plane(
                     str(settings.backoff_limit),
                     "--request-grace-seconds",
                     str(settings.request_grace_seconds),
+                    # Retries within the run: 0.5 s, 1, 2, 4, 4 ... s.
+                    *(["--webhook-first-retry-seconds", "0.5"] if settings.webhooks else []),
                     *flags,
                 ),
                 f"http://127.0.0.1:{operator_port}/healthz",
@@ -887,6 +908,9 @@ async def _run_on_plane(
             )
             try:
                 await asyncio.gather(operator.start(session), api.start(session))
+                serving = await stack.enter_async_context(webhook_receiver.Serving(receiver))
+                if settings.webhooks:
+                    await webhook_receiver.register(session, api_url, serving.url, receiver)
                 say("operator and API serving; submitting and killing")
                 started = time.monotonic()
                 observer = Observer(session, fake, started)
@@ -906,6 +930,7 @@ async def _run_on_plane(
                     operator_port,
                     api,
                     api_url,
+                    receiver,
                 )
             finally:
                 await asyncio.gather(operator.stop(), api.stop())
@@ -922,6 +947,7 @@ async def _chaos(
     operator_port: int,
     api: Service,
     api_url: str,
+    receiver: webhook_receiver.Receiver,
 ) -> dict[str, Any]:
     submissions = Submissions()
     submitting = asyncio.create_task(
@@ -940,6 +966,15 @@ async def _chaos(
     settled = time.monotonic() - observer.started
     say("polling every job through the API")
     outcomes = await check_all(session, api_url, submissions.accepted, jobs)
+    webhooks: dict[str, Any] = {}
+    if settings.webhooks:
+        ended = [job_id for job_id in ids if terminal(jobs.get(job_id))]
+        say(f"waiting for the webhooks of {len(ended)} terminal jobs")
+        waited = await webhook_receiver.wait_delivered(receiver, ended, settings.settle_seconds)
+        webhooks = {
+            **webhook_receiver.figures(receiver, ended),
+            "webhook_wait_seconds": round(waited, 1),
+        }
     requests = await fake_requests(session, fake)
     # Every call with its job and times, and the faults with theirs: what a surprising
     # figure is checked against.
@@ -970,6 +1005,7 @@ async def _chaos(
         "faults": [
             {k: v for k, v in asdict(f).items() if not k.endswith("_ids")} for f in observer.faults
         ],
+        **webhooks,
     }
 
 
@@ -1026,6 +1062,18 @@ def report(summary: dict[str, Any]) -> str:
         f"  job status          attempts mean {status['attempts']['mean']} max "
         f"{status['attempts']['max']}; interruptions {status['interruptions']['sum']} (max "
         f"{status['interruptions']['max']}); repeatedCalls {status['repeatedCalls']['sum']}",
+        *(
+            [
+                f"  webhooks            {summary['webhook_undelivered']:5d}   undelivered of "
+                f"{summary['webhook_terminal_jobs']} terminal jobs; duplicates "
+                f"{summary['webhook_duplicates']}; {summary['webhook_deliveries_received']} "
+                f"received ({summary['webhook_failed_on_purpose']} answered 503 on purpose, "
+                f"{summary['webhook_unverified']} unverified); all in "
+                f"{summary['webhook_wait_seconds']}s after the jobs"
+            ]
+            if "webhook_undelivered" in summary
+            else []
+        ),
         f"  operator            {summary['operator_starts']} starts, "
         f"{summary['operator_own_exits']} exits of its own; API {summary['api_starts']} starts",
         "",
@@ -1033,7 +1081,8 @@ def report(summary: dict[str, Any]) -> str:
         "answered after the kill began; calls made again: the job was called later):",
         *(Fault(**f).line() for f in summary["faults"]),
         "",
-        f"verdict: {verdict} (stuck, lost and unreadable must all be 0); issue 9 done-when "
+        f"verdict: {verdict} (stuck, lost, unreadable and undelivered webhooks must all be "
+        f"0); issue 9 done-when "
         f"(also no failure by interruption, and no job called again more often than it was in "
         f"flight at a kill): {done}",
         SUMMARY_PREFIX + json.dumps(summary, sort_keys=True),
@@ -1069,6 +1118,13 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     )
     parser.add_argument(
         "--payloads", choices=["secrets", "s3"], help="where bodies live (s3: its own SeaweedFS)"
+    )
+    parser.add_argument(
+        "--webhooks",
+        action="store_true",
+        default=None,
+        help="every job names a completion webhook; report undelivered terminal jobs "
+        "(must be 0) and duplicate deliveries",
     )
     args = parser.parse_args(argv)
     base = short_settings() if args.short else defaults

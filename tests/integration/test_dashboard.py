@@ -18,6 +18,8 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from asyncjobs.core import resources
 from asyncjobs.core.kube import KubeClient
@@ -143,6 +145,8 @@ def system(
             str(metrics_port),
             "--backoff-base-seconds",
             "0.1",
+            "--webhook-first-retry-seconds",
+            "0.2",
         ),
         log_dir=log_dir,
     )
@@ -217,6 +221,42 @@ async def run_keyed_jobs(api: str) -> None:
         pytest.fail(f"{url} did not finish")
 
 
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[list[int], str]]:
+    """A webhook receiver that answers its first delivery 503 (so one retry is counted),
+    then 200; yields the statuses it answered and its URL."""
+    answered: list[int] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        answered.append(503 if not answered else 200)
+        return web.Response(status=answered[-1])
+
+    app = web.Application()
+    app.router.add_post("/hook", handle)
+    async with TestServer(app, host="127.0.0.1") as server:
+        yield answered, str(server.make_url("/hook"))
+
+
+async def notify_once(api: str, receiver_url: str, answered: list[int]) -> None:
+    """A job whose completion webhook fails once (503), then is delivered."""
+    async with aiohttp.ClientSession() as session:
+        endpoint = {"name": "dashboard", "url": receiver_url, "allow_private_network": True}
+        async with session.post(f"{api}/api/webhooks", json=endpoint) as answer:
+            assert answer.status == 201, await answer.text()
+        body = {"model": "local/echo", "messages": [{"role": "user", "content": "hook"}]}
+        headers = {"x-bf-async-webhook": "dashboard"}
+        async with session.post(
+            f"{api}/v1/async/chat/completions", json=body, headers=headers
+        ) as answer:
+            assert answer.status == 202, await answer.text()
+    for _ in range(300):
+        if answered == [503, 200]:
+            return
+        await asyncio.sleep(0.1)
+    pytest.fail(f"the webhook was not delivered: {answered}")
+
+
 async def run_jobs(api: str, fake: FakeOpenAIServer) -> None:
     """Completed, retried and failed jobs, so every series the panels use exists."""
     fake.script("gpt-retry", {"status": 429, "retry_after": 0})
@@ -266,12 +306,17 @@ async def wait_for_data(prometheus: str, query: str, timeout: float = 30) -> dic
 
 @pytest.mark.timeout(240)
 async def test_every_panel_and_alert_query_returns_data(
-    system: tuple[str, str], fake_openai: FakeOpenAIServer, kube: KubeClient, namespace: str
+    system: tuple[str, str],
+    fake_openai: FakeOpenAIServer,
+    kube: KubeClient,
+    namespace: str,
+    receiver: tuple[list[int], str],
 ) -> None:
     api, prometheus = system
     await create_governed_key(kube, namespace)
     await run_jobs(api, fake_openai)
     await run_keyed_jobs(api)
+    await notify_once(api, receiver[1], receiver[0])
     # Rates need two samples after the jobs ran; later queries then find data at once.
     await asyncio.sleep(3 * SCRAPE_SECONDS)
     empty = []
@@ -314,6 +359,17 @@ async def test_every_panel_and_alert_query_returns_data(
     }
     # The fake answers a one-message chat with 5 prompt and 3 completion tokens.
     assert by_direction == {("team-dash", "input"): 5.0, ("team-dash", "output"): 3.0}
+    # The webhook panels count the one delivery, its one retry and both attempts.
+    webhooks = {
+        "sum(asyncjobs_operator_webhook_deliveries_total)": 1.0,
+        'sum(asyncjobs_operator_webhook_deliveries_total{outcome="delivered"})': 1.0,
+        "sum(asyncjobs_operator_webhook_retries_total)": 1.0,
+        "sum(asyncjobs_operator_webhook_attempt_seconds_count)": 2.0,
+        "sum(asyncjobs_operator_webhook_pending)": 0.0,
+    }
+    for query, expected in webhooks.items():
+        answer = await wait_for_data(prometheus, f"{query} == {expected}")
+        assert answer["data"]["result"], f"{query} is not {expected}: {answer}"
     loaded = await asyncio.to_thread(prometheus_query_rules, prometheus)
     assert {rule["name"] for rule in loaded} == {rule["alert"] for rule in alert_rules()}
     assert all(rule["health"] == "ok" for rule in loaded), loaded

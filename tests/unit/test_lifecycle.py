@@ -95,6 +95,24 @@ def failure(status: int | None, retryable: bool, retry_after: float | None = Non
             Delete(),
         ),
         ("failed job past expiry is deleted", job(terminal("Failed", at(60))), at(61), Delete()),
+        (
+            "past expiry with its notification pending: waits for the delivery",
+            job({**terminal("Completed", at(60)), "webhook": {"pending": True}}),
+            at(61),
+            ExpireAt(at(60 + lifecycle.webhook_delivery.longest_delivery_seconds())),
+        ),
+        (
+            "a pending notification holds the job no longer than the longest delivery",
+            job({**terminal("Failed", at(60)), "webhook": {"pending": True}}),
+            at(60 + lifecycle.webhook_delivery.longest_delivery_seconds()),
+            Delete(),
+        ),
+        (
+            "past expiry with its notification sent: deleted",
+            job({**terminal("Completed", at(60)), "webhook": {"pending": False}}),
+            at(61),
+            Delete(),
+        ),
     ],
 )
 def test_observed(case: str, the_job: Job, now: datetime, expected: object) -> None:

@@ -14,7 +14,7 @@ import logging
 from typing import Any, Protocol
 
 from asyncjobs.api.errors import ApiError
-from asyncjobs.core import resources, webhook_endpoints
+from asyncjobs.core import resources, webhook_endpoints, webhook_log
 from asyncjobs.core.kube import KubeClient, KubeError, KubeObject
 from asyncjobs.core.webhook_endpoints import EndpointFields
 
@@ -36,6 +36,15 @@ class WebhookStore(Protocol):
 
     async def rotate(self, webhook: KubeObject) -> str:
         """A new signing secret, in force from now on."""
+        ...
+
+    async def ask_test(self, webhook: KubeObject, test_id: str) -> None:
+        """Asks the operator to send the endpoint a test event."""
+        ...
+
+    async def ask_redelivery(self, job_id: str, token: str) -> bool:
+        """Asks the operator to deliver a job's notification again; False when the job
+        is gone."""
         ...
 
 
@@ -131,6 +140,25 @@ class KubeWebhookStore:
             raise _unavailable(exc) from exc
         return secret
 
+    async def ask_test(self, webhook: KubeObject, test_id: str) -> None:
+        patch = {"metadata": {"annotations": {webhook_log.TEST_ANNOTATION: test_id}}}
+        try:
+            await self.client.merge_patch(self._path(webhook["metadata"]["name"]), patch)
+        except KubeError as exc:
+            if exc.status == 404:
+                raise ApiError(404, "webhook endpoint not found") from exc
+            raise _unavailable(exc) from exc
+
+    async def ask_redelivery(self, job_id: str, token: str) -> bool:
+        patch = {"metadata": {"annotations": {webhook_log.REDELIVER_ANNOTATION: token}}}
+        try:
+            await self.client.merge_patch(resources.asyncjobs_path(self.namespace, job_id), patch)
+        except KubeError as exc:
+            if exc.status == 404:
+                return False
+            raise _unavailable(exc) from exc
+        return True
+
     async def _write_secret(self, webhook: KubeObject, secret_name: str) -> str:
         secret = webhook_endpoints.generate_secret()
         body = webhook_endpoints.build_signing_secret(secret_name, webhook, secret)
@@ -167,4 +195,10 @@ class NoWebhookStore:
         raise ApiError(503, "webhook endpoints are not available in this deployment")
 
     async def rotate(self, webhook: KubeObject) -> str:
+        raise ApiError(503, "webhook endpoints are not available in this deployment")
+
+    async def ask_test(self, webhook: KubeObject, test_id: str) -> None:
+        raise ApiError(503, "webhook endpoints are not available in this deployment")
+
+    async def ask_redelivery(self, job_id: str, token: str) -> bool:
         raise ApiError(503, "webhook endpoints are not available in this deployment")

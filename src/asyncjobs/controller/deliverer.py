@@ -21,13 +21,16 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from asyncjobs.controller.webhook_sender import Sender
-from asyncjobs.core import resources, webhook_delivery
+from asyncjobs.controller import metrics as names
+from asyncjobs.controller.endpoint_status import EndpointStatus
+from asyncjobs.controller.metrics import Metrics
+from asyncjobs.controller.webhook_sender import Sender, Sent
+from asyncjobs.core import resources, webhook_delivery, webhook_log
 from asyncjobs.core.jobs import format_time, parse_time
 from asyncjobs.core.kube import KubeClient, KubeError, KubeObject
 from asyncjobs.core.request_types import REQUEST_TYPES, RequestType
 from asyncjobs.core.webhook_delivery import Attempt, Outcome
-from asyncjobs.core.webhook_endpoints import SECRET_KEY
+from asyncjobs.core.webhook_endpoints import EVENT_COMPLETED, SECRET_KEY
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,35 @@ def notification_data(job: Mapping[str, Any]) -> dict[str, Any]:
     return data
 
 
+def redelivery_asked(metadata: Mapping[str, Any], notification: Mapping[str, Any]) -> bool:
+    """Whether the API asked for a redelivery not yet taken: the job's annotation holds
+    a token its notification has not recorded, and no delivery is under way."""
+    token = (metadata.get("annotations") or {}).get(webhook_log.REDELIVER_ANNOTATION)
+    return bool(
+        token
+        and notification.get("deliveryId")
+        and not notification.get("pending")
+        and token != notification.get("redeliveryToken")
+    )
+
+
+def test_data(test_id: str, now: datetime) -> dict[str, Any]:
+    """A test event's `data`: the shape of a real one, about no job (`test: true`)."""
+    stamp = format_time(now)
+    return {
+        "job_id": test_id,
+        "request_type": "chat_completion",
+        "status": "completed",
+        "status_code": 200,
+        "created_at": stamp,
+        "completed_at": stamp,
+        "expires_at": None,
+        "result_url": None,
+        "result_expires_at": None,
+        "test": True,
+    }
+
+
 class Deliverer:
     def __init__(
         self,
@@ -71,8 +103,12 @@ class Deliverer:
         first_retry_seconds: float = webhook_delivery.FIRST_RETRY_SECONDS,
         clock: Callable[[], datetime] = _now,
         draw: Callable[[], float] = random.random,
+        metrics: Metrics | None = None,
+        retention_seconds: float = webhook_log.DEFAULT_RETENTION_SECONDS,
     ) -> None:
         self.client = client
+        self.metrics = metrics or Metrics()
+        self.endpoints = EndpointStatus(client, namespace, retention_seconds, clock)
         self.namespace = namespace
         self.sender = sender
         # Scales the contract's 30 s, 1, 2, 4 min (tests shorten it).
@@ -80,6 +116,9 @@ class Deliverer:
         self.clock = clock
         self.draw = draw
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        # Jobs whose redelivery was asked while a task of theirs ran: the task looks once
+        # more before it ends (the event that asked came while it was busy).
+        self.recheck: set[str] = set()
 
     def observe(self, event_type: str | None, obj: Mapping[str, Any]) -> None:
         name = (obj.get("metadata") or {}).get("name", "")
@@ -91,7 +130,11 @@ class Deliverer:
                 task.cancel()
             return
         notification = (obj.get("status") or {}).get("webhook") or {}
-        if notification.get("pending") and name not in self.tasks:
+        if name in self.tasks:
+            if redelivery_asked(obj.get("metadata") or {}, {**notification, "pending": False}):
+                self.recheck.add(name)
+            return
+        if notification.get("pending") or redelivery_asked(obj.get("metadata") or {}, notification):
             self.tasks[name] = asyncio.create_task(self._run(name), name=f"webhook {name}")
 
     async def close(self) -> None:
@@ -112,12 +155,16 @@ class Deliverer:
                     log.warning("webhook of job %s: apiserver %s", name, error.status)
                     wait = _KUBE_RETRY_SECONDS
                 if wait is None:
-                    return
+                    if name not in self.recheck:
+                        return
+                    self.recheck.discard(name)
+                    continue
                 await asyncio.sleep(wait)
         except Exception as error:  # one job's notification must not end the operator
             log.error("webhook of job %s: %s: %s", name, type(error).__name__, error)
         finally:
             self.tasks.pop(name, None)
+            self.recheck.discard(name)
 
     async def _attempt(self, name: str) -> float | None:
         """One step: None when nothing more is owed, else seconds until the next."""
@@ -128,6 +175,17 @@ class Deliverer:
                 return None
             raise
         notification = job.get("status", {}).get("webhook") or {}
+        if notification and redelivery_asked(job["metadata"], notification):
+            # Asked through the API (redeliver): the same notification, pending again
+            # with a fresh attempt count; the token marks the request as taken.
+            notification = {
+                "pending": True,
+                "deliveryId": notification["deliveryId"],
+                "attempts": 0,
+                "records": notification.get("records", []),
+                "redeliveryToken": job["metadata"]["annotations"][webhook_log.REDELIVER_ANNOTATION],
+            }
+            await self._write(name, {**notification, "outcome": None, "deliveredTime": None})
         if not notification.get("pending"):
             return None
         now = self.clock()
@@ -144,6 +202,7 @@ class Deliverer:
             or event not in spec.get("events", [])
         ):
             await self._write(name, {**notification, "pending": False, "outcome": "skipped"})
+            self.metrics.webhook_deliveries.labels(names.WEBHOOK_SKIPPED).inc()
             return None
         secret = await self._secret(spec["signingSecretName"])
         body = webhook_delivery.payload(event, format_time(now), notification_data(job))
@@ -163,6 +222,7 @@ class Deliverer:
             timeout_seconds=spec.get("timeoutSeconds", 10),
             allow_private_network=bool(spec.get("allowPrivateNetwork")),
         )
+        self._observe(sent)
         attempts = int(notification.get("attempts", 0)) + 1
         outcome = webhook_delivery.classify(sent.status_code)
         if outcome is Outcome.RETRY and attempts >= int(spec.get("maxAttempts", 5)):
@@ -175,6 +235,8 @@ class Deliverer:
             "attempts": attempts,
             "records": records,
         }
+        if "redeliveryToken" in notification:
+            written["redeliveryToken"] = notification["redeliveryToken"]
         wait: float | None = None
         if outcome is Outcome.RETRY:
             wait = self.scale * webhook_delivery.retry_delay(attempts, self.draw())
@@ -184,9 +246,52 @@ class Deliverer:
             if outcome is Outcome.DELIVERED:
                 written["deliveredTime"] = format_time(now)
         await self._write(name, written)
-        if outcome is not Outcome.RETRY:
-            await self._count(endpoint, outcome, now, sent.status_code)
+        if outcome is Outcome.RETRY:
+            self.metrics.webhook_retries.inc()
+        else:
+            self.metrics.webhook_deliveries.labels(outcome.value).inc()
+            ended = webhook_log.entry(
+                notification["deliveryId"], name, event, outcome.value, now, attempts, records
+            )
+            await self.endpoints.record(endpoint["metadata"]["name"], ended)
         return wait
+
+    async def send_test(self, endpoint: KubeObject, test_id: str) -> None:
+        """A test event to the endpoint (one attempt, no retry), asked through the API:
+        its answer goes to the endpoint's status (lastTest) and its delivery log."""
+        spec = endpoint.get("spec", {})
+        now = self.clock()
+        secret = await self._secret(spec["signingSecretName"])
+        event = (spec.get("events") or [EVENT_COMPLETED])[0]
+        body = webhook_delivery.payload(event, format_time(now), test_data(test_id, now))
+        headers = webhook_delivery.headers(
+            secret, test_id, int(now.timestamp()), body, event, spec.get("headers", {})
+        )
+        sent = await self.sender.send(
+            endpoint["metadata"]["uid"],
+            spec["url"],
+            headers,
+            body,
+            timeout_seconds=spec.get("timeoutSeconds", 10),
+            allow_private_network=bool(spec.get("allowPrivateNetwork")),
+        )
+        record = Attempt(now, sent.status_code, sent.latency_ms, sent.error).to_dict()
+        delivered = webhook_delivery.classify(sent.status_code) is Outcome.DELIVERED
+        name = endpoint["metadata"]["name"]
+        ended = webhook_log.entry(test_id, "", event, webhook_log.OUTCOME_TEST, now, 1, [record])
+        await self.endpoints.record(name, ended, count=False)
+        await self.endpoints.set_status(
+            name, {"lastTest": {"id": test_id, "delivered": delivered, **record}}
+        )
+
+    def _observe(self, sent: Sent) -> None:
+        if sent.status_code is None:
+            label = names.ATTEMPT_NO_ANSWER
+        elif 200 <= sent.status_code < 300:
+            label = names.ATTEMPT_SUCCEEDED
+        else:
+            label = names.ATTEMPT_FAILED
+        self.metrics.webhook_latency.labels(label).observe(sent.latency_ms / 1000)
 
     async def _write(self, name: str, notification: Mapping[str, Any]) -> None:
         # A merge patch: keys the new state lacks (nextAttemptTime) are removed.
@@ -209,17 +314,3 @@ class Deliverer:
     async def _secret(self, name: str) -> str:
         secret = await self.client.get(resources.secrets_path(self.namespace, name))
         return base64.b64decode(secret["data"][SECRET_KEY]).decode()
-
-    async def _count(
-        self, endpoint: KubeObject, outcome: Outcome, now: datetime, status_code: int | None
-    ) -> None:
-        status = endpoint.get("status", {})
-        patch: dict[str, Any] = {"lastDeliveryTime": format_time(now)}
-        if status_code is not None:
-            patch["lastStatusCode"] = status_code
-        if outcome is Outcome.DELIVERED:
-            patch["delivered"] = int(status.get("delivered", 0)) + 1
-        else:
-            patch["failures"] = int(status.get("failures", 0)) + 1
-        path = resources.webhooks_path(self.namespace, endpoint["metadata"]["name"]) + "/status"
-        await self.client.merge_patch(path, {"status": patch})

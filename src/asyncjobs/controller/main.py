@@ -22,7 +22,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +31,7 @@ import kopf
 from asyncjobs.controller import kopf_setup, probes
 from asyncjobs.controller.admission import Admission
 from asyncjobs.controller.deliverer import Deliverer
+from asyncjobs.controller.endpoint_requests import EndpointRequests
 from asyncjobs.controller.executor import Context
 from asyncjobs.controller.expiry import Expiry
 from asyncjobs.controller.health import WatchHealth
@@ -49,7 +50,14 @@ from asyncjobs.controller.supervisor import Supervisor
 from asyncjobs.controller.usage_folder import UsageFolder
 from asyncjobs.controller.webhook_sender import Sender
 from asyncjobs.controller.writer import JobWriter
-from asyncjobs.core import payload_stores, provider_config, resources, shards, webhook_delivery
+from asyncjobs.core import (
+    payload_stores,
+    provider_config,
+    resources,
+    shards,
+    webhook_delivery,
+    webhook_log,
+)
 from asyncjobs.core.cooldown import CooldownPolicy
 from asyncjobs.core.kube import KubeClient, KubeConfig, load_config
 from asyncjobs.core.lifecycle import Policy
@@ -101,6 +109,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=webhook_delivery.FIRST_RETRY_SECONDS,
         help="the first completion-webhook retry delay; the next ones double it, up to 8x",
+    )
+    parser.add_argument(
+        "--webhook-record-retention-seconds",
+        type=float,
+        default=webhook_log.DEFAULT_RETENTION_SECONDS,
+        help="how long an endpoint keeps the records of its ended deliveries "
+        "(status.deliveries, at most 100); default 30 days",
     )
     parser.add_argument(
         "--retry-after-max-seconds",
@@ -260,12 +275,19 @@ async def operate(args: argparse.Namespace, config: KubeConfig) -> None:
         supervisor = Supervisor(ctx, expiry, health, usage=usage)
         sender = Sender()
         deliverer = Deliverer(
-            client, namespace, sender, first_retry_seconds=args.webhook_first_retry_seconds
+            client,
+            namespace,
+            sender,
+            first_retry_seconds=args.webhook_first_retry_seconds,
+            metrics=metrics,
+            retention_seconds=args.webhook_record_retention_seconds,
         )
+        endpoint_requests = EndpointRequests(deliverer, lambda: supervisor.ownership)
         writer.may_claim = supervisor.may_claim
         metrics.waiting.set_function(admission.waiting)
         metrics.jobs_running.set_function(lambda: len(supervisor.tasks))
         metrics.jobs_expiring.set_function(lambda: len(expiry))
+        metrics.webhook_pending.set_function(lambda: len(deliverer.tasks))
         register_member_metrics(metrics.registry, lease, members, supervisor)
         labeller = ShardLabeller(client, namespace, lambda: supervisor.ownership, metrics)
         # /healthz and /metrics answer while the process joins.
@@ -284,7 +306,15 @@ async def operate(args: argparse.Namespace, config: KubeConfig) -> None:
                 providers.max_in_flight,
             )
             await run_member(
-                lease, members, supervisor, expiry, labeller, config, namespace, also=[deliverer]
+                lease,
+                members,
+                supervisor,
+                expiry,
+                labeller,
+                config,
+                namespace,
+                also=[deliverer],
+                loops=[endpoint_requests.run],
             )
         finally:
             await deliverer.close()
@@ -369,6 +399,7 @@ async def run_member(
     namespace: str,
     *,
     also: Sequence[kopf_setup.Observer] = (),
+    loops: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
 ) -> None:
     """Runs kopf on this replica's shards until it stops (SIGTERM) or the Lease is lost
     (LeaseLost), starting it again with the new shards whenever the live members
@@ -381,6 +412,8 @@ async def run_member(
         asyncio.create_task(expiry.run(), name="expiry"),
         asyncio.create_task(members.run(), name="members"),
         asyncio.create_task(labeller.run(), name="shard labels"),
+        # They start once this coroutine yields, after the first reshard below.
+        *(asyncio.create_task(run_loop()) for run_loop in loops),
     ]
     operator: asyncio.Task[None] | None = None
     first = True

@@ -30,6 +30,16 @@ RESUME_REUSED = "result_reused"  # its result was stored: finished without a new
 RESUME_REPEATED = "call_repeated"
 RESUME_FAILED = "failed"  # deadline passed, or interrupted too often
 
+# How a completion-webhook delivery ended (core/webhook_delivery.py Outcome, plus skipped:
+# the endpoint was gone, disabled or not subscribed to the event).
+WEBHOOK_DELIVERED = "delivered"
+WEBHOOK_FAILED = "failed"
+WEBHOOK_SKIPPED = "skipped"
+# How one delivery attempt ended: a 2xx, another answer, or no answer at all.
+ATTEMPT_SUCCEEDED = "succeeded"
+ATTEMPT_FAILED = "failed"
+ATTEMPT_NO_ANSWER = "no_answer"
+
 # From a local call in a millisecond to a slow image edit in minutes.
 _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
 
@@ -185,6 +195,37 @@ class Metrics:
             "asyncjobs_operator_member",
             "1 while this process holds its member Lease and runs its shards' jobs; 0 while "
             "it joins or after it left (controller/member_lease.py).",
+            registry=r,
+        )
+
+        self.webhook_deliveries = Counter(
+            "asyncjobs_operator_webhook_deliveries",
+            "Completion-webhook deliveries that ended, by outcome: delivered, failed "
+            "(retries spent or a final answer such as 4xx) or skipped (endpoint gone, "
+            "disabled or not subscribed).",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in (WEBHOOK_DELIVERED, WEBHOOK_FAILED, WEBHOOK_SKIPPED):
+            self.webhook_deliveries.labels(outcome)
+        self.webhook_retries = Counter(
+            "asyncjobs_operator_webhook_retries",
+            "Completion-webhook attempts that failed and were scheduled again "
+            "(408, 429, 5xx or no answer, with attempts left).",
+            registry=r,
+        )
+        self.webhook_latency = Histogram(
+            "asyncjobs_operator_webhook_attempt_seconds",
+            "Completion-webhook attempt latency, by outcome (succeeded: a 2xx, failed: "
+            "another answer, no_answer: a network error, a timeout or a refused address).",
+            ["outcome"],
+            buckets=_SECONDS,
+            registry=r,
+        )
+        self.webhook_pending = Gauge(
+            "asyncjobs_operator_webhook_pending",
+            "Completion-webhook notifications this operator owes (being sent or waiting "
+            "for their next attempt): the delivery queue's depth.",
             registry=r,
         )
 

@@ -242,6 +242,13 @@ def observed(job: Job, now: datetime) -> Run | Resume | WriteStatus | ExpireAt |
     """The job was seen (listed or watched) and no task of this process runs it."""
     if job.phase.terminal:
         expires = _expires_at(job, now)
+        notification = job.status.get("webhook")
+        if notification is not None and notification.get("pending"):
+            # Deleting the job would lose its notification (and the receiver's result):
+            # it waits for the delivery to end, at most as long as the longest retry
+            # schedule an endpoint may set, so a deliverer that never ends cannot keep
+            # it forever. The delivery's last write is watched and decides again.
+            expires += timedelta(seconds=webhook_delivery.longest_delivery_seconds())
         return Delete() if now >= expires else ExpireAt(expires)
     if job.cancel_requested:
         return cancelled(job, now)

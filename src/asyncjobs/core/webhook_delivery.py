@@ -26,7 +26,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from asyncjobs.core.webhook_endpoints import EVENT_COMPLETED, EVENT_FAILED, SECRET_PREFIX
+from asyncjobs.core.webhook_endpoints import (
+    EVENT_COMPLETED,
+    EVENT_FAILED,
+    MAX_ATTEMPTS,
+    MAX_TIMEOUT_SECONDS,
+    SECRET_PREFIX,
+)
 
 USER_AGENT = "asyncjobs-webhooks/1"
 # Retries wait 30 s, 1 min, 2 min, 4 min (then 4 min again), each ±20 %.
@@ -137,6 +143,14 @@ def retry_delay(attempts_made: int, draw: float) -> float:
     in [0, 1) picks the jitter, so the caller owns the randomness."""
     base = min(math.ldexp(FIRST_RETRY_SECONDS, attempts_made - 1), MAX_RETRY_SECONDS)
     return base * (1 - JITTER + 2 * JITTER * draw)
+
+
+def longest_delivery_seconds() -> float:
+    """The longest a delivery can take by the policy: the most attempts an endpoint may
+    ask for, each timing out, after the longest backoffs (jitter at its top). A job's
+    expiry waits at most this long for its pending notification."""
+    waits = sum(retry_delay(made, 1.0) for made in range(1, MAX_ATTEMPTS))
+    return waits + MAX_ATTEMPTS * MAX_TIMEOUT_SECONDS
 
 
 @dataclass(frozen=True)

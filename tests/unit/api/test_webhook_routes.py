@@ -164,6 +164,9 @@ async def test_replace_rotate_and_delete(hooks_client: Client, webhooks: FakeWeb
         ("PUT", "/api/webhooks/x"),
         ("DELETE", "/api/webhooks/x"),
         ("POST", "/api/webhooks/x/rotate-secret"),
+        ("POST", "/api/webhooks/x/test"),
+        ("GET", "/api/webhooks/x/deliveries"),
+        ("POST", "/api/webhooks/x/deliveries/d/redeliver"),
     ],
 )
 async def test_every_webhook_route_needs_the_gateway_token(
@@ -171,6 +174,112 @@ async def test_every_webhook_route_needs_the_gateway_token(
 ) -> None:
     response = await hooks_client.request(method, path, json={"name": "x", "url": "https://h/"})
     assert response.status == 401
+
+
+def logged(webhooks: FakeWebhookStore, name: str, *deliveries: dict[str, Any]) -> None:
+    webhooks.objects[name]["status"] = {"deliveries": list(deliveries)}
+
+
+DELIVERED = {
+    "id": "d-1",
+    "jobId": "job-1",
+    "event": "async_job.completed",
+    "outcome": "delivered",
+    "time": "2026-02-19T08:01:00Z",
+    "attempts": 2,
+    "records": [
+        {"time": "2026-02-19T08:00:30Z", "statusCode": 503, "latencyMs": 12},
+        {"time": "2026-02-19T08:01:00Z", "statusCode": 200, "latencyMs": 9},
+    ],
+}
+
+
+async def test_deliveries_answer_the_endpoints_log_newest_first(
+    hooks_client: Client, webhooks: FakeWebhookStore
+) -> None:
+    webhooks.put("orders", EndpointFields(url="https://h.example/"))
+    older = {**DELIVERED, "id": "d-0", "jobId": "job-0", "outcome": "failed", "attempts": 1}
+    logged(webhooks, "orders", older, DELIVERED)
+    response = await hooks_client.get("/api/webhooks/orders/deliveries", headers=AUTH)
+    assert response.status == 200
+    document = await response.json()
+    assert document["count"] == 2
+    assert [d["id"] for d in document["deliveries"]] == ["d-1", "d-0"]
+    assert document["deliveries"][0] == {
+        "id": "d-1",
+        "job_id": "job-1",
+        "event": "async_job.completed",
+        "status": "delivered",
+        "completed_at": "2026-02-19T08:01:00Z",
+        "attempt_count": 2,
+        "attempts": [
+            {
+                "attempted_at": "2026-02-19T08:00:30Z",
+                "status_code": 503,
+                "latency_ms": 12,
+                "error": None,
+            },
+            {
+                "attempted_at": "2026-02-19T08:01:00Z",
+                "status_code": 200,
+                "latency_ms": 9,
+                "error": None,
+            },
+        ],
+    }
+
+
+async def test_redeliver_asks_the_operator_for_the_deliverys_job(
+    hooks_client: Client, webhooks: FakeWebhookStore
+) -> None:
+    webhooks.put("orders", EndpointFields(url="https://h.example/"))
+    logged(webhooks, "orders", DELIVERED)
+    webhooks.jobs.add("job-1")
+    response = await hooks_client.post(
+        "/api/webhooks/orders/deliveries/d-1/redeliver", headers=AUTH
+    )
+    assert response.status == 202
+    assert await response.json() == {"id": "d-1", "job_id": "job-1", "status": "pending"}
+    assert webhooks.redeliveries_asked == ["job-1"]
+
+
+@pytest.mark.parametrize(
+    ("delivery", "jobs", "status", "message"),
+    [
+        ("d-9", {"job-1"}, 404, "webhook delivery not found"),
+        (
+            "d-1",
+            set(),
+            404,
+            "the job of this delivery has expired: its notification cannot be sent again",
+        ),
+    ],
+)
+async def test_redeliver_of_an_unknown_delivery_or_a_gone_job_answers_404(
+    hooks_client: Client,
+    webhooks: FakeWebhookStore,
+    delivery: str,
+    jobs: set[str],
+    status: int,
+    message: str,
+) -> None:
+    webhooks.put("orders", EndpointFields(url="https://h.example/"))
+    logged(webhooks, "orders", DELIVERED)
+    webhooks.jobs |= jobs
+    response = await hooks_client.post(
+        f"/api/webhooks/orders/deliveries/{delivery}/redeliver", headers=AUTH
+    )
+    assert response.status == status
+    assert (await response.json())["error"]["message"] == message
+
+
+async def test_test_and_deliveries_of_an_unknown_endpoint_answer_404(
+    hooks_client: Client,
+) -> None:
+    for method, path in (("POST", "/test"), ("GET", "/deliveries")):
+        response = await hooks_client.request(method, f"/api/webhooks/nope{path}", headers=AUTH)
+        assert response.status == 404
+        assert (await response.json())["error"]["message"] == "webhook endpoint not found"
 
 
 # --- the submit header -----------------------------------------------------------------------

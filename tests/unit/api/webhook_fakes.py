@@ -18,6 +18,11 @@ class FakeWebhookStore:
         self.objects: dict[str, KubeObject] = {}
         # Every secret each endpoint was given, newest last.
         self.secrets: dict[str, list[str]] = {}
+        # Test events and redeliveries asked for (the operator answers them), and the
+        # jobs that still exist.
+        self.tests_asked: list[tuple[str, str]] = []
+        self.redeliveries_asked: list[str] = []
+        self.jobs: set[str] = set()
 
     def put(self, name: str, fields: EndpointFields) -> KubeObject:
         webhook = webhook_endpoints.build_webhook(name, fields, f"secret-{name}")
@@ -54,3 +59,10 @@ class FakeWebhookStore:
         secret = webhook_endpoints.generate_secret()
         self.secrets.setdefault(webhook["metadata"]["name"], []).append(secret)
         return secret
+
+    async def ask_test(self, webhook: KubeObject, test_id: str) -> None:
+        self.tests_asked.append((webhook["metadata"]["name"], test_id))
+
+    async def ask_redelivery(self, job_id: str, token: str) -> bool:
+        self.redeliveries_asked.append(job_id)
+        return job_id in self.jobs
