@@ -27,6 +27,8 @@ from asyncjobs.core.credentials import Credential, CredentialError
 from asyncjobs.core.kube import KubeConfig
 
 PREFIX = resources.GROUP
+# Objects per page of the listing kopf makes before each watch (see settings()).
+LIST_PAGE_SIZE = 500
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,10 @@ def settings(label_selector: str = "") -> kopf.OperatorSettings:
     # replaces a stream that went silent.
     s.watching.server_timeout = 600
     s.watching.client_timeout = 660
+    # The listing before the watch, in pages: unpaginated, 100,000 pending jobs were one
+    # answer the apiserver could not send within the request timeout, and parsing it
+    # would hold the event loop past the member Lease's renew deadline.
+    s.watching.chunk_size = LIST_PAGE_SIZE
     return s
 
 

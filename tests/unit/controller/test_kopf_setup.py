@@ -24,3 +24,9 @@ def test_a_shard_selector_goes_to_the_apiserver_for_asyncjobs_only() -> None:
     assert settings.watching.label_selectors.collect(asyncjobs) == [selector]
     assert settings.watching.label_selectors.collect(secrets) == []
     assert kopf_setup.settings().watching.label_selectors.collect(asyncjobs) == []
+
+
+def test_the_listing_before_each_watch_comes_in_pages() -> None:
+    # One unpaginated list of 100,000 jobs timed out and held the loop past the Lease's
+    # renew deadline (bench/capacity_bench.py).
+    assert kopf_setup.settings("").watching.chunk_size == kopf_setup.LIST_PAGE_SIZE
