@@ -97,6 +97,7 @@ class Context:
         self.admission.on_cooldown = self.metrics.count_cooldown
         self.metrics.cooldowns_active.set_function(self.admission.cooling_down)
         self.metrics.jobs_held.set_function(self.admission.held)
+        self.metrics.waiting_by_key.source = self.admission.waiting_by_group
 
 
 class JobRun:

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
+from prometheus_client import generate_latest
+
 from asyncjobs.controller.admission import Admission
+from asyncjobs.controller.metrics import Metrics, WaitingByKey
+from asyncjobs.core.fair_share import ANONYMOUS, group_label
 from asyncjobs.core.limits import CallBudget
 
 
@@ -99,3 +103,23 @@ async def test_priority_orders_jobs_within_a_key() -> None:
     await asyncio.wait_for(keys.run_until(4), timeout=10)
     await asyncio.gather(*tasks)
     assert keys.started == ["first", "high", "normal", "low"]
+
+
+async def test_waiting_jobs_are_counted_per_key_hash_in_metrics() -> None:
+    admission = one_slot()
+    metrics = Metrics()
+    metrics.waiting_by_key.source = admission.waiting_by_group
+    keys = Keys(admission)
+    tasks = [asyncio.create_task(keys.job(f"a{i}", float(i), "team-a")) for i in range(4)]
+    tasks.append(asyncio.create_task(keys.job("anon", 9.0, ANONYMOUS)))
+    await settle()
+
+    def sample(label: str) -> float | None:
+        return metrics.registry.get_sample_value(WaitingByKey.NAME, {"key": label})
+
+    assert sample(group_label("team-a")) == 3  # a0 holds the slot
+    assert sample("anonymous") == 1
+    assert b"team-a" not in generate_latest(metrics.registry)
+    await asyncio.wait_for(keys.run_until(5), timeout=10)
+    await asyncio.gather(*tasks)
+    assert sample(group_label("team-a")) is None
