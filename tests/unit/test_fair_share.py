@@ -10,14 +10,31 @@ from asyncjobs.core import fair_share
 
 
 @pytest.mark.parametrize(
-    ("header", "value"), [(None, None), ("0", 0), ("10", 10), ("-10", -10), ("7", 7), ("-0", 0)]
+    ("header", "value"), [(None, None), ("0", 0), ("10", 10), ("-10", -10), ("7", 7), ("-1", -1)]
 )
 def test_priorities_in_range_are_read(header: str | None, value: int | None) -> None:
     assert fair_share.parse_priority(header) == value
 
 
 @pytest.mark.parametrize(
-    "header", ["", " 1", "1 ", "+1", "11", "-11", "100", "1.5", "high", "0x1", "\u0661", "1e1"]
+    "header",
+    [
+        "",
+        " 1",
+        "1 ",
+        "+1",
+        "11",
+        "-11",
+        "100",
+        "1.5",
+        "high",
+        "0x1",
+        "\u0661",
+        "1e1",
+        "-0",
+        "05",
+        "010",
+    ],
 )
 def test_anything_else_is_refused_with_one_message(header: str) -> None:
     message = "invalid x-asyncjobs-priority header: must be a whole number from -10 to 10"

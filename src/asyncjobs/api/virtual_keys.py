@@ -12,6 +12,9 @@ Secrets, which hold every request and result):
     data.submitsPerMinute
                  this key's own submit rate (optional; a whole number, 0 for no
                  limit); without it the API's default applies (api/quota.py)
+    data.weight  this key's fair share of the operator's call slots against other keys
+                 (optional; a whole number from 1 to 1000, default 1), copied onto
+                 each job it submits (core/fair_share.py)
 
 The API keeps only SHA-256 digests of keys in memory, so a heap dump or a debug print
 cannot leak one, and an AsyncJob records only the id.
@@ -29,6 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from asyncjobs.api.errors import ApiError
+from asyncjobs.core import fair_share
 from asyncjobs.core.kube import KubeObject
 
 log = logging.getLogger(__name__)
@@ -84,6 +88,8 @@ class KeyEntry:
     digest: str
     # The key's own submit rate (0: none); None: the API's default.
     submits_per_minute: int | None = None
+    # The key's fair-share weight; None: the default (1).
+    weight: int | None = None
 
 
 def entry_from_secret(secret: KubeObject) -> KeyEntry | None:
@@ -104,7 +110,24 @@ def entry_from_secret(secret: KubeObject) -> KeyEntry | None:
             name,
         )
         return None
-    return KeyEntry(name, key_id, key_digest, _submits_per_minute(name, data))
+    return KeyEntry(
+        name, key_id, key_digest, _submits_per_minute(name, data), weight=_weight(name, data)
+    )
+
+
+def _weight(name: str, data: Mapping[str, str]) -> int | None:
+    """The Secret's weight; a value that is not a whole number from 1 to 1000 is ignored
+    with a warning (the key weighs the default 1)."""
+    raw = data.get("weight")
+    if raw is None:
+        return None
+    try:
+        weight = fair_share.parse_weight(base64.b64decode(raw, validate=True).decode())
+    except (binascii.Error, UnicodeDecodeError):
+        weight = None
+    if weight is None:
+        log.warning("virtual-key secret %s: weight is not a whole number from 1 to 1000", name)
+    return weight
 
 
 def _submits_per_minute(name: str, data: Mapping[str, str]) -> int | None:
@@ -130,6 +153,7 @@ class KeyRing:
         self._by_secret: dict[str, KeyEntry] = {}
         self._by_digest: dict[str, str] = {}
         self._rates: dict[str, int] = {}
+        self._weights: dict[str, int] = {}
         # False until a watch has applied its first list; /readyz waits for it.
         self.synced = synced
         self.replace(entries)
@@ -154,6 +178,11 @@ class KeyRing:
             for entry in self._by_secret.values()
             if entry.submits_per_minute is not None
         }
+        self._weights = {
+            entry.key_id: entry.weight
+            for entry in self._by_secret.values()
+            if entry.weight is not None
+        }
 
     def resolve(self, key: str) -> str | None:
         """The id of a key, or None when no Secret defines it."""
@@ -162,6 +191,10 @@ class KeyRing:
     def submits_per_minute(self, key_id: str) -> int | None:
         """The key's own submit rate from its Secret (0: no limit), None when it sets none."""
         return self._rates.get(key_id)
+
+    def weight(self, key_id: str) -> int | None:
+        """The key's fair-share weight from its Secret, None when it sets none."""
+        return self._weights.get(key_id)
 
     def __len__(self) -> int:
         return len(self._by_digest)

@@ -31,8 +31,9 @@ ANONYMOUS = ""
 # The metric label of that group; key ids are hashed, so it cannot collide with one.
 ANONYMOUS_LABEL = "anonymous"
 
-# Decimal only, an optional sign, no spaces or leading '+': one spelling per value.
-_PRIORITY = re.compile(r"-?[0-9]{1,3}")
+# Decimal only: no '+', no leading zeros, no '-0', so each value has one spelling (the
+# OpenAPI document's pattern says the same).
+_PRIORITY = re.compile(r"0|-?[1-9][0-9]?")
 
 PRIORITY_INVALID = (
     f"invalid {PRIORITY_HEADER} header: must be a whole number from "
