@@ -22,6 +22,8 @@ virtual keys of weight 1:
 Every job is followed with a watch until terminal. Queue wait is the job's own
 `status.startTime - spec.submittedAt` (the API's clock at accept, the operator's at the
 claim: one host). Reported per mode: key B's queue wait p50 / p90 / p99 / max, key A's,
+how many of A's jobs started between each B job's submit and its start (the order,
+whatever the host's speed),
 the flood's submit rate, and the host's load average at the start and end (the host is
 shared; waits include time spent waiting for a core). Saved as JSON under bench/results/.
 """
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import bisect
 import contextlib
 import json
 import os
@@ -152,6 +155,29 @@ async def trickle(api: str, every: float, until: asyncio.Event, ids: list[str]) 
                 await asyncio.wait_for(until.wait(), every)
 
 
+def started_ahead(
+    done: dict[str, dict[str, Any]], flood_ids: list[str], ids: list[str]
+) -> list[int]:
+    """For each job of `ids`: how many flood jobs started after it was submitted and
+    before it started. The queue's share, apart from how slow the host was: with fair
+    share, the slots the flood got while this job was waiting (or not yet seen by the
+    operator); without, the backlog ahead of it."""
+    starts = sorted(
+        parse_time(done[i]["status"]["startTime"]).timestamp()
+        for i in flood_ids
+        if done[i]["status"].get("startTime")
+    )
+    ahead = []
+    for job_id in ids:
+        job = done[job_id]
+        if not job["status"].get("startTime"):
+            continue
+        submitted = parse_time(job["spec"]["submittedAt"]).timestamp()
+        start = parse_time(job["status"]["startTime"]).timestamp()
+        ahead.append(bisect.bisect_left(starts, start) - bisect.bisect_right(starts, submitted))
+    return ahead
+
+
 def waits(done: dict[str, dict[str, Any]], ids: list[str]) -> list[float]:
     result = []
     for job_id in ids:
@@ -244,6 +270,9 @@ async def run_mode(
         "seconds": round(finished - began, 1),
         "trickle_queue_wait_seconds": percentiles(trickle_waits),
         "flood_queue_wait_seconds": percentiles(flood_waits),
+        "flood_jobs_started_ahead_of_trickle": percentiles(
+            [float(n) for n in started_ahead(done, flood_ids, trickle_ids)]
+        ),
         "failed": sum(1 for job in done.values() if job["status"].get("phase") == "Failed"),
         "load_average_start": [round(v, 2) for v in load_start],
         "load_average_end": [round(v, 2) for v in os.getloadavg()],
@@ -295,6 +324,11 @@ def summary(report: dict[str, Any]) -> str:
             f"  fair share {'on ' if run['fair_share'] else 'off'}: "
             f"B's queue wait p50/p90/p99/max {ms(run['trickle_queue_wait_seconds'])} "
             f"({run['trickle_jobs']} jobs); A's {ms(run['flood_queue_wait_seconds'])}",
+            "    A's jobs started between a B job's submit and its start p50/p90/p99/max "
+            + " / ".join(
+                f"{run['flood_jobs_started_ahead_of_trickle'][k]:g}"
+                for k in ("p50", "p90", "p99", "max")
+            ),
             f"    A submitted at {run['flood_submits_per_second']}/s; {run['jobs_per_second']} "
             f"jobs/s over {run['seconds']} s; failed {run['failed']}; load average "
             f"{' '.join(map(str, run['load_average_start']))} -> "
