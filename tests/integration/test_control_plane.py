@@ -132,6 +132,12 @@ async def test_kubectl_get_asyncjobs_prints_job_columns(
             "should be greater than or equal to 0",
             id="negative-backoff-limit",
         ),
+        pytest.param({"priority": 11}, "should be less than or equal to 10", id="priority-high"),
+        pytest.param(
+            {"priority": -11}, "should be greater than or equal to -10", id="priority-low"
+        ),
+        pytest.param({"keyWeight": 0}, "should be greater than or equal to 1", id="weight-zero"),
+        pytest.param({"keyWeight": 1001}, "should be less than or equal to 1000", id="weight-over"),
     ],
 )
 async def test_invalid_asyncjob_is_refused_with_the_schema_message(

@@ -31,7 +31,7 @@ from asyncjobs.api.store import JobExists
 from asyncjobs.api.validation import Accepted, Rejected, max_json_values, result_ttl, validate
 from asyncjobs.api.virtual_keys import KeyRing, from_headers, header_text, token_matches
 from asyncjobs.api.webhook_opt_in import resolve_webhook
-from asyncjobs.core import payloads
+from asyncjobs.core import fair_share, payloads
 from asyncjobs.core.jobs import JobSpec, JobView, Phase, format_time
 from asyncjobs.core.request_types import BodyKind, RequestType, RequestTypeInfo
 
@@ -130,6 +130,7 @@ async def create_job(
     """
     headers = submission.headers
     idempotency_key = idempotency.key_of(headers)
+    priority = _priority(headers)
     key_id = _submit_key_id(context.keys, headers)
     webhook_id = await resolve_webhook(context.webhooks, headers)
     settings = context.settings
@@ -173,6 +174,9 @@ async def create_job(
         submitted_at=context.clock(),
         webhook_id=webhook_id,
         virtual_key_id=key_id,
+        # What the operator's fair share needs, copied so it never reads the keys.
+        key_weight=context.keys.weight(key_id) if key_id is not None else None,
+        priority=priority,
         request_id=submission.request_id,
         idempotent=attempt is not None,
     )
@@ -247,6 +251,15 @@ async def _idempotent_job(
             raise idempotency.conflict()
         return view
     return None
+
+
+def _priority(headers: Mapping[str, str]) -> int | None:
+    """The submit's x-asyncjobs-priority; ApiError(400) for anything but a whole number
+    in range (core/fair_share.py)."""
+    try:
+        return fair_share.parse_priority(headers.get(fair_share.PRIORITY_HEADER))
+    except ValueError as invalid:
+        raise ApiError(400, str(invalid)) from None
 
 
 def _submit_key_id(keys: KeyRing, headers: Mapping[str, str]) -> str | None:

@@ -15,6 +15,9 @@ Secrets, which hold every request and result):
     data.allowedProviders, allowedModels, maxPendingJobs, tokenBudget,
     tokenBudgetPeriod
                  what the key may do (optional; key_governance.py)
+    data.weight  this key's fair share of the operator's call slots against other keys
+                 (optional; a whole number from 1 to 1000, default 1), copied onto
+                 each job it submits (core/fair_share.py)
 
 The API keeps only SHA-256 digests of keys in memory, so a heap dump or a debug print
 cannot leak one, and an AsyncJob records only the id.
@@ -33,6 +36,7 @@ from dataclasses import dataclass, field
 
 from asyncjobs.api.errors import ApiError
 from asyncjobs.api.key_governance import Governance, governance_from_secret
+from asyncjobs.core import fair_share
 from asyncjobs.core.kube import KubeObject
 
 log = logging.getLogger(__name__)
@@ -90,6 +94,8 @@ class KeyEntry:
     submits_per_minute: int | None = None
     # Its providers, models, backlog cap and token budget (key_governance.py).
     governance: Governance = field(default_factory=Governance)
+    # The key's fair-share weight; None: the default (1).
+    weight: int | None = None
 
 
 def entry_from_secret(secret: KubeObject) -> KeyEntry | None:
@@ -116,7 +122,23 @@ def entry_from_secret(secret: KubeObject) -> KeyEntry | None:
         key_digest,
         _submits_per_minute(name, data),
         governance=governance_from_secret(name, data),
+        weight=_weight(name, data),
     )
+
+
+def _weight(name: str, data: Mapping[str, str]) -> int | None:
+    """The Secret's weight; a value that is not a whole number from 1 to 1000 is ignored
+    with a warning (the key weighs the default 1)."""
+    raw = data.get("weight")
+    if raw is None:
+        return None
+    try:
+        weight = fair_share.parse_weight(base64.b64decode(raw, validate=True).decode())
+    except (binascii.Error, UnicodeDecodeError):
+        weight = None
+    if weight is None:
+        log.warning("virtual-key secret %s: weight is not a whole number from 1 to 1000", name)
+    return weight
 
 
 def _submits_per_minute(name: str, data: Mapping[str, str]) -> int | None:
@@ -143,6 +165,7 @@ class KeyRing:
         self._by_digest: dict[str, str] = {}
         self._rates: dict[str, int] = {}
         self._rules: dict[str, Governance] = {}
+        self._weights: dict[str, int] = {}
         # False until a watch has applied its first list; /readyz waits for it.
         self.synced = synced
         self.replace(entries)
@@ -168,6 +191,11 @@ class KeyRing:
             if entry.submits_per_minute is not None
         }
         self._rules = {entry.key_id: entry.governance for entry in self._by_secret.values()}
+        self._weights = {
+            entry.key_id: entry.weight
+            for entry in self._by_secret.values()
+            if entry.weight is not None
+        }
 
     def resolve(self, key: str) -> str | None:
         """The id of a key, or None when no Secret defines it."""
@@ -184,6 +212,10 @@ class KeyRing:
     def key_ids(self) -> list[str]:
         """The ids of every known key (bounded: keys are made by administrators)."""
         return sorted({entry.key_id for entry in self._by_secret.values()})
+
+    def weight(self, key_id: str) -> int | None:
+        """The key's fair-share weight from its Secret, None when it sets none."""
+        return self._weights.get(key_id)
 
     def __len__(self) -> int:
         return len(self._by_digest)

@@ -1,11 +1,15 @@
 """The admission queue: which waiting provider call starts next.
 
 Every job coroutine asks for a slot before it calls a provider and waits here while the
-limits in core/limits.py say no. Waiters are kept per provider, ordered by priority (the
-job's submission time, so the oldest job goes first, retries included); whenever a slot
-frees up, the oldest waiter among the providers that may start a call now gets it. A
-saturated or rate-limited provider therefore never holds up jobs for another provider,
-and nothing but the granted calls runs: a backlog costs one parked future per job.
+limits in core/limits.py say no. Waiters are kept per virtual key (their fair-share
+group) and per provider; whenever a slot frees up, the group furthest behind its
+weighted share gets it (controller/fair_queue.py), and within that group the first in
+order (the job's priority, then its submission time, retries included) among the
+providers that may start a call now. One key's backlog therefore never holds up another
+key's jobs beyond its share, a saturated or rate-limited provider never holds up jobs
+for another provider, and nothing but the granted calls runs: a backlog costs one
+parked future per job. With fair share off (`fair_share=False`, for comparison) every
+job is in one group, which is oldest first across all keys.
 A reloaded configuration changes the limits in place (`reconfigure`) and wakes the
 queue, so raised limits take effect at once for the jobs already waiting.
 
@@ -20,18 +24,28 @@ to time out.
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
+from asyncjobs.controller.fair_queue import FairQueue, Order
 from asyncjobs.core.cooldown import signal_of
+from asyncjobs.core.fair_share import ANONYMOUS, DEFAULT_WEIGHT
 from asyncjobs.core.limits import CallBudget, ProviderLimitSpec
 from asyncjobs.core.providers.base import ProviderError, ProviderResult
 
-Priority = tuple[float, str]
-# (priority, arrival order, granted, deadline on the admission clock)
-_Waiter = tuple[Priority, int, "asyncio.Future[bool]", float]
+# A waiter's place within its group: lowest first, e.g. (-priority, submitted, name).
+Priority = Order
+
+
+@dataclass(frozen=True)
+class _Waiter:
+    granted: asyncio.Future[bool]
+    deadline: float  # on the admission clock
+
+
+def _waiting(waiter: _Waiter) -> bool:
+    return not waiter.granted.done()
 
 
 class ProviderCoolingDown(Exception):
@@ -60,11 +74,18 @@ class Call:
 
 
 class Admission:
-    def __init__(self, budget: CallBudget, clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        budget: CallBudget,
+        clock: Callable[[], float] | None = None,
+        *,
+        fair_share: bool = True,
+    ) -> None:
         self.budget = budget
         self._clock = clock
-        self._waiting: dict[str, list[_Waiter]] = {name: [] for name in budget.providers}
-        self._order = itertools.count()
+        self.fair_share = fair_share
+        self._queue: FairQueue[_Waiter] = FairQueue(_waiting)
+        self._providers: set[str] = set(budget.providers)
         self._wakeup: asyncio.TimerHandle | None = None
         self._wakeup_at = float("inf")
         # Paused until the operator has seen every listed job, so that after a restart
@@ -80,8 +101,7 @@ class Admission:
     def reconfigure(self, max_in_flight: int, limits: Mapping[str, ProviderLimitSpec]) -> None:
         """New limits from the providers file; waiting jobs get any slots they open."""
         self.budget.reconfigure(max_in_flight, limits, self.now())
-        for name in limits:
-            self._waiting.setdefault(name, [])
+        self._providers.update(limits)
         self._dispatch()
 
     def now(self) -> float:
@@ -92,35 +112,49 @@ class Admission:
         return self.budget.in_flight
 
     def waiting(self) -> int:
-        return sum(1 for heap in self._waiting.values() for _, _, f, _ in heap if not f.done())
+        return sum(1 for waiter in self._queue.items() if _waiting(waiter))
+
+    def waiting_by_group(self) -> dict[str, int]:
+        """Jobs waiting per fair-share group (virtual key id; "" for no key)."""
+        return self._queue.waiting_by_group()
 
     def cooling_down(self) -> int:
         """Providers whose calls are held now."""
         now = self.now()
-        return sum(1 for name in self._waiting if self.budget.cooling_down(name, now) is not None)
+        return sum(1 for name in self._providers if self.budget.cooling_down(name, now) is not None)
 
     def held(self) -> int:
         """Jobs waiting for a provider whose calls are held."""
         now = self.now()
         return sum(
             1
-            for name, heap in self._waiting.items()
+            for name in self._providers
             if self.budget.cooling_down(name, now) is not None
-            for _, _, granted, _ in heap
-            if not granted.done()
+            for waiter in self._queue.items(name)
+            if _waiting(waiter)
         )
 
     @asynccontextmanager
     async def slot(
-        self, provider: str, priority: Priority, deadline: float = float("inf")
+        self,
+        provider: str,
+        priority: Priority,
+        deadline: float = float("inf"),
+        *,
+        group: str = ANONYMOUS,
+        weight: int = DEFAULT_WEIGHT,
     ) -> AsyncIterator[Call]:
-        """Holds one call slot for `provider` for the duration of the block; raises
-        ProviderCoolingDown when the provider's calls are held past `deadline`."""
+        """Holds one call slot for `provider` for the duration of the block, waiting in
+        `group` (of `weight`) at `priority`; raises ProviderCoolingDown when the
+        provider's calls are held past `deadline`."""
         until = self.budget.cooling_down(provider, self.now())
         if until is not None and until > deadline:
             raise ProviderCoolingDown(provider, until, self.budget.cooldown_cause(provider))
         granted: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiting[provider], (priority, next(self._order), granted, deadline))
+        if not self.fair_share:
+            group, weight = ANONYMOUS, DEFAULT_WEIGHT
+        self._providers.add(provider)
+        self._queue.push(group, weight, provider, priority, _Waiter(granted, deadline))
         self._dispatch()
         try:
             probe = await granted
@@ -156,9 +190,9 @@ class Admission:
         if until is None:
             return
         cause = self.budget.cooldown_cause(provider)
-        for _, _, granted, deadline in self._waiting[provider]:
-            if deadline < until and not granted.done():
-                granted.set_exception(ProviderCoolingDown(provider, until, cause))
+        for waiter in self._queue.items(provider):
+            if waiter.deadline < until and _waiting(waiter):
+                waiter.granted.set_exception(ProviderCoolingDown(provider, until, cause))
 
     def _dispatch(self) -> None:
         if self.paused:
@@ -166,24 +200,20 @@ class Admission:
         now = self.now()
         wake = float("inf")
         while True:
-            best: str | None = None
-            for name, heap in self._waiting.items():
-                while heap and heap[0][2].done():  # cancelled or turned-away waiters leave lazily
-                    heapq.heappop(heap)
-                if not heap:
+            ready: set[str] = set()
+            for name in self._queue.lanes_waiting():
+                at = self.budget.ready_at(name, now)
+                if at is None:
                     continue
-                ready = self.budget.ready_at(name, now)
-                if ready is None:
+                if at > now:
+                    wake = min(wake, at)
                     continue
-                if ready > now:
-                    wake = min(wake, ready)
-                    continue
-                if best is None or heap[0] < self._waiting[best][0]:
-                    best = name
-            if best is None:
+                ready.add(name)
+            chosen = self._queue.pop(ready)
+            if chosen is None:
                 break
-            _, _, granted, _ = heapq.heappop(self._waiting[best])
-            granted.set_result(self.budget.start(best, now))
+            provider, waiter = chosen
+            waiter.granted.set_result(self.budget.start(provider, now))
         self._schedule_wakeup(wake, now)
 
     def _schedule_wakeup(self, at: float, now: float) -> None:

@@ -40,7 +40,7 @@ from asyncjobs.controller.metrics import (
     STATUS_NO_ANSWER,
     Metrics,
 )
-from asyncjobs.core import error_summary, lifecycle, results
+from asyncjobs.core import error_summary, fair_share, lifecycle, results
 from asyncjobs.core.conditions import Reason
 from asyncjobs.core.cooldown import CAUSE_THROTTLED
 from asyncjobs.core.jobs import Phase, parse_time
@@ -97,6 +97,7 @@ class Context:
         self.admission.on_cooldown = self.metrics.count_cooldown
         self.metrics.cooldowns_active.set_function(self.admission.cooling_down)
         self.metrics.jobs_held.set_function(self.admission.held)
+        self.metrics.waiting_by_key.source = self.admission.waiting_by_group
 
 
 class JobRun:
@@ -226,12 +227,20 @@ class JobRun:
             run = Run(after.target, after.tries_on_target, after.reason)
 
     def _slot(self, provider: str) -> AbstractAsyncContextManager[Call]:
-        """A call slot, the oldest job first; the deadline, on the queue's clock, lets
-        the queue turn the job away when the provider is held past it."""
+        """A call slot, shared fairly between virtual keys and, within the job's key,
+        the highest priority then the oldest job first; the deadline, on the queue's
+        clock, lets the queue turn the job away when the provider is held past it."""
         admission = self.ctx.admission
         left = (self.job.deadline - self.ctx.wall()).total_seconds()
-        priority = (self.job.submitted_at.timestamp(), self.name)
-        return admission.slot(provider, priority, admission.now() + left)
+        spec = self.obj["spec"]
+        priority = (-fair_share.priority_of(spec), self.job.submitted_at.timestamp(), self.name)
+        return admission.slot(
+            provider,
+            priority,
+            admission.now() + left,
+            group=fair_share.group_of(spec),
+            weight=fair_share.weight_of(spec),
+        )
 
     def _held_past_deadline(self, target: int, held: ProviderCoolingDown) -> WriteStatus:
         now = self.ctx.wall()

@@ -136,6 +136,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=300.0,
         help="the longest a provider's calls are held before a probe call, Retry-After included",
     )
+    parser.add_argument(
+        "--fair-share",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="share call slots between virtual keys by their weight (--no-fair-share: "
+        "oldest job first whatever its key, for comparison)",
+    )
     parser.add_argument("--request-grace-seconds", type=float, default=30.0)
     parser.add_argument(
         "--max-interruptions",
@@ -224,7 +231,9 @@ async def operate(args: argparse.Namespace, config: KubeConfig) -> None:
         cooldown = CooldownPolicy(
             failures_to_open=args.cooldown_failures, max_seconds=args.cooldown_max_seconds
         )
-        admission = Admission(CallBudget(max_in_flight=0, cooldown=cooldown))
+        admission = Admission(
+            CallBudget(max_in_flight=0, cooldown=cooldown), fair_share=args.fair_share
+        )
 
         def apply_limits(new: ProviderSet) -> None:
             admission.reconfigure(new.max_in_flight, new.limits)

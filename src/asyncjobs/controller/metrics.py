@@ -8,8 +8,13 @@ process do not clash.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from collections.abc import Callable, Iterator, Mapping
 
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from asyncjobs.core.fair_share import group_label
 from asyncjobs.core.jobs import Phase
 
 OUTCOME_COMPLETED = "completed"
@@ -228,9 +233,38 @@ class Metrics:
             "for their next attempt): the delivery queue's depth.",
             registry=r,
         )
+        self.waiting_by_key = WaitingByKey()
+        r.register(self.waiting_by_key)
 
     def count_cooldown(self, provider: str, cause: str) -> None:
         self.cooldowns.labels(provider, cause).inc()
+
+
+class WaitingByKey(Collector):
+    """Jobs waiting for a call slot per virtual key, read from the admission queue at
+    scrape time. The label is a short hash of the key id (core/fair_share.py), one
+    series per key with jobs waiting now: as many as the install has keys, never one
+    per job."""
+
+    NAME = "asyncjobs_operator_jobs_waiting_by_key"
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Mapping[str, int]] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            self.NAME,
+            "Jobs waiting for a provider call slot, by fair-share group: key is a hash of "
+            "the virtual key id (sha256, 12 hex digits), or anonymous for jobs without a key.",
+            labels=["key"],
+        )
+        counts: dict[str, int] = {}
+        for group, waiting in (self.source() if self.source else {}).items():
+            label = group_label(group)
+            counts[label] = counts.get(label, 0) + waiting
+        for label, waiting in sorted(counts.items()):
+            family.add_metric([label], waiting)
+        yield family
 
 
 class PhaseTally:

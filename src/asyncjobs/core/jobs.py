@@ -67,6 +67,10 @@ class JobSpec:
     # The uid of the completion-webhook endpoint the submit named (x-bf-async-webhook).
     webhook_id: str | None = None
     virtual_key_id: str | None = None
+    # The virtual key's fair-share weight and the submit's priority (core/fair_share.py);
+    # None when the key sets no weight / the submit asked for no priority.
+    key_weight: int | None = None
+    priority: int | None = None
     # The submit's request id (api/request_ids.py), answered by every poll of the job.
     request_id: str | None = None
     # Named from an Idempotency-Key (api/idempotency.py): the name may be another
@@ -88,6 +92,10 @@ def build_asyncjob(spec: JobSpec) -> AsyncJob:
         body["webhookId"] = spec.webhook_id
     if spec.virtual_key_id:
         body["virtualKeyId"] = spec.virtual_key_id
+    if spec.key_weight is not None:
+        body["keyWeight"] = spec.key_weight
+    if spec.priority is not None:
+        body["priority"] = spec.priority
     if spec.request_id:
         body["requestId"] = spec.request_id
     return AsyncJob(

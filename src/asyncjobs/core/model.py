@@ -53,6 +53,8 @@ class AsyncJobSpec(TypedDict, total=False):
     requestRef: Required[PayloadRefFields]
     webhookId: str  # the uid of the AsyncJobWebhook to notify when the job finishes
     virtualKeyId: str
+    keyWeight: int  # the virtual key's fair-share weight when the job was submitted
+    priority: int  # the submit's priority within its key (core/fair_share.py)
     requestId: str
     activeDeadlineSeconds: int
     backoffLimit: int

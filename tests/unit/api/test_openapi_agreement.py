@@ -23,7 +23,7 @@ from asyncjobs.api import cancel_route, job_list, provider_routes, usage_route
 from asyncjobs.api.openapi_document import model_pattern, narrowed
 from asyncjobs.api.ops import load_openapi
 from asyncjobs.api.validation import MAX_FALLBACKS, MAX_MODEL_LENGTH, Rejected, validate
-from asyncjobs.core import multipart
+from asyncjobs.core import fair_share, multipart
 from asyncjobs.core.request_types import REQUEST_TYPES, BodyKind, RequestType
 
 PROVIDERS = frozenset({"local", "openai"})
@@ -468,3 +468,31 @@ def test_every_operation_documents_its_errors() -> None:
                 assert {"200", "400", "401", "403", "404", "413", "429", "500", "503"} <= codes, (
                     path
                 )
+
+
+# --- the priority header -------------------------------------------------------------------
+
+PRIORITIES = ["0", "1", "-1", "9", "10", "-10", "11", "-11", "-0", "05", "+1", "1.0", "high", ""]
+
+
+@pytest.mark.parametrize("value", PRIORITIES)
+def test_priority_header_schema_agrees_with_the_api(value: str) -> None:
+    schema = SERVED["components"]["parameters"]["Priority"]["schema"]
+    try:
+        fair_share.parse_priority(value)
+    except ValueError:
+        parsed = False
+    else:
+        parsed = True
+    assert jsonschema.Draft202012Validator(schema).is_valid(value) == parsed
+
+
+def test_every_submit_takes_the_priority_header() -> None:
+    priority = {"$ref": "#/components/parameters/Priority"}
+    for path, item in SERVED["paths"].items():
+        post = item.get("post")
+        submits = path in provider_routes.DIALECTS or (
+            path.startswith("/v1/async/") and post is not None and "/cancel" not in path
+        )
+        if submits and path != job_list.PATH:
+            assert priority in post["parameters"], path

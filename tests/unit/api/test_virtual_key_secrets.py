@@ -36,10 +36,28 @@ def secret(**data: str) -> dict[str, object]:
         pytest.param({}, None, id="neither"),
         pytest.param({"sha256": "abc"}, None, id="digest-too-short"),
         pytest.param({"key": KEY, "id": "x" * 129}, None, id="id-too-long"),
+        pytest.param(
+            {"key": KEY, "weight": "4"},
+            KeyEntry("team-a", "team-a", KEY_SHA, weight=4),
+            id="weight",
+        ),
+        pytest.param(
+            {"key": KEY, "weight": "0"}, KeyEntry("team-a", "team-a", KEY_SHA), id="weight-ignored"
+        ),
     ],
 )
 def test_entry_from_secret(data: dict[str, str], expected: KeyEntry | None) -> None:
     assert entry_from_secret(secret(**data)) == expected
+
+
+def test_the_ring_answers_each_keys_weight() -> None:
+    weighted = entry_from_secret(secret(key=KEY, id="vk-w", weight="7"))
+    plain = entry_from_secret({**secret(key="sk-bf-other"), "metadata": {"name": "other"}})
+    assert weighted is not None
+    assert plain is not None
+    ring = KeyRing([weighted, plain])
+    assert ring.weight("vk-w") == 7
+    assert ring.weight("other") is None
 
 
 def test_a_digest_only_secret_resolves_the_key_it_hashes() -> None:

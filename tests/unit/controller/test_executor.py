@@ -4,13 +4,16 @@ request."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 
 from asyncjobs.controller.executor import JobRun
+from asyncjobs.controller.metrics import WaitingByKey
 from asyncjobs.core import payloads, secret_payloads
 from asyncjobs.core.conditions import Reason
 from asyncjobs.core.cooldown import CooldownPolicy
+from asyncjobs.core.fair_share import group_label
 from asyncjobs.core.jobs import format_time
 from asyncjobs.core.kube import KubeError
 from asyncjobs.core.lifecycle import Policy, Resume, Run
@@ -284,3 +287,33 @@ async def test_a_429_opens_the_breaker_before_the_slot_is_released() -> None:
     sample = ctx.metrics.registry.get_sample_value
     assert sample("asyncjobs_operator_provider_cooldowns_total", labels) == 1.0
     assert sample("asyncjobs_operator_provider_cooldowns_active") == 0.0
+
+
+async def test_a_job_waits_in_its_keys_group_at_its_priority() -> None:
+    """The run hands the admission queue what the API copied onto the job: its key (the
+    group) and its priority, which puts it ahead of an older waiter of the same key."""
+    obj = asyncjob(name="urgent", virtualKeyId="team-a", keyWeight=3, priority=4)
+    secrets, writer, provider = FakeSecrets(), StatusWriter(obj), ScriptedProvider("openai")
+    await secrets.put_body(obj, "request", REQUEST)
+    ctx = context(writer, secrets, {"openai": provider})
+    ctx.admission.budget.providers.clear()
+    ctx.admission.reconfigure(1, {"openai": ProviderLimits(1, None)})
+    calls_before_older: list[int] = []
+
+    async def older() -> None:
+        # Same key, submitted a minute earlier, default priority.
+        order = (0, SUBMITTED.timestamp() - 60, "older")
+        async with ctx.admission.slot("openai", order, group="team-a", weight=3):
+            calls_before_older.append(len(provider.calls))
+
+    async with ctx.admission.slot("openai", (0, 0.0, "holder")):
+        waiting = asyncio.create_task(older())
+        run = asyncio.create_task(JobRun(ctx, obj).run(Run(0, 0, Reason.CLAIMED)))
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert ctx.admission.waiting_by_group() == {"team-a": 2}
+        key = {"key": group_label("team-a")}
+        assert ctx.metrics.registry.get_sample_value(WaitingByKey.NAME, key) == 2.0
+    await asyncio.gather(run, waiting)
+    assert writer.status["phase"] == "Completed"
+    assert calls_before_older == [1]  # the job with priority 4 called first
