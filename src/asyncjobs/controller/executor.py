@@ -314,8 +314,10 @@ class JobRun:
         """Stores the answer under this call's own name, trying again in place while
         the apiserver is unavailable (the deadline bounds it), then decides the status."""
         chosen = self.job.targets[target]
-        body = results.result_body(
-            outcome.body,
+        # A large answer arrives prepared by the CPU worker: only joined here, not parsed.
+        prepared = outcome.for_storage()
+        body = results.stored_body(
+            prepared,
             request_type=self.job.request_type,
             provider=chosen.provider,
             model_requested=chosen.model,
@@ -335,7 +337,7 @@ class JobRun:
         if ref.backend == SECRETS:
             self.ctx.metrics.apiserver_writes.labels("POST", "secrets").inc(ref.chunks)
         self.stored = lifecycle.succeeded(
-            self.job, target, ref.to_dict(), results.usage_of(outcome.body), self.ctx.wall()
+            self.job, target, ref.to_dict(), prepared.usage, self.ctx.wall()
         )
         return self.stored
 
