@@ -19,6 +19,9 @@ from asyncjobs.core.model import Usage
 
 CONTENT_TYPE = "application/json"
 EXTRA_FIELDS = "extra_fields"
+# A prepared answer larger than this is best joined in a thread (bytes.join releases the
+# GIL past 1 MiB, so the copy does not hold the loop).
+JOIN_IN_THREAD_BYTES = 1 << 20
 _EXTRA_KEY = b'"extra_fields":'
 
 
