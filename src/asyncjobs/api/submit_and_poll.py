@@ -29,7 +29,7 @@ from asyncjobs.api.store import JobExists
 from asyncjobs.api.validation import Accepted, Rejected, max_json_values, result_ttl, validate
 from asyncjobs.api.virtual_keys import KeyRing, from_headers, header_text, token_matches
 from asyncjobs.api.webhook_opt_in import resolve_webhook
-from asyncjobs.core import payloads
+from asyncjobs.core import large_bytes, payloads
 from asyncjobs.core.jobs import JobSpec, JobView, Phase, format_time
 from asyncjobs.core.request_types import BodyKind, RequestType, RequestTypeInfo
 
@@ -137,7 +137,7 @@ async def create_job(
     # failure, removes) the bytes of an earlier attempt at the same name.
     attempt = None
     # Hashed once, off the loop for a large body (a 25 MiB one takes 45-100 ms of a core).
-    sha256 = await payloads.sha256_hex(body)
+    sha256 = await large_bytes.sha256_hex(body)
     if idempotency_key is not None:
         names = idempotency.job_names(
             key_id, idempotency_key, context.clock(), settings.idempotency_window

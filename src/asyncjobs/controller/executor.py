@@ -19,7 +19,6 @@ never reach a log line.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 from collections.abc import Callable, Iterator, Mapping
@@ -41,7 +40,7 @@ from asyncjobs.controller.metrics import (
     STATUS_NO_ANSWER,
     Metrics,
 )
-from asyncjobs.core import error_summary, lifecycle, results
+from asyncjobs.core import error_summary, large_bytes, lifecycle, results
 from asyncjobs.core.conditions import Reason
 from asyncjobs.core.cooldown import CAUSE_THROTTLED
 from asyncjobs.core.jobs import Phase, parse_time
@@ -317,18 +316,14 @@ class JobRun:
         chosen = self.job.targets[target]
         # A large answer arrives prepared by the CPU worker: only joined here, not parsed.
         prepared = outcome.for_storage()
-        store = functools.partial(
-            results.stored_body,
+        parts = results.stored_parts(
             prepared,
             request_type=self.job.request_type,
             provider=chosen.provider,
             model_requested=chosen.model,
             latency_ms=round(latency * 1000),
         )
-        # Copying tens of MiB took 150 ms of a loaded core; bytes.join lets go of the
-        # GIL for large copies, so in a thread the loop serves the other jobs meanwhile.
-        large = len(prepared.head) > results.JOIN_IN_THREAD_BYTES
-        body = await asyncio.to_thread(store) if large else store()
+        body = await large_bytes.joined(parts)
         for delay in _repeating_last(self.ctx.store_retry_delays):
             try:
                 ref = await self.ctx.payloads.put(

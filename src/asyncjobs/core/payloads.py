@@ -21,12 +21,11 @@ answer; `transient` when trying again later may succeed).
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
 
+from asyncjobs.core.large_bytes import sha256_hex, sha256_hex_now
 from asyncjobs.core.model import PayloadRefFields
 
 Backend = Literal["secrets", "s3"]
@@ -37,10 +36,6 @@ BACKENDS: tuple[Backend, ...] = (SECRETS, S3)
 # A Secret may hold 1 MiB of data, and its base64 form must still fit etcd's 1.5 MiB
 # request limit with room for metadata; 768 KiB leaves a margin on both.
 CHUNK_SIZE = 768 * 1024
-# Bodies larger than this are hashed in a thread: hashlib lets go of the GIL while it
-# hashes a large buffer, so the loop keeps serving while a 25 MiB body is hashed (45-100
-# ms of a loaded core). Under it, the hop to a thread costs more than the hash.
-HASH_IN_THREAD_BYTES = 1 << 20
 
 
 class PayloadMissing(Exception):
@@ -103,23 +98,12 @@ class PayloadRef:
         return [f"{self.name}-{index}" for index in range(self.chunks)]
 
     def matches(self, body: bytes) -> bool:
-        return len(body) == self.size and _sha256_hex(body) == self.sha256
-
-
-async def sha256_hex(body: bytes) -> str:
-    """The body's SHA-256 (hex), computed off the loop when the body is large."""
-    if len(body) <= HASH_IN_THREAD_BYTES:
-        return _sha256_hex(body)
-    return await asyncio.to_thread(_sha256_hex, body)
+        return len(body) == self.size and sha256_hex_now(body) == self.sha256
 
 
 async def body_matches(ref: PayloadRef, body: bytes) -> bool:
-    """PayloadRef.matches, with a large body hashed off the loop."""
+    """PayloadRef.matches, with a large body hashed off the loop (core/large_bytes.py)."""
     return len(body) == ref.size and await sha256_hex(body) == ref.sha256
-
-
-def _sha256_hex(body: bytes) -> str:
-    return hashlib.sha256(body).hexdigest()
 
 
 def check_backend(ref: PayloadRef, backend: Backend) -> None:
@@ -149,7 +133,7 @@ def describe(
         name=stored_name(job_id, kind, call, backend),
         chunks=max(1, -(-len(body) // CHUNK_SIZE)) if backend == SECRETS else 1,
         size=len(body),
-        sha256=sha256 or _sha256_hex(body),
+        sha256=sha256 or sha256_hex_now(body),
         content_type=content_type,
         backend=backend,
     )

@@ -19,9 +19,6 @@ from asyncjobs.core.model import Usage
 
 CONTENT_TYPE = "application/json"
 EXTRA_FIELDS = "extra_fields"
-# A prepared answer larger than this is best joined in a thread (bytes.join releases the
-# GIL past 1 MiB, so the copy does not hold the loop).
-JOIN_IN_THREAD_BYTES = 1 << 20
 _EXTRA_KEY = b'"extra_fields":'
 
 
@@ -64,15 +61,16 @@ def prepare(provider_body: Mapping[str, Any]) -> PreparedResult:
     return PreparedResult(head, tail, extra, usage_of(provider_body), ascii_only)
 
 
-def stored_body(
+def stored_parts(
     prepared: PreparedResult,
     *,
     request_type: str,
     provider: str,
     model_requested: str,
     latency_ms: int,
-) -> bytes:
-    """The body a completed job stores: the answer with Bifrost's extra fields added."""
+) -> tuple[bytes, bytes, bytes]:
+    """The body a completed job stores, in three parts to join: the answer with Bifrost's
+    extra fields added. (Joining tens of MiB is best left to core/large_bytes.py.)"""
     extra = {
         **prepared.extra,
         "request_type": request_type,
@@ -81,8 +79,25 @@ def stored_body(
         "latency": latency_ms,
     }
     fields = _standard(extra) if prepared.ascii_only else encoded(extra)
-    # One copy of the (possibly tens of MiB) answer, not two.
-    return b"".join((prepared.head, fields, prepared.tail))
+    return (prepared.head, fields, prepared.tail)
+
+
+def stored_body(
+    prepared: PreparedResult,
+    *,
+    request_type: str,
+    provider: str,
+    model_requested: str,
+    latency_ms: int,
+) -> bytes:
+    parts = stored_parts(
+        prepared,
+        request_type=request_type,
+        provider=provider,
+        model_requested=model_requested,
+        latency_ms=latency_ms,
+    )
+    return b"".join(parts)
 
 
 def result_body(

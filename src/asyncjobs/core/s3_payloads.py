@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 from aiobotocore.session import AioSession
 
+from asyncjobs.core.large_bytes import sha256_hex
 from asyncjobs.core.payloads import (
     S3,
     Backend,
@@ -36,7 +37,6 @@ from asyncjobs.core.payloads import (
     body_matches,
     check_backend,
     describe,
-    sha256_hex,
     stored_name,
 )
 from asyncjobs.core.s3_client import Credentials, CredentialSource, S3Client, S3Error

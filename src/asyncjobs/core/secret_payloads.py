@@ -19,6 +19,7 @@ from typing import Any
 
 from asyncjobs.core import resources
 from asyncjobs.core.kube import KubeError, KubeObject, ObjectClient
+from asyncjobs.core.large_bytes import sha256_hex
 from asyncjobs.core.payloads import (
     CHUNK_SIZE,
     SECRETS,
@@ -31,7 +32,6 @@ from asyncjobs.core.payloads import (
     body_matches,
     check_backend,
     describe,
-    sha256_hex,
     stored_name,
 )
 

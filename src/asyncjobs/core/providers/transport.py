@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from asyncjobs.core import cpu_worker, results
+from asyncjobs.core import cpu_worker, large_bytes, results
 from asyncjobs.core.cpu_worker import CpuWorker
 from asyncjobs.core.providers import failures, openai_errors
 from asyncjobs.core.providers.base import ProviderError, ProviderRequest, ProviderResult
@@ -142,16 +142,6 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-async def read_body(response: aiohttp.ClientResponse) -> bytes:
-    """The answer's body. aiohttp's read() joins its chunks on the loop, which for 40 MiB
-    of embeddings held it 225 ms on a loaded core; bytes.join lets go of the GIL for large
-    copies, so a large body is joined in a thread instead."""
-    chunks = [chunk async for chunk, _ in response.content.iter_chunks()]
-    if sum(map(len, chunks)) <= results.JOIN_IN_THREAD_BYTES:
-        return b"".join(chunks)
-    return await asyncio.to_thread(b"".join, chunks)
-
-
 class HttpProvider:
     """Sends a wire format's requests; raises ProviderError on any failure."""
 
@@ -263,7 +253,8 @@ class HttpProvider:
                     status=response.status,
                     headers={k.lower(): v for k, v in response.headers.items()},
                     content_type=response.headers.get("Content-Type", ""),
-                    body=await read_body(response),
+                    # Joined off the loop: an answer may be tens of MiB.
+                    body=await large_bytes.read_all(response.content),
                 )
         except TimeoutError as error:
             raise failures.timeout_error(self._timeout_seconds) from error
