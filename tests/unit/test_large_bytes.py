@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from aiohttp.streams import EMPTY_PAYLOAD
 
 from asyncjobs.core import large_bytes
 
@@ -66,3 +67,9 @@ async def test_hashing_in_a_thread_leaves_the_loop_free() -> None:
     await ticker
     assert digest == hashlib.sha256(body).hexdigest()
     assert ticks > 1
+
+
+async def test_empty_bodies_are_read_to_their_end_every_time() -> None:
+    """A 204's body is aiohttp's one shared empty reader: reading it twice must end."""
+    for _ in range(3):
+        assert await asyncio.wait_for(large_bytes.read_all(EMPTY_PAYLOAD), 5) == b""

@@ -25,8 +25,10 @@ async def joined(parts: Sequence[bytes]) -> bytes:
 
 
 async def read_all(stream: aiohttp.StreamReader) -> bytes:
-    """An HTTP body to its end. aiohttp's read() joins the chunks on the loop."""
-    return await joined([chunk async for chunk, _ in stream.iter_chunks()])
+    """An HTTP body to its end. aiohttp's read() joins the chunks on the loop. (Not
+    iter_chunks(): on the shared empty body of a 204, every read after the first in the
+    process returns an end-of-chunk marker, never the end, and the loop would spin.)"""
+    return await joined([chunk async for chunk in stream.iter_any()])
 
 
 async def sha256_hex(body: bytes) -> str:
