@@ -3,14 +3,18 @@
 
     uv run --frozen python bench/abuse_bench.py                     # s3 backend: 25 MiB bodies
     uv run --frozen python bench/abuse_bench.py --payloads secrets  # 4 MiB bodies
+    uv run --frozen python bench/abuse_bench.py --only "from a provider"  # one case
 
-Starts its own control plane (in .plane/abuse, on ports of its own), a scratch
+Starts its own control plane (in .plane/abuse, on ports of its own, or the plane the
+ASYNCJOBS_PLANE_DIR/_ETCD_PORT/_ETCD_PEER_PORT/_APISERVER_PORT variables name), a scratch
 namespace, the API and the operator as real processes with the backend's default limits
 and the offline `local` provider with its default output limits, and (for s3) a
 SeaweedFS of its own. Then, one case at a time, it sends a body built to cost as much as
 the limits allow (the largest JSON value count, the deepest nesting, the most multipart
-parts, the largest local answer, the largest result) and follows the job to a terminal
-state, polling its result once it has one. For each case it reports:
+parts, the largest local answer, the largest result, a provider's answer of 2,048
+embeddings of 3,072 values from a fake OpenAI-compatible server on a real socket) and
+follows the job to a terminal state, polling its result once it has one. For each case
+it reports:
 
 - the HTTP status of the submit (and of the poll that carries the result);
 - the longest event-loop stall of the API and of the operator while the case ran,
@@ -64,6 +68,9 @@ ABUSE_PLANE = {
 }
 CHART_LIMITS_MIB = {"api": 512, "operator": 1024}
 PROBE_INTERVAL = 0.005
+# The OpenAI-compatible provider the large-answer case calls, and its key.
+FAKE_PROVIDER = "fakeai"
+FAKE_KEY_SECRET = "fakeai-key"
 TERMINAL = ("completed", "failed")
 
 
@@ -142,6 +149,17 @@ def cases(limit: int) -> list[Case]:
     dims = limits.max_embedding_values // inputs
     emb = json.dumps({"model": "local/embed", "input": ["x"] * inputs, "dimensions": dims}).encode()
     out.append(Case("embeddings at the local output limit", "/v1/async/embeddings", emb))
+    # A real provider's largest answers: 2,048 inputs of 3,072 values from an
+    # OpenAI-compatible server over a real socket (tests/fakes/openai_server.py).
+    large = {"model": f"{FAKE_PROVIDER}/text-embedding-3-large", "input": ["x"] * 2048}
+    large["dimensions"] = 3072
+    out.append(
+        Case(
+            "embeddings answer of 2,048 x 3,072 from a provider",
+            "/v1/async/embeddings",
+            json.dumps(large).encode(),
+        )
+    )
     # Multipart: more parts than allowed (refused), and the most parts with a file at the limit.
     boundary = "b0undary"
     part = f'--{boundary}\r\nContent-Disposition: form-data; name="f"\r\n\r\nx\r\n'.encode()
@@ -275,8 +293,15 @@ async def drive(api: str, case: Case, timeout: float) -> dict[str, Any]:
         return report
 
 
+def own_plane() -> dict[str, str]:
+    """The plane the environment names (all of its variables: an engineer's own ports),
+    else the bench's own."""
+    given = {name: os.environ[name] for name in ABUSE_PLANE if name in os.environ}
+    return given if len(given) == len(ABUSE_PLANE) else ABUSE_PLANE
+
+
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
-    plane = plane_up(shared=False, own=ABUSE_PLANE)
+    plane = plane_up(shared=False, own=own_plane())
     logs = REPO / "bench" / "results" / f"abuse-{int(time.time())}"
     logs.mkdir(parents=True, exist_ok=True)
     namespace = f"abuse-{uuid.uuid4().hex[:8]}"
@@ -287,6 +312,15 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             await kube.create(
                 resources.namespaces_path(),
                 {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+            )
+            await kube.create(
+                f"/api/v1/namespaces/{namespace}/secrets",
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": FAKE_KEY_SECRET},
+                    "stringData": {"k": "sk-bench"},
+                },
             )
             try:
                 rows = await run(args, plane.kubeconfig, namespace, logs, limit, payload_env)
@@ -309,8 +343,21 @@ async def run(
     limit: int,
     payload_env: dict[str, str],
 ) -> list[dict[str, Any]]:
+    fake_port = free_port()
+    fake = ManagedProcess(
+        "fake-openai",
+        python_module("tests.fakes.openai_server", "--port", str(fake_port)),
+        log_dir=logs,
+    )
+    fakeai = {
+        "type": "openai",
+        "baseURL": f"http://127.0.0.1:{fake_port}/v1",
+        "keys": [{"secretRef": {"name": FAKE_KEY_SECRET, "key": "k"}}],
+    }
     providers = logs / "providers.yaml"
-    providers.write_text(yaml.safe_dump({"providers": {"local": {"type": "local"}}}))
+    providers.write_text(
+        yaml.safe_dump({"providers": {"local": {"type": "local"}, FAKE_PROVIDER: fakeai}})
+    )
     common = ["--kubeconfig", kubeconfig, "--namespace", namespace]
     common += ["--providers-config", str(providers), "--log-level", "WARNING"]
     operator_port, api_port = free_port(), free_port()
@@ -328,9 +375,9 @@ async def run(
     )
     api = f"http://127.0.0.1:{api_port}"
     probe_file = logs / "probe.txt"
-    built = cases(limit)
+    built = [case for case in cases(limit) if not args.only or args.only in case.name]
     rows: list[dict[str, Any]] = []
-    with operator, api_proc:
+    with fake, operator, api_proc:
         operator.wait_http_ok(f"http://127.0.0.1:{operator_port}/healthz", 60)
         api_proc.wait_http_ok(f"{api}/readyz", 60)
         probe = subprocess.Popen(  # noqa: ASYNC220 (started once, before measuring)
@@ -344,6 +391,11 @@ async def run(
             ]
         )
         try:
+            # The probe's interpreter takes seconds to start on a loaded machine.
+            for _ in range(600):
+                if probe_file.exists() and probe_file.stat().st_size:
+                    break
+                await asyncio.sleep(0.1)
             await asyncio.sleep(2)
 
             def measure(start: float, end: float) -> dict[str, float]:
@@ -407,6 +459,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--payloads", choices=["secrets", "s3"], default="s3")
     parser.add_argument("--timeout", type=float, default=120, help="per case, to a terminal job")
+    parser.add_argument("--only", help="run only the cases whose name contains this")
     args = parser.parse_args()
     report = asyncio.run(bench(args))
     out = REPO / "bench" / "results" / f"abuse-{args.payloads}-{int(time.time())}.json"

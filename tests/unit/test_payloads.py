@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 
 import pytest
 
-from asyncjobs.core import payloads, resources, secret_payloads
+from asyncjobs.core import large_bytes, payloads, resources, secret_payloads
 from asyncjobs.core.secret_payloads import SecretPayloads
 from tests.unit.controller.fakes import FakeSecrets
 
@@ -110,3 +111,11 @@ async def test_a_reference_of_the_other_backend_is_a_clear_lasting_error() -> No
         await SecretPayloads(secrets, "ns").get(ref)
     assert not raised.value.transient
     assert secrets.reads == []
+
+
+async def test_a_large_body_is_checked_against_its_reference() -> None:
+    large = b"x" * (large_bytes.IN_THREAD_BYTES + 1)
+    ref = payloads.describe("j", "result", large, "application/json", call=1)
+    assert ref.sha256 == hashlib.sha256(large).hexdigest()
+    assert await payloads.body_matches(ref, large)
+    assert not await payloads.body_matches(ref, large[:-1] + b"y")

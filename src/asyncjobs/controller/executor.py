@@ -40,7 +40,7 @@ from asyncjobs.controller.metrics import (
     STATUS_NO_ANSWER,
     Metrics,
 )
-from asyncjobs.core import error_summary, fair_share, lifecycle, results
+from asyncjobs.core import error_summary, fair_share, large_bytes, lifecycle, results
 from asyncjobs.core.conditions import Reason
 from asyncjobs.core.cooldown import CAUSE_THROTTLED
 from asyncjobs.core.jobs import Phase, parse_time
@@ -323,13 +323,16 @@ class JobRun:
         """Stores the answer under this call's own name, trying again in place while
         the apiserver is unavailable (the deadline bounds it), then decides the status."""
         chosen = self.job.targets[target]
-        body = results.result_body(
-            outcome.body,
+        # A large answer arrives prepared by the CPU worker: only joined here, not parsed.
+        prepared = outcome.for_storage()
+        parts = results.stored_parts(
+            prepared,
             request_type=self.job.request_type,
             provider=chosen.provider,
             model_requested=chosen.model,
             latency_ms=round(latency * 1000),
         )
+        body = await large_bytes.joined(parts)
         for delay in _repeating_last(self.ctx.store_retry_delays):
             try:
                 ref = await self.ctx.payloads.put(
@@ -344,7 +347,7 @@ class JobRun:
         if ref.backend == SECRETS:
             self.ctx.metrics.apiserver_writes.labels("POST", "secrets").inc(ref.chunks)
         self.stored = lifecycle.succeeded(
-            self.job, target, ref.to_dict(), results.usage_of(outcome.body), self.ctx.wall()
+            self.job, target, ref.to_dict(), prepared.usage, self.ctx.wall()
         )
         return self.stored
 

@@ -21,11 +21,11 @@ answer; `transient` when trying again later may succeed).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
 
+from asyncjobs.core.large_bytes import sha256_hex, sha256_hex_now
 from asyncjobs.core.model import PayloadRefFields
 
 Backend = Literal["secrets", "s3"]
@@ -98,7 +98,12 @@ class PayloadRef:
         return [f"{self.name}-{index}" for index in range(self.chunks)]
 
     def matches(self, body: bytes) -> bool:
-        return len(body) == self.size and hashlib.sha256(body).hexdigest() == self.sha256
+        return len(body) == self.size and sha256_hex_now(body) == self.sha256
+
+
+async def body_matches(ref: PayloadRef, body: bytes) -> bool:
+    """PayloadRef.matches, with a large body hashed off the loop (core/large_bytes.py)."""
+    return len(body) == ref.size and await sha256_hex(body) == ref.sha256
 
 
 def check_backend(ref: PayloadRef, backend: Backend) -> None:
@@ -119,14 +124,16 @@ def describe(
     *,
     call: int | None = None,
     backend: Backend = SECRETS,
+    sha256: str | None = None,
 ) -> PayloadRef:
     """The reference a body will have once stored; kind is "request" or "result", and a
-    result's name carries the number of the provider call that produced it."""
+    result's name carries the number of the provider call that produced it. `sha256`
+    is the body's, when the caller has it already (sha256_hex)."""
     return PayloadRef(
         name=stored_name(job_id, kind, call, backend),
         chunks=max(1, -(-len(body) // CHUNK_SIZE)) if backend == SECRETS else 1,
         size=len(body),
-        sha256=hashlib.sha256(body).hexdigest(),
+        sha256=sha256 or sha256_hex_now(body),
         content_type=content_type,
         backend=backend,
     )

@@ -24,6 +24,8 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
+from asyncjobs.core import large_bytes
+
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _ERROR_CODE = re.compile(rb"<Code>([^<]*)</Code>")
 _KEY = re.compile(r"<Key>([^<]*)</Key>")
@@ -145,7 +147,8 @@ class S3Client:
             async with self.session.request(
                 method, url, data=data, headers=signed, allow_redirects=False
             ) as answer:
-                content = await answer.read()
+                # Joined off the loop: a result may be tens of MiB.
+                content = await large_bytes.read_all(answer.content)
                 if answer.status >= 300:
                     code = _ERROR_CODE.search(content)
                     raise S3Error(answer.status, code.group(1).decode() if code else "")

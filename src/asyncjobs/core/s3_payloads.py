@@ -17,7 +17,6 @@ operator ran.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Any
 import aiohttp
 from aiobotocore.session import AioSession
 
+from asyncjobs.core.large_bytes import sha256_hex
 from asyncjobs.core.payloads import (
     S3,
     Backend,
@@ -34,6 +34,7 @@ from asyncjobs.core.payloads import (
     PayloadNotOwned,
     PayloadRef,
     PayloadStoreError,
+    body_matches,
     check_backend,
     describe,
     stored_name,
@@ -84,7 +85,9 @@ class S3Payloads:
         # Writing the same key again is harmless: the name is per job and per call, and
         # the claim keeps two operators from making the same call at once.
         job_id = job["metadata"]["name"]
-        ref = ref or describe(job_id, kind, body, content_type, call=call, backend=S3)
+        if ref is None:
+            digest = await sha256_hex(body)
+            ref = describe(job_id, kind, body, content_type, call=call, backend=S3, sha256=digest)
         metadata = {META_SHA256: ref.sha256}
         uid = job["metadata"].get("uid")
         if uid:
@@ -101,7 +104,7 @@ class S3Payloads:
             raise PayloadNotOwned(f"{ref.name} does not belong to job {owner['metadata']['name']}")
         with _store_errors():
             stored = await self.client.get_object(self.prefix + ref.name)
-        if not ref.matches(stored.body):
+        if not await body_matches(ref, stored.body):
             raise PayloadCorrupt(f"stored body {ref.name} does not match its checksum")
         return stored.body
 
@@ -121,7 +124,7 @@ class S3Payloads:
             name=name,
             chunks=1,
             size=len(stored.body),
-            sha256=hashlib.sha256(stored.body).hexdigest(),
+            sha256=await sha256_hex(stored.body),
             content_type=stored.content_type,
             backend=S3,
         )

@@ -19,6 +19,7 @@ from typing import Any
 
 from asyncjobs.core import resources
 from asyncjobs.core.kube import KubeError, KubeObject, ObjectClient
+from asyncjobs.core.large_bytes import sha256_hex
 from asyncjobs.core.payloads import (
     CHUNK_SIZE,
     SECRETS,
@@ -28,6 +29,7 @@ from asyncjobs.core.payloads import (
     PayloadNotOwned,
     PayloadRef,
     PayloadStoreError,
+    body_matches,
     check_backend,
     describe,
     stored_name,
@@ -62,7 +64,9 @@ class SecretPayloads:
         anything else raises PayloadCorrupt rather than record a reference to other
         bytes."""
         job_id = job["metadata"]["name"]
-        ref = ref or describe(job_id, kind, body, content_type, call=call)
+        if ref is None:
+            digest = await sha256_hex(body)
+            ref = describe(job_id, kind, body, content_type, call=call, sha256=digest)
         path = resources.secrets_path(self.namespace)
 
         async def create(secret: KubeObject) -> None:
@@ -84,7 +88,10 @@ class SecretPayloads:
         check_backend(ref, self.backend)
         with _store_errors():
             chunks = await asyncio.gather(*(self._chunk(name, owner) for name in ref.chunk_names()))
-        return checked_body(b"".join(chunks), ref)
+        body = b"".join(chunks)
+        if not await body_matches(ref, body):
+            raise PayloadCorrupt(f"stored body {ref.name} does not match its checksum")
+        return body
 
     async def find_result(
         self, job: Mapping[str, Any], call: int

@@ -10,14 +10,14 @@ from datetime import timedelta
 
 from asyncjobs.controller.executor import JobRun
 from asyncjobs.controller.metrics import WaitingByKey
-from asyncjobs.core import payloads, secret_payloads
+from asyncjobs.core import payloads, results, secret_payloads
 from asyncjobs.core.conditions import Reason
 from asyncjobs.core.cooldown import CooldownPolicy
 from asyncjobs.core.fair_share import group_label
 from asyncjobs.core.jobs import format_time
 from asyncjobs.core.kube import KubeError
 from asyncjobs.core.lifecycle import Policy, Resume, Run
-from asyncjobs.core.providers.base import ProviderError
+from asyncjobs.core.providers.base import ProviderError, ProviderResult
 from asyncjobs.core.providers.registry import ProviderLimits
 from tests.unit.controller.fakes import (
     REQUEST,
@@ -73,6 +73,21 @@ async def test_claimed_job_stores_its_result_under_the_call_number_and_completes
     assert "repeatedCalls" not in status
     assert stored_result(secrets, "j1-result-1")["choices"][0]["message"]["content"] == "hello"
     assert len(provider.calls) == 1
+
+
+async def test_an_answer_prepared_in_the_worker_is_stored_with_its_extra_fields_and_usage() -> None:
+    obj = asyncjob()
+    prepared = results.prepare(answer("from the worker").body)
+    provider = ScriptedProvider("openai", ProviderResult(prepared=prepared))
+    secrets, writer = FakeSecrets(), StatusWriter(obj)
+    await secrets.put_body(obj, "request", REQUEST)
+    await JobRun(context(writer, secrets, {"openai": provider}), obj).run(Run(0, 0, Reason.CLAIMED))
+    status = writer.status
+    assert status["phase"] == "Completed"
+    assert status["usage"] == {"promptTokens": 3, "completionTokens": 2, "totalTokens": 5}
+    stored = stored_result(secrets, "j1-result-1")
+    assert stored["choices"][0]["message"]["content"] == "from the worker"  # type: ignore[index]
+    assert stored["extra_fields"]["provider"] == "openai"  # type: ignore[index]
 
 
 async def test_resumed_job_finishes_from_the_stored_result_without_calling_again() -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from typing import Any
+
+import pytest
 
 from asyncjobs.core import results
 
@@ -51,3 +54,38 @@ def test_what_orjson_refuses_is_still_stored_as_json_that_reads_back_the_same() 
 def test_the_encoding_is_compact_utf8_json() -> None:
     stored = results.encoded({"a": [1, 2.5, None, True], "name": "café"})
     assert stored == '{"a":[1,2.5,null,true],"name":"café"}'.encode()
+
+
+GATEWAY_FIELDS = {
+    "request_type": "embedding",
+    "provider": "p",
+    "model_requested": "m",
+    "latency": 9,
+}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"data": [{"embedding": [0.1, -2.5e-07]}], "usage": {"prompt_tokens": 3}},
+        {"id": "x", "extra_fields": {"cache": "hit"}, "data": [1]},
+        {"extra_fields": None, "ü": "é"},
+        {"text": "a\ud800b", "extra_fields": {"k": 1}, "big": 2**70},
+    ],
+    ids=["empty", "embeddings", "extra fields inside", "extra fields not a mapping", "awkward"],
+)
+def test_a_prepared_answer_stores_the_encoding_of_the_whole_result(body: dict[str, Any]) -> None:
+    """The stored body, built around the extra fields, is what encoding the whole result
+    at once gives: the provider's keys in their order, its own extra fields kept."""
+    own = body.get("extra_fields") if isinstance(body.get("extra_fields"), dict) else {}
+    whole = {**body, "extra_fields": {**own, **GATEWAY_FIELDS}}
+    stored = results.stored_body(
+        results.prepare(body),
+        request_type="embedding",
+        provider="p",
+        model_requested="m",
+        latency_ms=9,
+    )
+    assert stored == results.encoded(whole)
+    assert results.prepare(body).usage == results.usage_of(body)

@@ -10,10 +10,12 @@ provider's error type, code, message and param).
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from asyncjobs.core import results
 from asyncjobs.core.request_types import RequestType
+from asyncjobs.core.results import PreparedResult
 
 
 @dataclass(frozen=True)
@@ -26,8 +28,14 @@ class ProviderRequest:
 
 @dataclass(frozen=True)
 class ProviderResult:
-    body: dict[str, Any]  # the synchronous endpoint's JSON body (speech: base64 audio)
+    body: dict[str, Any] = field(default_factory=dict)  # the synchronous endpoint's JSON
     status_code: int = 200
+    # A large answer, decoded and encoded for storage in the CPU worker process, arrives
+    # as this instead of `body` (then empty): the operator's loop never holds it as objects.
+    prepared: PreparedResult | None = None
+
+    def for_storage(self) -> PreparedResult:
+        return self.prepared if self.prepared is not None else results.prepare(self.body)
 
 
 class ProviderError(Exception):

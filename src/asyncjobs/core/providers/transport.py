@@ -22,12 +22,13 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from asyncjobs.core import cpu_worker
+from asyncjobs.core import cpu_worker, large_bytes, results
 from asyncjobs.core.cpu_worker import CpuWorker
 from asyncjobs.core.providers import failures, openai_errors
 from asyncjobs.core.providers.base import ProviderError, ProviderRequest, ProviderResult
 from asyncjobs.core.providers.keys import ApiKey, key_order
 from asyncjobs.core.request_types import RequestType
+from asyncjobs.core.results import PreparedResult
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,14 @@ class Answer:
         return parsed
 
 
+Decode = Callable[[Answer, datetime], dict[str, Any]]
+
+
+def prepared_for_storage(decode: Decode, answer: Answer, now: datetime) -> PreparedResult:
+    """Runs in the CPU worker: the answer decoded, then encoded as it will be stored."""
+    return results.prepare(decode(answer, now))
+
+
 @dataclass(frozen=True)
 class WireCall:
     """One request on the wire, and how to read its successful answer."""
@@ -89,7 +98,8 @@ class WireCall:
     body: bytes
     content_type: str
     # answer, now -> the unified (OpenAI-shaped) JSON body; raises ValueError if unreadable.
-    decode: Callable[[Answer, datetime], dict[str, Any]]
+    # Picklable (a functools.partial of a module-level function): it may run in the worker.
+    decode: Decode
     headers: Mapping[str, str] = field(default_factory=dict)  # never secrets
 
 
@@ -148,10 +158,13 @@ class HttpProvider:
         rng: random.Random | None = None,
         clock: Callable[[], datetime] = utc_now,
         worker: CpuWorker | None = None,
+        offload: Callable[[bytes], bool] = cpu_worker.is_heavy,
     ) -> None:
         self.name = name
         self.wire = wire
         self._worker = worker
+        # Which request and answer bodies are worked on in the worker rather than inline.
+        self._offload = offload
         self._keys = tuple(keys)
         self._key_required = key_required
         self._timeout_seconds = timeout_seconds
@@ -212,7 +225,7 @@ class HttpProvider:
         """The wire call of a request. Building one parses the stored body and writes the
         provider's; for a body with many JSON values that runs in the CPU worker process
         (core/cpu_worker.py), since the parse would hold the loop and every other job."""
-        if not cpu_worker.is_heavy(request.body):
+        if not self._offload(request.body):
             return self.wire.build(request)
         try:
             return await (self._worker or cpu_worker.shared()).run(self.wire.build, request)
@@ -240,7 +253,8 @@ class HttpProvider:
                     status=response.status,
                     headers={k.lower(): v for k, v in response.headers.items()},
                     content_type=response.headers.get("Content-Type", ""),
-                    body=await response.read(),
+                    # Joined off the loop: an answer may be tens of MiB.
+                    body=await large_bytes.read_all(response.content),
                 )
         except TimeoutError as error:
             raise failures.timeout_error(self._timeout_seconds) from error
@@ -253,7 +267,7 @@ class HttpProvider:
         if not 200 <= answer.status < 300:
             raise self.wire.error(answer, now)
         try:
-            return ProviderResult(body=wire.decode(answer, now))
+            return await self._decode(wire.decode, answer, now)
         except (ValueError, KeyError, TypeError) as error:
             # Never the body itself in the message: it is user content.
             raise ProviderError(
@@ -263,6 +277,27 @@ class HttpProvider:
                 retryable=True,
                 error_type="invalid_response",
             ) from error
+
+    async def _decode(self, decode: Decode, answer: Answer, now: datetime) -> ProviderResult:
+        """The result of a successful answer. A large one (2,048 embeddings of 3,072
+        values is about 40 MiB of JSON) is decoded, translated and encoded for storage in
+        the CPU worker process: on the loop that took seconds, during which no other job
+        was served and no Lease renewed. A small one costs less than the trip there."""
+        if not self._offload(answer.body):
+            return ProviderResult(body=decode(answer, now))
+        try:
+            prepared = await (self._worker or cpu_worker.shared()).run(
+                prepared_for_storage, decode, answer, now
+            )
+        except (cpu_worker.WorkerBusy, cpu_worker.WorkerStopped) as error:
+            raise ProviderError(
+                "the operator is busy reading large answers; retry shortly"
+                if isinstance(error, cpu_worker.WorkerBusy)
+                else "the operator's worker stopped while reading the answer",
+                status_code=None,
+                retryable=True,
+            ) from None
+        return ProviderResult(prepared=prepared)
 
     async def close(self) -> None:
         if self._session is not None and not self._session.closed:
