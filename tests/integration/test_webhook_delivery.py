@@ -112,3 +112,30 @@ async def test_a_private_address_is_never_reached_unless_allowed(
     assert (notification["outcome"], notification["attempts"]) == ("failed", 2)
     assert all("allow_private_network" in r["error"] for r in notification["records"])
     assert state.received == []
+
+
+async def test_an_endpoint_with_include_response_gets_the_result_inlined(
+    api_base: str,
+    kube: KubeClient,
+    namespace: str,
+    receiver: tuple[Receiver, TestServer],
+) -> None:
+    state, server = receiver
+    url = f"http://127.0.0.1:{server.port}/hook"
+    async with aiohttp.ClientSession() as session:
+        endpoint = await register(
+            session, api_base, "inline", url, allow_private_network=True, include_response=True
+        )
+        state.secret = endpoint["secret"]
+        job_id = await submit(session, api_base, "inline")
+        notification = (await settled(kube, namespace, job_id))["status"]["webhook"]
+        assert notification["outcome"] == "delivered"
+        async with session.get(f"{api_base}{CHAT}/{job_id}") as polled:
+            assert polled.status == 200
+            result = (await polled.json())["result"]
+    (event,) = state.received
+    assert state.unverified == 0
+    # The same result a poll answers, inside the signed body.
+    assert event["data"]["response"] == result
+    assert "response_omitted" not in event["data"]
+    assert "result_expired" not in event["data"]

@@ -106,3 +106,15 @@ def test_retries_back_off_30s_1m_2m_4m_with_20_percent_jitter() -> None:
 def test_an_attempt_record_holds_no_payload_and_a_bounded_error() -> None:
     record = webhook_delivery.Attempt(NOW, None, 10_000, "x" * 1000).to_dict()
     assert record == {"time": "2026-11-30T12:00:00Z", "latencyMs": 10_000, "error": "x" * 256}
+
+
+def test_an_inline_too_large_to_read_is_marked_omitted() -> None:
+    body = webhook_delivery.payload(
+        "async_job.completed", "2026-12-01T04:00:00Z", {"job_id": "j"}, inline=("response", None)
+    )
+    assert json.loads(body)["data"] == {"job_id": "j", "response_omitted": True}
+    assert webhook_delivery.inline_key("Completed") == "response"
+    assert webhook_delivery.inline_key("Failed") == "error"
+    assert webhook_delivery.inline_key("Pending") is None
+    assert webhook_delivery.fits_inline(webhook_delivery.INLINE_LIMIT_BYTES - 1)
+    assert not webhook_delivery.fits_inline(webhook_delivery.INLINE_LIMIT_BYTES)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import logging
 import random
 from collections.abc import Callable, Mapping
@@ -28,6 +29,14 @@ from asyncjobs.controller.webhook_sender import Sender, Sent
 from asyncjobs.core import resources, webhook_delivery, webhook_log
 from asyncjobs.core.jobs import format_time, parse_time
 from asyncjobs.core.kube import KubeClient, KubeError, KubeObject
+from asyncjobs.core.payloads import (
+    PayloadCorrupt,
+    PayloadMissing,
+    PayloadNotOwned,
+    PayloadRef,
+    PayloadStore,
+    PayloadStoreError,
+)
 from asyncjobs.core.request_types import REQUEST_TYPES, RequestType
 from asyncjobs.core.webhook_delivery import Attempt, Outcome
 from asyncjobs.core.webhook_endpoints import EVENT_COMPLETED, SECRET_KEY
@@ -105,8 +114,11 @@ class Deliverer:
         draw: Callable[[], float] = random.random,
         metrics: Metrics | None = None,
         retention_seconds: float = webhook_log.DEFAULT_RETENTION_SECONDS,
+        payloads: PayloadStore | None = None,
     ) -> None:
         self.client = client
+        # Where results and stored errors are read for endpoints with include_response.
+        self.payloads = payloads
         self.metrics = metrics or Metrics()
         self.endpoints = EndpointStatus(client, namespace, retention_seconds, clock)
         self.namespace = namespace
@@ -153,6 +165,9 @@ class Deliverer:
                     wait = await self._attempt(name)
                 except KubeError as error:
                     log.warning("webhook of job %s: apiserver %s", name, error.status)
+                    wait = _KUBE_RETRY_SECONDS
+                except PayloadStoreError as error:
+                    log.warning("webhook of job %s: payload store: %s", name, error)
                     wait = _KUBE_RETRY_SECONDS
                 if wait is None:
                     if name not in self.recheck:
@@ -205,7 +220,13 @@ class Deliverer:
             self.metrics.webhook_deliveries.labels(names.WEBHOOK_SKIPPED).inc()
             return None
         secret = await self._secret(spec["signingSecretName"])
-        body = webhook_delivery.payload(event, format_time(now), notification_data(job))
+        data = notification_data(job)
+        inline: webhook_delivery.Inline | None = None
+        if spec.get("includeResponse"):
+            inline, expired = await self._inline(job)
+            if expired:
+                data["result_expired"] = True
+        body = webhook_delivery.payload(event, format_time(now), data, inline=inline)
         headers = webhook_delivery.headers(
             secret,
             notification["deliveryId"],
@@ -255,6 +276,32 @@ class Deliverer:
             )
             await self.endpoints.record(endpoint["metadata"]["name"], ended)
         return wait
+
+    async def _inline(self, job: KubeObject) -> tuple[webhook_delivery.Inline | None, bool]:
+        """What an include_response delivery carries: the stored result of a completed
+        job or the error of a failed one (too large: omitted, never read), and whether
+        the result is gone (its body no longer stored: `result_expired`)."""
+        status = job.get("status", {})
+        key = webhook_delivery.inline_key(status.get("phase", ""))
+        if key is None:
+            return None, False
+        raw_ref = status.get("resultRef")
+        if raw_ref is None or self.payloads is None:
+            if key == "error" and status.get("error"):
+                # No stored error: the summary in the status is what a poll answers.
+                summary = json.dumps(status["error"], separators=(",", ":")).encode()
+                return (key, summary), False
+            return (None if key == "error" else (key, None)), key == "response"
+        ref = PayloadRef.from_dict(raw_ref)
+        if not webhook_delivery.fits_inline(ref.size):
+            return (key, None), False
+        try:
+            stored = await self.payloads.get(ref, owner=job)
+        except PayloadMissing:
+            return None, True
+        except (PayloadCorrupt, PayloadNotOwned):
+            return (key, None), False
+        return (key, stored), False
 
     async def send_test(self, endpoint: KubeObject, test_id: str) -> None:
         """A test event to the endpoint (one attempt, no retry), asked through the API:

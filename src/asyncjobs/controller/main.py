@@ -290,6 +290,7 @@ async def operate(args: argparse.Namespace, config: KubeConfig) -> None:
             first_retry_seconds=args.webhook_first_retry_seconds,
             metrics=metrics,
             retention_seconds=args.webhook_record_retention_seconds,
+            payloads=payloads,
         )
         endpoint_requests = EndpointRequests(deliverer, lambda: supervisor.ownership)
         writer.may_claim = supervisor.may_claim

@@ -55,12 +55,17 @@ def event_of(phase: str) -> str | None:
     return {"Completed": EVENT_COMPLETED, "Failed": EVENT_FAILED}.get(phase)
 
 
+# What an endpoint with include_response gets beside `data`: ("response" or "error", the
+# stored JSON, or None when it is too large to inline).
+Inline = tuple[str, bytes | None]
+
+
 def payload(
     event: str,
     created_at: str,
     data: Mapping[str, Any],
     *,
-    inline: tuple[str, bytes] | None = None,
+    inline: Inline | None = None,
 ) -> bytes:
     """The body: `{"event", "created_at", "data"}`. `inline` is ("response" or "error",
     the stored JSON) for an endpoint with include_response: spliced in when it is under
@@ -69,8 +74,8 @@ def payload(
     spliced: tuple[str, bytes] | None = None
     if inline is not None:
         key, raw = inline
-        if len(raw) < INLINE_LIMIT_BYTES:
-            spliced = inline
+        if raw is not None and len(raw) < INLINE_LIMIT_BYTES:
+            spliced = (key, raw)
         else:
             document[f"{key}_omitted"] = True
     text = json.dumps(
@@ -83,6 +88,16 @@ def payload(
     # closing braces of data and of the body.
     separator = "," if document else ""
     return f'{text[:-2]}{separator}"{key}":'.encode() + raw + b"}}"
+
+
+def inline_key(phase: str) -> str | None:
+    """Which field an include_response delivery inlines for a terminal phase."""
+    return {"Completed": "response", "Failed": "error"}.get(phase)
+
+
+def fits_inline(size: int) -> bool:
+    """Whether a stored body of `size` bytes is inlined (else omitted, unread)."""
+    return size < INLINE_LIMIT_BYTES
 
 
 def secret_key(secret: str) -> bytes:
