@@ -40,7 +40,7 @@ from asyncjobs.controller.metrics import (
     STATUS_NO_ANSWER,
     Metrics,
 )
-from asyncjobs.core import error_summary, fair_share, large_bytes, lifecycle, results
+from asyncjobs.core import cpu_worker, error_summary, fair_share, large_bytes, lifecycle, results
 from asyncjobs.core.conditions import Reason
 from asyncjobs.core.cooldown import CAUSE_THROTTLED
 from asyncjobs.core.jobs import Phase, parse_time
@@ -169,7 +169,7 @@ class JobRun:
                 self.job,
                 self.job.current_target,
                 ref.to_dict(),
-                _usage_of_stored(body),
+                await _stored_usage(body),
                 self.ctx.wall(),
                 after_interruption=True,
             )
@@ -402,6 +402,19 @@ def _repeating_last(delays: tuple[float, ...]) -> Iterator[float]:
     yield from delays
     while True:
         yield delays[-1]
+
+
+async def _stored_usage(body: bytes) -> Usage | None:
+    """The usage a stored result records. A large result is parsed in the CPU worker:
+    parsing tens of MiB of JSON would hold the loop (and the member Lease's renewals)
+    for seconds; inline only when the worker cannot take it (the usage must not be lost:
+    token budgets count it)."""
+    if cpu_worker.is_heavy(body):
+        try:
+            return await cpu_worker.shared().run(_usage_of_stored, body)
+        except (cpu_worker.WorkerBusy, cpu_worker.WorkerStopped):
+            log.warning("the CPU worker cannot take a stored result; parsing it here")
+    return _usage_of_stored(body)
 
 
 def _usage_of_stored(body: bytes) -> Usage | None:

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
+
+import pytest
 
 from asyncjobs.controller.executor import JobRun
 from asyncjobs.controller.metrics import WaitingByKey
-from asyncjobs.core import payloads, results, secret_payloads
+from asyncjobs.core import cpu_worker, payloads, results, secret_payloads
 from asyncjobs.core.conditions import Reason
 from asyncjobs.core.cooldown import CooldownPolicy
 from asyncjobs.core.fair_share import group_label
@@ -332,3 +336,29 @@ async def test_a_job_waits_in_its_keys_group_at_its_priority() -> None:
     await asyncio.gather(run, waiting)
     assert writer.status["phase"] == "Completed"
     assert calls_before_older == [1]  # the job with priority 4 called first
+
+
+class RecordingWorker:
+    """Stands in for the CPU worker: runs the function here, remembering it was sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def run(self, function: Callable[..., Any], *args: Any) -> Any:
+        self.sent.append(function.__name__)
+        return function(*args)
+
+
+async def test_a_large_stored_result_is_parsed_for_its_usage_in_the_cpu_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    worker = RecordingWorker()
+    monkeypatch.setattr(cpu_worker, "_shared", worker)
+    obj = asyncjob(INTERRUPTED)
+    secrets, writer, provider = FakeSecrets(), StatusWriter(obj), ScriptedProvider("openai")
+    await secrets.put_body(obj, "request", REQUEST)
+    large = {"data": [[0.5] * 1024] * 256, "usage": {"total_tokens": 7}}  # over 1 MiB
+    await secrets.put_body(obj, "result", json.dumps(large).encode(), call=1)
+    await JobRun(context(writer, secrets, {"openai": provider}), obj).run(Resume(call=1))
+    assert writer.status["usage"] == {"totalTokens": 7}
+    assert worker.sent == ["_usage_of_stored"], "parsed in the worker, not on the loop"
