@@ -24,11 +24,27 @@ async def joined(parts: Sequence[bytes]) -> bytes:
     return await asyncio.to_thread(b"".join, parts)
 
 
-async def read_all(stream: aiohttp.StreamReader) -> bytes:
-    """An HTTP body to its end. aiohttp's read() joins the chunks on the loop. (Not
-    iter_chunks(): on the shared empty body of a 204, every read after the first in the
-    process returns an end-of-chunk marker, never the end, and the loop would spin.)"""
-    return await joined([chunk async for chunk in stream.iter_any()])
+class BodyTooLarge(Exception):
+    """A body went past the limit it was read with; the rest was not read."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"over {limit} bytes")
+        self.limit = limit
+
+
+async def read_all(stream: aiohttp.StreamReader, limit: int | None = None) -> bytes:
+    """An HTTP body to its end (BodyTooLarge past `limit` bytes, before holding more).
+    aiohttp's read() joins the chunks on the loop. (Not iter_chunks(): on the shared
+    empty body of a 204, every read after the first in the process returns an
+    end-of-chunk marker, never the end, and the loop would spin.)"""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in stream.iter_any():
+        size += len(chunk)
+        if limit is not None and size > limit:
+            raise BodyTooLarge(limit)
+        chunks.append(chunk)
+    return await joined(chunks)
 
 
 async def sha256_hex(body: bytes) -> str:

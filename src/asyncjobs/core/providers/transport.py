@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 
 # Statuses after which another key may succeed where this one failed.
 ROTATE_KEY_STATUSES = frozenset({401, 429})
+# The largest provider answer read. The worker that decodes a large answer holds its
+# parsed form, several times the bytes (a 40 MiB embeddings answer took the operator
+# and its worker to 672 MiB, bench/README.md), inside the pod's 1 GiB; a provider
+# answering more (a bug, a hostile server) fails the job instead of the process.
+MAX_ANSWER_BYTES = 64 << 20
 
 
 class BadRequestBody(ValueError):
@@ -254,8 +259,16 @@ class HttpProvider:
                     headers={k.lower(): v for k, v in response.headers.items()},
                     content_type=response.headers.get("Content-Type", ""),
                     # Joined off the loop: an answer may be tens of MiB.
-                    body=await large_bytes.read_all(response.content),
+                    body=await large_bytes.read_all(response.content, MAX_ANSWER_BYTES),
                 )
+        except large_bytes.BodyTooLarge:
+            raise ProviderError(
+                f"provider {self.name} answered with more than {MAX_ANSWER_BYTES >> 20} MiB; "
+                "the answer was not read",
+                status_code=502,
+                retryable=False,
+                error_type="answer_too_large",
+            ) from None
         except TimeoutError as error:
             raise failures.timeout_error(self._timeout_seconds) from error
         except aiohttp.ClientError as error:
