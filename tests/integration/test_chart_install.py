@@ -123,6 +123,7 @@ async def release(kubeconfig_path: str, kube: KubeClient) -> AsyncIterator[dict[
         "--wait=false",
     )
     assert installed.returncode == 0, installed.stderr
+    await quotas_computed(kube, f"{namespace}-jobs")
     yield {
         "namespace": namespace,
         "jobs": f"{namespace}-jobs",
@@ -164,15 +165,9 @@ async def test_installed_chart_objects_are_accepted_and_its_rbac_runs_a_job(
     )
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "aj-asyncjobs-api"
 
-    api_config = await service_account_kubeconfig(
-        kube, kubeconfig_path, namespace, "aj-asyncjobs-api", tmp_path / "api.kubeconfig"
+    api_config, operator_config, providers = await installed_identities(
+        kube, kubeconfig_path, namespace, tmp_path
     )
-    operator_config = await service_account_kubeconfig(
-        kube, kubeconfig_path, namespace, "aj-asyncjobs-operator", tmp_path / "operator.kubeconfig"
-    )
-    configmap = await kube.get(f"/api/v1/namespaces/{namespace}/configmaps/aj-asyncjobs-providers")
-    providers = tmp_path / "providers.yaml"
-    providers.write_text(configmap["data"]["providers.yaml"])
     # The API runs with the Deployment's own arguments and the token the chart generated.
     (api_container,) = deployment["spec"]["template"]["spec"]["containers"]
     token_secret = await kube.get(resources.secrets_path(namespace, "aj-asyncjobs-gateway-token"))
@@ -286,6 +281,43 @@ async def test_installed_chart_objects_are_accepted_and_its_rbac_runs_a_job(
         assert refused.value.status == 403, "the operator keeps Leases in the jobs namespace only"
 
 
+async def quotas_computed(kube: KubeClient, namespace: str) -> None:
+    """Waits for the quota controller to compute the release's ResourceQuota: until then
+    the apiserver refuses every create in the namespace ("status unknown for quota"),
+    which the API answers 503, retry later. A freshly started controller learns of custom
+    resources (count/asyncjobs.asyncjobs.dev) only at its next discovery, up to 30 s on."""
+    path = f"/api/v1/namespaces/{namespace}/resourcequotas"
+    for _ in range(900):
+        quotas = (await kube.list(path))["items"]
+        if quotas and all(usage_known(q.get("status") or {}) for q in quotas):
+            return
+        await asyncio.sleep(0.1)
+    pytest.fail(f"the ResourceQuotas of {namespace} were never computed")
+
+
+def usage_known(status: dict[str, Any]) -> bool:
+    # The apiserver's quota admission needs a used figure for every hard limit.
+    hard = status.get("hard") or {}
+    return bool(hard) and set(hard) <= set(status.get("used") or {})
+
+
+async def installed_identities(
+    kube: KubeClient, kubeconfig_path: str, namespace: str, tmp_path: Path
+) -> tuple[str, str, Path]:
+    """What a pod of the release would have: kubeconfigs with tokens of the API's and the
+    operator's ServiceAccounts, and the providers file from the chart's ConfigMap."""
+    api_config = await service_account_kubeconfig(
+        kube, kubeconfig_path, namespace, "aj-asyncjobs-api", tmp_path / "api.kubeconfig"
+    )
+    operator_config = await service_account_kubeconfig(
+        kube, kubeconfig_path, namespace, "aj-asyncjobs-operator", tmp_path / "operator.kubeconfig"
+    )
+    configmap = await kube.get(f"/api/v1/namespaces/{namespace}/configmaps/aj-asyncjobs-providers")
+    providers = tmp_path / "providers.yaml"
+    providers.write_text(configmap["data"]["providers.yaml"])
+    return api_config, operator_config, providers
+
+
 def local_api_args(chart_args: list[str]) -> list[str]:
     """The Deployment's API arguments, but for where this process listens and reads its
     providers file (a pod's port and mount path mean nothing here)."""
@@ -336,15 +368,9 @@ async def test_two_operator_and_two_api_replicas_of_the_chart_share_the_jobs(
     (operator_container,) = operator_deployment["spec"]["template"]["spec"]["containers"]
     (api_container,) = api_deployment["spec"]["template"]["spec"]["containers"]
 
-    api_config = await service_account_kubeconfig(
-        kube, kubeconfig_path, namespace, "aj-asyncjobs-api", tmp_path / "api.kubeconfig"
+    api_config, operator_config, providers = await installed_identities(
+        kube, kubeconfig_path, namespace, tmp_path
     )
-    operator_config = await service_account_kubeconfig(
-        kube, kubeconfig_path, namespace, "aj-asyncjobs-operator", tmp_path / "operator.kubeconfig"
-    )
-    configmap = await kube.get(f"/api/v1/namespaces/{namespace}/configmaps/aj-asyncjobs-providers")
-    providers = tmp_path / "providers.yaml"
-    providers.write_text(configmap["data"]["providers.yaml"])
     token_secret = await kube.get(resources.secrets_path(namespace, "aj-asyncjobs-gateway-token"))
     token = base64.b64decode(token_secret["data"]["token"]).decode()
 

@@ -14,11 +14,11 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from asyncjobs.core import resources
 from asyncjobs.core.kube import KubeClient
 from tests.integration.webhook_support import (
     CHAT,
     Receiver,
+    endpoint_status,
     register,
     serving_receiver,
     settled,
@@ -69,9 +69,9 @@ async def test_a_delivery_is_signed_retried_on_503_and_recorded(
     assert event["data"]["job_id"] == job_id
     assert event["data"]["status"] == "completed"
     assert event["data"]["result_url"] == f"{CHAT}/{job_id}"
-    hook = await kube.get(resources.webhooks_path(namespace, "orders"))
-    assert hook["status"]["delivered"] == 1
-    assert hook["status"]["lastStatusCode"] == 200
+    hook = await endpoint_status(kube, namespace, "orders")
+    assert hook["delivered"] == 1
+    assert hook["lastStatusCode"] == 200
 
 
 async def test_a_400_is_not_retried(
@@ -90,8 +90,8 @@ async def test_a_400_is_not_retried(
     notification = (await settled(kube, namespace, job_id))["status"]["webhook"]
     assert (notification["outcome"], notification["attempts"]) == ("failed", 1)
     assert len(state.received) == 1
-    hook = await kube.get(resources.webhooks_path(namespace, "strict"))
-    assert hook["status"]["failures"] == 1
+    hook = await endpoint_status(kube, namespace, "strict")
+    assert hook["failures"] == 1
 
 
 async def test_a_private_address_is_never_reached_unless_allowed(

@@ -131,3 +131,16 @@ async def settled(kube: KubeClient, namespace: str, job_id: str) -> dict[str, An
             return job
         assert time.monotonic() < deadline, json.dumps(job.get("status"))
         await asyncio.sleep(0.2)
+
+
+async def endpoint_status(kube: KubeClient, namespace: str, name: str) -> dict[str, Any]:
+    """The endpoint's status once it counts an ended delivery: the operator writes it
+    after the job's own record, so a test that saw the job settle may be a moment early."""
+    deadline = time.monotonic() + 30
+    while True:
+        hook = await kube.get(resources.webhooks_path(namespace, name))
+        status: dict[str, Any] = hook.get("status") or {}
+        if status.get("delivered") or status.get("failures"):
+            return status
+        assert time.monotonic() < deadline, f"endpoint {name} counted no delivery: {hook}"
+        await asyncio.sleep(0.2)

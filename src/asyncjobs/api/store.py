@@ -204,10 +204,17 @@ def _unavailable(action: str, exc: KubeError | PayloadStoreError) -> ApiError:
     if isinstance(exc, PayloadStoreError):
         transient = exc.transient
     else:
-        transient = exc.status in (0, 429, 503, 504)
+        transient = exc.status in (0, 429, 503, 504) or _quota_not_synced(exc)
     if transient:
         return ApiError(503, f"{action}: the job store is unavailable, retry later")
     return ApiError(500, f"{action}: the job store refused the request")
+
+
+def _quota_not_synced(exc: KubeError) -> bool:
+    """The apiserver's quota admission refuses every create (403) in a namespace whose
+    ResourceQuota the quota controller has not computed yet, a few seconds after the
+    quota is made (an install): worth trying again, unlike a quota that is exceeded."""
+    return exc.status == 403 and "status unknown for quota" in exc.message
 
 
 # Who posts the Events of this process.

@@ -11,8 +11,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from asyncjobs.api import store as store_module
 from asyncjobs.api.errors import ApiError
 from asyncjobs.core import multipart
+from asyncjobs.core.kube import KubeError
 from asyncjobs.core.request_types import REQUEST_TYPES, BodyKind, RequestType
 from tests.unit.api.conftest import KEY_A, KEY_A_ID
 from tests.unit.api.fakes import FakeJobStore
@@ -568,3 +570,25 @@ async def test_head_answers_without_a_body_and_without_crashing(
     response = await client.head(path)
     assert response.status == status
     assert await response.read() == b""
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        pytest.param(
+            KubeError(403, "Forbidden", "status unknown for quota: aj-asyncjobs-payloads"),
+            503,
+            id="quota-not-synced-yet",
+        ),
+        pytest.param(
+            KubeError(403, "Forbidden", "exceeded quota: aj-asyncjobs-payloads"),
+            500,
+            id="quota-exceeded",
+        ),
+        pytest.param(KubeError(504, "Timeout", "took too long"), 503, id="timeout"),
+    ],
+)
+def test_an_apiserver_refusal_is_a_503_only_when_retrying_can_help(
+    error: KubeError, status: int
+) -> None:
+    assert store_module._unavailable("could not create the job", error).status == status
