@@ -289,7 +289,8 @@ async def quotas_computed(kube: KubeClient, namespace: str) -> None:
     path = f"/api/v1/namespaces/{namespace}/resourcequotas"
     for _ in range(900):
         quotas = (await kube.list(path))["items"]
-        if quotas and all(usage_known(q.get("status") or {}) for q in quotas):
+        # None with the s3 backend: the chart makes the quota for Secrets only.
+        if all(usage_known(q.get("status") or {}) for q in quotas):
             return
         await asyncio.sleep(0.1)
     pytest.fail(f"the ResourceQuotas of {namespace} were never computed")
