@@ -287,11 +287,13 @@ class Deliverer:
             return None, False
         raw_ref = status.get("resultRef")
         if raw_ref is None or self.payloads is None:
-            if key == "error" and status.get("error"):
-                # No stored error: the summary in the status is what a poll answers.
-                summary = json.dumps(status["error"], separators=(",", ":")).encode()
-                return (key, summary), False
-            return (None if key == "error" else (key, None)), key == "response"
+            if key == "response":
+                return (key, None), True  # no stored result to send
+            error = status.get("error")
+            if not error:
+                return None, False
+            # No stored error: the summary in the status is what a poll answers.
+            return (key, json.dumps(error, separators=(",", ":")).encode()), False
         ref = PayloadRef.from_dict(raw_ref)
         if not webhook_delivery.fits_inline(ref.size):
             return (key, None), False
