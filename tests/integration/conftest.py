@@ -75,7 +75,7 @@ def kubeconfig_path() -> Iterator[str]:
 
 @pytest.fixture
 async def kube(kubeconfig_path: str) -> AsyncIterator[KubeClient]:
-    """A kopf-free client with the plane's admin credentials."""
+    """A client with the plane's admin credentials."""
     async with KubeClient(load_config(kubeconfig_path)) as client:
         yield client
 

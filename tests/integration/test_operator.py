@@ -60,7 +60,7 @@ async def test_every_request_type_completes_with_a_result_secret_owned_by_the_jo
             assert result["extra_fields"]["provider"] == "local"
             assert result["extra_fields"]["model_requested"] == "echo"
             assert isinstance(result["extra_fields"]["latency"], int)
-            # kopf left no bookkeeping on the job, and no finalizer that could block deletion.
+            # No operator bookkeeping on the job, and no finalizer that could block deletion.
             metadata = done["metadata"]
             assert not metadata.get("finalizers")
             assert not [a for a in metadata.get("annotations", {}) if "kopf" in a]

@@ -20,13 +20,13 @@ from aiohttp import web
 from asyncjobs.api import state
 from asyncjobs.api.clock import Clock
 from asyncjobs.api.metrics import ApiMetrics
-from asyncjobs.api.reflector import DEFAULT_PAGE_SIZE, Reflector
 from asyncjobs.api.store import JobCache, KubeJobStore
 from asyncjobs.api.virtual_keys import KeyEntry, KeyRing, entry_from_secret
 from asyncjobs.api.webhook_store import KubeWebhookStore
 from asyncjobs.core import resources, usage_records
 from asyncjobs.core.kube import KubeClient, KubeConfig, KubeObject, ObjectClient
 from asyncjobs.core.payloads import PayloadStore
+from asyncjobs.core.reflector import DEFAULT_PAGE_SIZE, Reflector
 from asyncjobs.core.usage_records import Record
 
 # Opens the payload store the flags chose, given the apiserver client (for Secrets).

@@ -26,7 +26,6 @@ from asyncjobs.api.clock import utc_now
 from asyncjobs.api.idempotency import DEFAULT_WINDOW_SECONDS
 from asyncjobs.api.kube_backend import KubeBackend
 from asyncjobs.api.quota import Limits, SubmitRate
-from asyncjobs.api.reflector import DEFAULT_PAGE_SIZE
 from asyncjobs.api.result_cache import DEFAULT_BUDGET_BYTES
 from asyncjobs.api.settings import (
     BACKEND_DEFAULTS,
@@ -36,6 +35,7 @@ from asyncjobs.api.settings import (
 )
 from asyncjobs.core import payload_stores, provider_config
 from asyncjobs.core.kube import load_config
+from asyncjobs.core.reflector import DEFAULT_PAGE_SIZE
 
 TOKEN_FILE_ENV = "ASYNCJOBS_GATEWAY_TOKEN_FILE"  # noqa: S105 - a variable name
 TOKEN_ENV = "ASYNCJOBS_GATEWAY_TOKEN"  # noqa: S105 - a variable name

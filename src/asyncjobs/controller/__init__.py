@@ -1,1 +1,1 @@
-"""The kopf operator: thin handlers over the decision code in asyncjobs.core."""
+"""The operator: thin adapters over the decision code in asyncjobs.core."""

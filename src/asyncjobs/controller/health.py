@@ -2,7 +2,7 @@
 
 A quiet cluster sends no events, so silence alone proves nothing. But every status the
 operator writes must come back through its own watch: if a write made `stall_seconds`
-ago has not been echoed, the stream is stuck (kopf would keep waiting on a dead
+ago has not been echoed, the stream is stuck (a watch could keep waiting on a dead
 connection, and new jobs would never be seen), and the liveness probe fails so the
 kubelet restarts the process, whose fresh list picks everything up. Costs no requests.
 

@@ -6,8 +6,8 @@ providers follow it (core/providers/reloading.py) and each reload also sets the 
 limits of the admission queue, so neither a new key, URL or provider nor a new limit
 needs a restart. Jobs run only while this process holds its member Lease
 (member_lease.py), and only those of the shards it owns among the live members
-(members.py, core/shards.py): kopf lists and watches those shards by label, and starts
-again with the new selector whenever the live members change.
+(members.py, core/shards.py): the job watch (job_watch.py) lists and watches those shards
+by label, and starts again with the new selector whenever the live members change.
 """
 
 from __future__ import annotations
@@ -26,9 +26,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import kopf
-
-from asyncjobs.controller import kopf_setup, probes
+from asyncjobs.controller import job_watch, probes
 from asyncjobs.controller.admission import Admission
 from asyncjobs.controller.deliverer import Deliverer
 from asyncjobs.controller.endpoint_requests import EndpointRequests
@@ -72,9 +70,9 @@ from asyncjobs.core.providers.reloading import ProvidersReloader
 
 log = logging.getLogger("asyncjobs.operator")
 
-# kopf stops its watches in well under a second once cancelled; a member that lost its
-# Lease must not linger for longer than this.
-_KOPF_STOP_SECONDS = 5.0
+# A cancelled watch stops in well under a second; a member that lost its Lease must
+# not linger for longer than this.
+_WATCH_STOP_SECONDS = 5.0
 
 # Exit code after losing the member Lease: the kubelet restarts the container, which
 # joins again as a new process and lists its shards afresh.
@@ -218,7 +216,6 @@ async def operate(args: argparse.Namespace, config: KubeConfig) -> None:
     configuration = provider_config.load(args.providers_config)
     metrics = Metrics()
     health = WatchHealth(time.monotonic, args.watch_stall_seconds)
-    loop = asyncio.get_running_loop()
     async with (
         KubeClient(config, max_connections=200) as client,
         # The Leases have connections of their own: a burst of job requests queued in
@@ -307,8 +304,6 @@ async def operate(args: argparse.Namespace, config: KubeConfig) -> None:
             await wait_for_single_leader(lease_client, namespace, args.lease_prefix, timing)
             await lease.join()
             await members.refresh()
-            # Should the listing never look over (a bug, an odd apiserver), run anyway.
-            loop.call_later(30, supervisor.listing_done)
             log.info(
                 "serving namespace %s with providers %s (max %d calls in flight)",
                 namespace,
@@ -321,7 +316,7 @@ async def operate(args: argparse.Namespace, config: KubeConfig) -> None:
                 supervisor,
                 expiry,
                 labeller,
-                config,
+                client,
                 namespace,
                 also=[deliverer],
                 loops=[endpoint_requests.run],
@@ -336,64 +331,25 @@ async def operate(args: argparse.Namespace, config: KubeConfig) -> None:
 class Fanout:
     """Hands each watch event to several observers (the supervisor, the deliverer)."""
 
-    def __init__(self, observers: Sequence[kopf_setup.Observer]) -> None:
+    def __init__(self, observers: Sequence[job_watch.Observer]) -> None:
         self.observers = observers
 
     def observe(self, event_type: str | None, obj: dict[str, Any]) -> None:
         for observer in self.observers:
-            observer.observe(event_type, obj)
+            try:
+                observer.observe(event_type, obj)
+            except Exception as error:  # one bad event must not stop the watch
+                log.error("cannot handle an AsyncJob event: %s: %s", type(error).__name__, error)
 
 
-def start_kopf(
-    observer: kopf_setup.Observer, config: KubeConfig, namespace: str, selector: str
-) -> asyncio.Task[None]:
-    return asyncio.create_task(
-        run_kopf(observer, config, namespace, selector),
-        name="kopf",
-    )
-
-
-async def run_kopf(
-    observer: kopf_setup.Observer, config: KubeConfig, namespace: str, selector: str
-) -> None:
-    """kopf's own tasks, until one of them ends (a stop signal) or this is cancelled.
-
-    Not `kopf.operator()`: when stopped, that cancels every task started after it began,
-    whoever started them, and here those are the supervisor's job runs (each abandoning
-    its provider call, which the provider still answers, and then run again by the next
-    kopf's listing: a job called twice at once), deliveries and expiries. Membership
-    changes restart kopf; they must not touch the jobs this replica keeps. So only the
-    tasks kopf spawned are stopped (its watchers close their per-object workers)."""
-    tasks = await kopf.spawn_tasks(
-        registry=kopf_setup.registry(config, observer),
-        settings=kopf_setup.settings(selector),
-        namespaces=[namespace],
-        standalone=True,
-    )
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.wait(tasks, timeout=_KOPF_STOP_SECONDS)
-    for task in done:
-        error = None if task.cancelled() else task.exception()
-        if error is not None:
-            raise error
-
-
-async def stop_kopf(operator: asyncio.Task[None] | None) -> None:
-    # Cancelled rather than given a stop flag: kopf would wait 5 s for the task that
-    # watches such a flag, as for any task it did not start itself.
-    if operator is None:
+async def stop_watch(watch: asyncio.Task[None] | None) -> None:
+    if watch is None:
         return
-    operator.cancel()
-    await asyncio.wait({operator}, timeout=_KOPF_STOP_SECONDS)
+    watch.cancel()
+    await asyncio.wait({watch}, timeout=_WATCH_STOP_SECONDS)
 
 
 def catch_stop_signals(stopping: asyncio.Event) -> None:
-    """SIGTERM/SIGINT while kopf is not running (between two of them, or while this
-    replica owns no shard); a running kopf installs its own and ends on them."""
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
@@ -405,18 +361,19 @@ async def run_member(
     supervisor: Supervisor,
     expiry: Expiry,
     labeller: ShardLabeller,
-    config: KubeConfig,
+    client: KubeClient,
     namespace: str,
     *,
-    also: Sequence[kopf_setup.Observer] = (),
+    also: Sequence[job_watch.Observer] = (),
     loops: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
 ) -> None:
-    """Runs kopf on this replica's shards until it stops (SIGTERM) or the Lease is lost
-    (LeaseLost), starting it again with the new shards whenever the live members
-    change. Jobs stop before the Lease is deleted, so no one resumes them while they
-    still run here."""
+    """Watches this replica's shards until it stops (SIGTERM) or the Lease is lost
+    (LeaseLost), watching again with the new shards whenever the live members change.
+    Jobs stop before the Lease is deleted, so no one resumes them while they still run
+    here."""
     gate = MemberOnly(Fanout([supervisor, *also]), lease)
     stopping = asyncio.Event()
+    catch_stop_signals(stopping)
     holding = asyncio.create_task(lease.hold(), name="lease")
     helpers = [
         asyncio.create_task(expiry.run(), name="expiry"),
@@ -425,8 +382,7 @@ async def run_member(
         # They start once this coroutine yields, after the first reshard below.
         *(asyncio.create_task(run_loop()) for run_loop in loops),
     ]
-    operator: asyncio.Task[None] | None = None
-    first = True
+    watch: asyncio.Task[None] | None = None
     try:
         while True:
             ownership = members.snapshot()
@@ -438,23 +394,20 @@ async def run_member(
                 len(ownership.shards),
                 shards.SHARDS,
             )
-            catch_stop_signals(stopping)
-            operator = start_kopf(gate, config, namespace, selector) if selector else None
-            if first:
-                supervisor.await_listing()
-                first = False
+            if selector:
+                watch = job_watch.start(client, namespace, selector, gate, supervisor)
             waiters = {
                 asyncio.create_task(members.changed.wait()),
                 asyncio.create_task(stopping.wait()),
             }
-            watched = {holding, *waiters} | ({operator} if operator else set())
+            watched = {holding, *waiters} | ({watch} if watch else set())
             await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
             for waiter in waiters:
                 waiter.cancel()
-            if holding.done() or stopping.is_set() or (operator and operator.done()):
+            if holding.done() or stopping.is_set() or (watch and watch.done()):
                 break
-            await stop_kopf(operator)  # the members changed: watch the new shards
-            operator = None
+            await stop_watch(watch)  # the members changed: watch the new shards
+            watch = None
     finally:
         gate.close()
         lost = holding.done()  # hold() ends only when the Lease is lost (or on a bug)
@@ -464,13 +417,13 @@ async def run_member(
         await supervisor.close()
         if not lost:
             await lease.leave()
-        finished = operator is not None and operator.done()
-        if not finished:
-            await stop_kopf(operator)
+        failed = watch is not None and watch.done()
+        if not failed:
+            await stop_watch(watch)
     if lost:
         raise LeaseLost(lease.name) from holding.exception()
-    if finished and operator is not None:
-        await operator  # kopf's own error, if it ended with one
+    if failed and watch is not None:
+        await watch  # the watch's own error (it runs until cancelled otherwise)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -480,7 +433,6 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    kopf_setup.quiet_kopf_logs()
     try:
         config = load_config(args.kubeconfig)
         asyncio.run(operate(args, config))

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, Protocol
 
-from asyncjobs.controller.kopf_setup import Observer
+from asyncjobs.controller.job_watch import Observer
 from asyncjobs.core import resources
 from asyncjobs.core.kube import KubeError, KubeObject
 

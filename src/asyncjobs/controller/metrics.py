@@ -271,7 +271,7 @@ class PhaseTally:
     """Keeps the by-phase job gauge from the watch events the operator receives anyway.
 
     One dict entry per job and a constant-time update per event, so the gauge costs no
-    requests and no scan (the kopf index that once fed it cost more than it was worth).
+    requests and no scan (an index that once fed it cost more than it was worth).
     Phases outside the closed set are not counted, so the label stays bounded.
     """
 

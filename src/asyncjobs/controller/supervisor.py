@@ -1,10 +1,11 @@
 """Turns watch events into work: one task per job that needs running, expiry for the rest.
 
-kopf delivers every AsyncJob event here (the initial listing included, so a restarted
-operator sees every job again). A job with a task of ours is left alone; otherwise the
-lifecycle decides from the object alone: run it (Pending), resume it (Processing with
-no task here means an operator stopped during a call: its stored result, if any, is
-used first), fail it (deadline), or schedule its deletion (terminal). Phases only move
+The job watch (job_watch.py) delivers every AsyncJob event of this replica's shards
+here (each listing included, so a restarted operator sees every job again). A job with
+a task of ours is left alone; otherwise the lifecycle decides from the object alone:
+run it (Pending), resume it (Processing with no task here means an operator stopped
+during a call: its stored result, if any, is used first), fail it (deadline), or
+schedule its deletion (terminal). Phases only move
 forward, so an event older than a terminal status this process wrote is recognised and
 ignored.
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -47,8 +48,6 @@ log = logging.getLogger(__name__)
 _RETRY_AFTER_ERROR = 5.0
 # Pauses between tries to delete a deleted job's bodies from an object store.
 _BODY_DELETE_RETRIES = (1.0, 5.0, 30.0)
-# The initial listing counts as over after this long without a listed job.
-LISTING_QUIET_SECONDS = 1.0
 
 
 class Supervisor:
@@ -74,33 +73,28 @@ class Supervisor:
         # The shard of every job with a task or awaiting expiry here.
         self.shard_of: dict[str, int] = {}
         self.deletions: set[asyncio.Task[None]] = set()
-        # Names listed since start, kept only until the listing is over.
-        self._seen_at_start: set[str] | None = set()
-        self._last_listed = 0.0
         ctx.admission.paused = True
 
-    def await_listing(self) -> None:
-        """Called as the watch starts: admission opens once the initial listing is
-        over (a first watch event, or a quiet second after the last listed job), so the
-        oldest of a backlog start first rather than the first ones listed (by name).
-        kopf hands listed objects over with no event type."""
-        self._last_listed = asyncio.get_running_loop().time()
-        self._check_quiet()
+    def listed(self, names: Iterable[str]) -> None:
+        """A whole listing of this replica's shards has been observed (job_watch.py).
 
-    def _check_quiet(self) -> None:
-        if self._seen_at_start is None:
-            return
-        loop = asyncio.get_running_loop()
-        quiet_since = loop.time() - self._last_listed
-        if quiet_since >= LISTING_QUIET_SECONDS:
-            self.listing_done()
-        else:
-            loop.call_later(LISTING_QUIET_SECONDS - quiet_since, self._check_quiet)
-
-    def listing_done(self) -> None:
-        if self._seen_at_start is not None:
-            log.info("seen all %d listed jobs; starting calls", len(self._seen_at_start))
-            self._seen_at_start = None
+        A job of ours that it did not hold was deleted while no watch was open: it is
+        forgotten (its task, if any, stopped). Jobs of shards that moved away are not
+        in it either; they are left to finish as they would be after a reshard. The
+        first listing opens admission, so the oldest of a backlog start first rather
+        than the first ones listed (by name)."""
+        present = set(names)
+        gone = [
+            name
+            for name, shard in self.shard_of.items()
+            if name not in present and self.ownership.owns(shard)
+        ]
+        for name in gone:
+            log.info("job %s: not in the fresh listing (deleted meanwhile); forgotten", name)
+            self.ctx.metrics.phases.forget(name)
+            self._forget(name)
+        if self.ctx.admission.paused:
+            log.info("seen all %d listed jobs; starting calls", len(present))
             # The job tasks created just now have not run yet; resuming after them lets
             # every one join the queue before the first slot is granted.
             asyncio.get_running_loop().call_soon(self.ctx.admission.resume)
@@ -145,12 +139,6 @@ class Supervisor:
         metadata = raw.get("metadata") or {}
         name = metadata.get("name", "")
         self.health.observed(name, metadata.get("resourceVersion", ""))
-        if self._seen_at_start is not None:
-            if event_type is None:
-                self._seen_at_start.add(name)
-                self._last_listed = asyncio.get_running_loop().time()
-            else:
-                self.listing_done()
         self.ctx.metrics.last_watch_event.set_to_current_time()
         if event_type == "DELETED":
             self.ctx.metrics.phases.forget(name)

@@ -32,7 +32,7 @@ def slim(obj: AsyncJob) -> AsyncJob:
     """The job without `metadata.managedFields`, which nothing here reads: the apiserver's
     field-ownership records are more than half of a job's size in memory (about 4 of
     7.5 KB for a pending job), and the operator holds one object per job it runs or
-    waits to run. A new metadata mapping: the one given may be shared (kopf's)."""
+    waits to run. A new metadata mapping: the one given may be shared (the watch's)."""
     metadata = obj["metadata"]
     if "managedFields" not in metadata:
         return obj

@@ -3,8 +3,8 @@
 The API and the tests need a handful of verbs (get, list, create, patch, delete, watch)
 on a few resource kinds; a generated client would add megabytes of models and a
 deserialisation cost on every poll (kubernetes_asyncio's config loader alone imports its
-whole generated client: +70 MB resident and seconds of start-up). kopf brings its own
-client for the operator's watches. Objects are plain dicts, as the apiserver sends them.
+whole generated client: +70 MB resident and seconds of start-up). Objects are plain
+dicts, as the apiserver sends them.
 
 Each request asks the config's credential source for the current credential, so exec
 plugins' tokens are renewed before they expire; a 401 renews it and retries once.

@@ -41,7 +41,7 @@ async def supervised(ctx: Context) -> tuple[Supervisor, Expiry, Deleted]:
 
     expiry = Expiry(delete, ctx.wall)
     supervisor = Supervisor(ctx, expiry, WatchHealth(time.monotonic))
-    supervisor.listing_done()
+    supervisor.listed([])  # an empty first listing opens admission
     await asyncio.sleep(0)  # admission resumes on the next turn of the loop
     return supervisor, expiry, deleted
 

@@ -61,7 +61,7 @@ async def start(
 
     ctx = context(writer, secrets, {"openai": provider})
     supervisor = Supervisor(ctx, Expiry(delete, ctx.wall), WatchHealth(time.monotonic))
-    supervisor.listing_done()
+    supervisor.listed([])  # an empty first listing opens admission
     await asyncio.sleep(0)
     return supervisor, writer, secrets
 
@@ -130,7 +130,7 @@ async def sharded(obj: dict[str, Any]) -> tuple[Supervisor, StatusWriter]:
 
     ctx = context(writer, secrets, {"openai": ScriptedProvider("openai")})
     supervisor = Supervisor(ctx, Expiry(delete, ctx.wall), WatchHealth(time.monotonic), TWO)
-    supervisor.listing_done()
+    supervisor.listed([])  # an empty first listing opens admission
     await asyncio.sleep(0)
     return supervisor, writer
 

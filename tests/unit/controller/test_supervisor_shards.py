@@ -34,7 +34,16 @@ def named(owner: str) -> str:
     )
 
 
+def named_with(prefix: str, owner: str) -> str:
+    return next(
+        name
+        for name in (f"{prefix}{i}" for i in range(1000))
+        if shards.owner(shards.shard_of(name), ["me", "b"]) == owner
+    )
+
+
 MINE, THEIRS = named("me"), named("b")
+OPENAI: dict[str, Any] = {"openai": ScriptedProvider("openai")}
 PROCESSING = {"phase": "Processing", "attempts": 1, "attemptsOnModel": 1}
 
 
@@ -61,7 +70,7 @@ async def supervised(ctx: Context, ownership: Ownership) -> tuple[Supervisor, Ex
 
     expiry = Expiry(delete, ctx.wall)
     supervisor = Supervisor(ctx, expiry, WatchHealth(time.monotonic), ownership)
-    supervisor.listing_done()
+    supervisor.listed([])  # an empty first listing opens admission
     await asyncio.sleep(0)
     return supervisor, expiry
 
@@ -159,24 +168,44 @@ async def test_expiry_of_shards_that_moved_away_is_left_to_their_new_owner() -> 
     assert supervisor.terminal == {MINE}
 
 
-async def test_calls_start_after_the_listing_a_typed_event_or_a_quiet_second() -> None:
+async def test_calls_start_only_once_the_whole_first_listing_was_seen() -> None:
     async def delete(name: str, uid: str) -> None:
         pass
 
-    for ending in ("typed-event", "quiet"):
-        ctx = context(StatusWriter(asyncjob()))
-        supervisor = Supervisor(ctx, Expiry(delete, ctx.wall), WatchHealth(time.monotonic))
-        assert ctx.admission.paused
-        supervisor.await_listing()
-        supervisor.observe(None, asyncjob({"phase": "Completed"}, name="listed"))
-        await asyncio.sleep(0.5)
-        assert ctx.admission.paused, ending
-        if ending == "typed-event":
-            supervisor.observe("ADDED", asyncjob({"phase": "Completed"}, name="new"))
-            await asyncio.sleep(0)
-        else:
-            await asyncio.sleep(0.6)
-        assert not ctx.admission.paused, ending
+    ctx = context(StatusWriter(asyncjob(name=MINE)), providers=OPENAI)
+    supervisor = Supervisor(ctx, Expiry(delete, ctx.wall), WatchHealth(time.monotonic))
+    assert ctx.admission.paused
+    supervisor.observe(None, asyncjob(name=MINE))
+    supervisor.observe("ADDED", asyncjob({"phase": "Completed"}, name="new"))
+    await asyncio.sleep(0.1)
+    assert ctx.admission.paused, "a watch event before the listing ended opens nothing"
+    assert ctx.admission.waiting() == 1
+    supervisor.listed([MINE])
+    await asyncio.sleep(0)
+    assert not ctx.admission.paused
+
+
+async def test_a_fresh_listing_forgets_jobs_deleted_meanwhile_not_those_moved_away() -> None:
+    deleted = named_with(MINE + "x", "me")
+    supervisor, expiry = await supervised(
+        context(StatusWriter(asyncjob(name=MINE)), providers=OPENAI),
+        TWO,
+    )
+    supervisor.ctx.admission.paused = True  # tasks wait for a slot: they stay tracked
+    expiring = {"phase": "Completed", "completionTime": "2026-01-01T00:00:05.000Z"}
+    supervisor.observe(None, asyncjob({**expiring, "expiresAt": "2026-01-01T01:00:00Z"}, name=MINE))
+    supervisor.observe(None, asyncjob(name=deleted))
+    assert deleted in supervisor.tasks
+    assert len(expiry) == 1
+    running = supervisor.tasks[deleted]
+    # A job whose shard moved away keeps its task (it stops at its claim, not here).
+    supervisor.shard_of[THEIRS] = shards.shard_of(THEIRS)
+    supervisor.listed([MINE])
+    await asyncio.sleep(0)
+    assert deleted not in supervisor.tasks
+    assert running.cancelled()
+    assert len(expiry) == 1, "the listed job still expires"
+    assert THEIRS in supervisor.shard_of
 
 
 async def test_a_job_is_held_without_its_managed_fields() -> None:

@@ -68,5 +68,5 @@ def test_slim_leaves_the_given_object_alone() -> None:
     given: Any = {"metadata": {"name": "j1", "managedFields": [{}]}, "spec": {}}
     slimmed = slim(given)
     assert slimmed == {"metadata": {"name": "j1"}, "spec": {}}
-    assert given["metadata"]["managedFields"] == [{}], "kopf's object is not changed"
+    assert given["metadata"]["managedFields"] == [{}], "the watch's object is not changed"
     assert slim(slimmed) is slimmed

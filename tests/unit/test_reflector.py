@@ -13,10 +13,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from asyncjobs.api.reflector import Reflector
 from asyncjobs.api.store import JobCache
 from asyncjobs.core import resources
 from asyncjobs.core.kube import KubeClient, KubeConfig
+from asyncjobs.core.reflector import Reflector
 
 PATH = resources.asyncjobs_path("ns")
 

@@ -1,6 +1,7 @@
 """List-then-watch one kind of object and keep a caller's in-memory copy current.
 
-Both the job cache and the virtual-key ring need the same loop: list (a consistent
+The API's job cache and virtual-key ring and the operator's view of its shards' jobs
+need the same loop: list (a consistent
 snapshot and its resourceVersion), then watch from that version; when the server
 ends a watch, continue from the last version seen; when the version is too old (410
 Gone, after etcd compaction) or the apiserver is unreachable, relist after a short
