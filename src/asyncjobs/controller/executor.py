@@ -233,10 +233,9 @@ class JobRun:
         admission = self.ctx.admission
         left = (self.job.deadline - self.ctx.wall()).total_seconds()
         spec = self.obj["spec"]
-        priority = (-fair_share.priority_of(spec), self.job.submitted_at.timestamp(), self.name)
         return admission.slot(
             provider,
-            priority,
+            fair_share.order_of(spec, self.job.submitted_at, self.name),
             admission.now() + left,
             group=fair_share.group_of(spec),
             weight=fair_share.weight_of(spec),

@@ -291,7 +291,8 @@ async def operate(args: argparse.Namespace, config: KubeConfig) -> None:
         )
         endpoint_requests = EndpointRequests(deliverer, lambda: supervisor.ownership)
         writer.may_claim = supervisor.may_claim
-        metrics.waiting.set_function(admission.waiting)
+        metrics.waiting.set_function(supervisor.waiting)
+        metrics.waiting_by_key.source = supervisor.waiting_by_group
         metrics.jobs_running.set_function(lambda: len(supervisor.tasks))
         metrics.jobs_expiring.set_function(lambda: len(expiry))
         metrics.webhook_pending.set_function(lambda: len(deliverer.tasks))

@@ -28,13 +28,14 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from asyncjobs.controller.backlog import Backlog
 from asyncjobs.controller.executor import Context, JobRun
 from asyncjobs.controller.expiry import Expiry
 from asyncjobs.controller.health import WatchHealth
 from asyncjobs.controller.members import Ownership
 from asyncjobs.controller.usage_folder import UsageFolder
 from asyncjobs.controller.writer import Conflict, NotOwned, slim
-from asyncjobs.core import cancel, lifecycle, resources, shards
+from asyncjobs.core import cancel, fair_share, lifecycle, resources, shards
 from asyncjobs.core.jobs import Phase
 from asyncjobs.core.kube import KubeError
 from asyncjobs.core.lifecycle import Delete, ExpireAt, Job, Resume, Run, WriteStatus
@@ -42,6 +43,10 @@ from asyncjobs.core.model import AsyncJob, as_asyncjob, phase_of
 from asyncjobs.core.payloads import PayloadStoreError
 
 log = logging.getLogger(__name__)
+
+# Started jobs per provider at most (or twice the calls allowed in flight, if more);
+# more pending ones wait parked (backlog.py).
+STARTED_PER_PROVIDER = 500
 
 # After an unexpected error a job is looked at again after this long (its deadline
 # still bounds it, so it cannot loop forever).
@@ -59,6 +64,7 @@ class Supervisor:
         ownership: Ownership | None = None,
         *,
         usage: UsageFolder | None = None,
+        per_lane: Callable[[], int] | None = None,
     ) -> None:
         self.ctx = ctx
         self.expiry = expiry
@@ -70,10 +76,31 @@ class Supervisor:
         # Jobs whose task is being cancelled on request (core/cancel.py).
         self.cancelling: set[str] = set()
         self.terminal: set[str] = set()
-        # The shard of every job with a task or awaiting expiry here.
+        # The shard of every job with a task, parked or awaiting expiry here.
         self.shard_of: dict[str, int] = {}
         self.deletions: set[asyncio.Task[None]] = set()
+        # Pending jobs past what admission needs wait here, compactly (backlog.py); each
+        # started task counts against its provider's lane until it ends.
+        self.backlog = Backlog(per_lane or self._default_per_lane)
+        self._lane_of: dict[str, str] = {}
+        # A parked job still fails at its deadline: a timer starts it then.
+        self._deadline_timers: dict[str, asyncio.TimerHandle] = {}
+        # Until the first listing is over, no call starts and new jobs are parked.
+        self._listing = True
         ctx.admission.paused = True
+
+    def _default_per_lane(self) -> int:
+        return max(STARTED_PER_PROVIDER, 2 * self.ctx.admission.budget.max_in_flight)
+
+    def waiting(self) -> int:
+        """Jobs waiting for a call slot: started and queued, or parked."""
+        return self.ctx.admission.waiting() + len(self.backlog)
+
+    def waiting_by_group(self) -> dict[str, int]:
+        counts = dict(self.ctx.admission.waiting_by_group())
+        for group, parked in self.backlog.waiting_by_group().items():
+            counts[group] = counts.get(group, 0) + parked
+        return counts
 
     def listed(self, names: Iterable[str]) -> None:
         """A whole listing of this replica's shards has been observed (job_watch.py).
@@ -93,10 +120,15 @@ class Supervisor:
             log.info("job %s: not in the fresh listing (deleted meanwhile); forgotten", name)
             self.ctx.metrics.phases.forget(name)
             self._forget(name)
-        if self.ctx.admission.paused:
+        if self._listing:
+            self._listing = False
             log.info("seen all %d listed jobs; starting calls", len(present))
-            # The job tasks created just now have not run yet; resuming after them lets
-            # every one join the queue before the first slot is granted.
+            # Pending jobs were parked while listing: the first ones started now are the
+            # ones fair share puts first (the oldest of each key), not the first listed.
+            for lane in self.backlog.lanes():
+                self._feed(lane)
+            # Their tasks have not run yet; resuming after them lets every one join the
+            # queue before the first slot is granted.
             asyncio.get_running_loop().call_soon(self.ctx.admission.resume)
 
     @property
@@ -110,6 +142,7 @@ class Supervisor:
         self.ownership = ownership
         for name, shard in list(self.shard_of.items()):
             if not ownership.owns(shard) and name not in self.tasks:
+                self._unpark(name)
                 self.terminal.discard(name)
                 self.expiry.forget(name)
                 if self.usage is not None:
@@ -160,6 +193,7 @@ class Supervisor:
             ):
                 self._cancel_running(name, running)
             return
+        self._unpark(name)  # a newer object of a parked job: decided again below
         try:
             job = Job.from_object(obj, self.ctx.policy)
         except (KeyError, ValueError, TypeError) as error:
@@ -172,8 +206,60 @@ class Supervisor:
             return
         if isinstance(step, ExpireAt | Delete):
             self._schedule_expiry(name, job, step, obj)
+        elif isinstance(step, Run) and (self._listing or not self.backlog.room(_lane(job))):
+            # While listing, every new job is parked: which start first is decided
+            # once all are known (listed()).
+            self._park(name, obj, job)
         else:
-            self._start(name, obj, step)
+            self._start(name, obj, step, _lane(job))
+
+    def _park(self, name: str, obj: AsyncJob, job: Job) -> None:
+        spec = obj["spec"]
+        self.shard_of[name] = shards.job_shard(name, obj["metadata"].get("labels"))
+        self.backlog.park(
+            name,
+            dict(obj),
+            _lane(job),
+            fair_share.group_of(spec),
+            fair_share.weight_of(spec),
+            fair_share.order_of(spec, job.submitted_at, name),
+        )
+        loop = asyncio.get_running_loop()
+        left = (job.deadline - self.wall()).total_seconds()
+        self._deadline_timers[name] = loop.call_later(
+            max(0.0, left), self._deadline_of_parked, name
+        )
+
+    def _unpark(self, name: str) -> None:
+        if self.backlog.unpark(name):
+            timer = self._deadline_timers.pop(name, None)
+            if timer is not None:
+                timer.cancel()
+
+    def _deadline_of_parked(self, name: str) -> None:
+        """A parked job's deadline came: it starts whatever its lane's count, and its
+        task writes the failure at once."""
+        self._deadline_timers.pop(name, None)
+        obj = self.backlog.take(name)
+        if obj is not None:
+            self._start_parked(name, obj)
+
+    def _feed(self, lane: str) -> None:
+        """Starts parked jobs of `lane` while it has room."""
+        while (obj := self.backlog.next(lane)) is not None:
+            self._start_parked(obj["metadata"]["name"], obj)
+
+    def _start_parked(self, name: str, raw: dict[str, Any]) -> None:
+        timer = self._deadline_timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+        obj = as_asyncjob(raw)
+        job = Job.from_object(obj, self.ctx.policy)  # it was read before it was parked
+        step = lifecycle.observed(job, self.wall())
+        if isinstance(step, ExpireAt | Delete):
+            self._schedule_expiry(name, job, step, obj)
+        else:
+            self._start(name, obj, step, _lane(job))
 
     def _was_ours(self, metadata: Mapping[str, Any]) -> bool:
         """Whether this replica looks after the bodies of a job reported DELETED: the
@@ -182,8 +268,10 @@ class Supervisor:
         shard = shards.labelled_shard(metadata.get("labels"))
         return shard is not None and self.ownership.owns(shard)
 
-    def _start(self, name: str, obj: AsyncJob, step: Run | Resume | WriteStatus) -> None:
+    def _start(self, name: str, obj: AsyncJob, step: Run | Resume | WriteStatus, lane: str) -> None:
         self.shard_of[name] = shards.job_shard(name, obj["metadata"].get("labels"))
+        self._lane_of[name] = lane
+        self.backlog.started(lane)
         task = asyncio.create_task(self._supervise(obj, step), name=f"job {name}")
         self.tasks[name] = task
         task.add_done_callback(lambda _: self._task_done(name, task))
@@ -221,6 +309,7 @@ class Supervisor:
     def _task_done(self, name: str, task: asyncio.Task[None]) -> None:
         if self.tasks.get(name) is task:
             del self.tasks[name]
+            self._task_ended(name)
             if name not in self.terminal:
                 self.shard_of.pop(name, None)
 
@@ -334,12 +423,29 @@ class Supervisor:
         if self.usage is not None:
             self.usage.forget(name)
         self.health.forget(name)
+        self._unpark(name)
         task = self.tasks.pop(name, None)
         if task is not None:
             task.cancel()
+            self._task_ended(name)
+
+    def _task_ended(self, name: str) -> None:
+        """The job's task is over (or dropped): its lane may start a parked job."""
+        lane = self._lane_of.pop(name, None)
+        if lane is not None:
+            self.backlog.ended(lane)
+            self._feed(lane)
 
     async def close(self) -> None:
+        for timer in self._deadline_timers.values():
+            timer.cancel()
+        self._deadline_timers.clear()
         tasks = [*self.tasks.values(), *self.deletions]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _lane(job: Job) -> str:
+    """The provider a job's start counts against: its first target's."""
+    return job.targets[0].provider if job.targets else ""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 PRIORITY_HEADER = "x-asyncjobs-priority"
@@ -90,3 +91,9 @@ def group_label(group: str) -> str:
     if group == ANONYMOUS:
         return ANONYMOUS_LABEL
     return hashlib.sha256(group.encode()).hexdigest()[:12]
+
+
+def order_of(spec: Mapping[str, Any], submitted_at: datetime, name: str) -> tuple[int, float, str]:
+    """Where a job stands within its group: higher priority first, then the oldest (the
+    name breaks ties, so the order is total)."""
+    return (-priority_of(spec), submitted_at.timestamp(), name)

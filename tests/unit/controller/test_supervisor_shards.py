@@ -179,8 +179,10 @@ async def test_calls_start_only_once_the_whole_first_listing_was_seen() -> None:
     supervisor.observe("ADDED", asyncjob({"phase": "Completed"}, name="new"))
     await asyncio.sleep(0.1)
     assert ctx.admission.paused, "a watch event before the listing ended opens nothing"
-    assert ctx.admission.waiting() == 1
+    assert MINE in supervisor.backlog, "pending jobs wait parked until all are known"
+    assert not supervisor.tasks
     supervisor.listed([MINE])
+    assert list(supervisor.tasks) == [MINE]
     await asyncio.sleep(0)
     assert not ctx.admission.paused
 
