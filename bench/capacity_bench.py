@@ -140,11 +140,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     resources.namespaces_path(),
                     {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
                 )
-            try:
-                await run(args, plane, kube, namespace, logs, payload_env, weed_pid, report)
-            finally:
-                if not args.reuse_namespace:
-                    await kube.delete(resources.namespaces_path(namespace))
+            # Kept after a failure, to be looked at or reused (--reuse-namespace).
+            await run(args, plane, kube, namespace, logs, payload_env, weed_pid, report)
+            if not args.reuse_namespace:
+                await kube.delete(resources.namespaces_path(namespace))
     report["logs"] = str(logs)
     return report
 

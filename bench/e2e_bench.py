@@ -398,7 +398,9 @@ async def submit_all(
         async def worker() -> None:
             while not queue.empty():
                 queue.get_nowait()
-                for _ in range(5):
+                # A loaded apiserver can time a create out (503): retry as a client would,
+                # for up to about a minute.
+                for attempt in range(12):
                     async with session.post(
                         f"{api}/v1/async/chat/completions",
                         data=body,
@@ -408,7 +410,7 @@ async def submit_all(
                             ids.append((await answer.json())["id"])
                             break
                         refused[str(answer.status)] = refused.get(str(answer.status), 0) + 1
-                    await asyncio.sleep(0.2)
+                    await asyncio.sleep(min(10.0, 0.2 * 2**attempt))
                 else:
                     raise RuntimeError(f"submit kept failing: {answer.status}")
 

@@ -87,7 +87,13 @@ def job_watch(
 
 
 def start(
-    client: KubeClient, namespace: str, selector: str, observer: Observer, listing: ListingObserver
+    client: KubeClient,
+    namespace: str,
+    selector: str,
+    observer: Observer,
+    listing: ListingObserver,
+    *,
+    page_size: int = LIST_PAGE_SIZE,
 ) -> asyncio.Task[None]:
-    watch = job_watch(client, namespace, selector, observer, listing)
+    watch = job_watch(client, namespace, selector, observer, listing, page_size=page_size)
     return asyncio.create_task(watch.run(), name="AsyncJob watch")

@@ -44,7 +44,11 @@ from asyncjobs.controller.member_metrics import register_member_metrics
 from asyncjobs.controller.members import Members, wait_for_single_leader
 from asyncjobs.controller.metrics import Metrics
 from asyncjobs.controller.shard_labels import ShardLabeller
-from asyncjobs.controller.supervisor import Supervisor
+from asyncjobs.controller.supervisor import (
+    STARTED_PER_PROVIDER,
+    Supervisor,
+    started_per_provider,
+)
 from asyncjobs.controller.usage_folder import UsageFolder
 from asyncjobs.controller.webhook_sender import Sender
 from asyncjobs.controller.writer import JobWriter
@@ -77,6 +81,13 @@ _WATCH_STOP_SECONDS = 5.0
 # Exit code after losing the member Lease: the kubelet restarts the container, which
 # joins again as a new process and lists its shards afresh.
 EXIT_LEASE_LOST = 3
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -150,6 +161,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "fails it with InterruptionLimitExceeded",
     )
     parser.add_argument("--watch-stall-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--list-page-size",
+        type=positive_int,
+        default=job_watch.LIST_PAGE_SIZE,
+        help="AsyncJobs per page of the watch's listing",
+    )
+    parser.add_argument(
+        "--max-started-per-provider",
+        type=positive_int,
+        default=STARTED_PER_PROVIDER,
+        help="jobs of one provider started at once (at least twice limits.maxInFlight); "
+        "more pending ones wait parked, in fair-share order, at about 2 KiB each",
+    )
     parser.add_argument(
         "--lease-prefix",
         default="asyncjobs-operator",
@@ -278,7 +302,15 @@ async def operate(args: argparse.Namespace, config: KubeConfig) -> None:
             policy=policy,
             wall=wall,
         )
-        supervisor = Supervisor(ctx, expiry, health, usage=usage)
+        supervisor = Supervisor(
+            ctx,
+            expiry,
+            health,
+            usage=usage,
+            per_lane=lambda: started_per_provider(
+                args.max_started_per_provider, admission.budget.max_in_flight
+            ),
+        )
         sender = Sender()
         deliverer = Deliverer(
             client,
@@ -321,6 +353,7 @@ async def operate(args: argparse.Namespace, config: KubeConfig) -> None:
                 namespace,
                 also=[deliverer],
                 loops=[endpoint_requests.run],
+                page_size=args.list_page_size,
             )
         finally:
             await deliverer.close()
@@ -367,6 +400,7 @@ async def run_member(
     *,
     also: Sequence[job_watch.Observer] = (),
     loops: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
+    page_size: int = job_watch.LIST_PAGE_SIZE,
 ) -> None:
     """Watches this replica's shards until it stops (SIGTERM) or the Lease is lost
     (LeaseLost), watching again with the new shards whenever the live members change.
@@ -396,7 +430,9 @@ async def run_member(
                 shards.SHARDS,
             )
             if selector:
-                watch = job_watch.start(client, namespace, selector, gate, supervisor)
+                watch = job_watch.start(
+                    client, namespace, selector, gate, supervisor, page_size=page_size
+                )
             waiters = {
                 asyncio.create_task(members.changed.wait()),
                 asyncio.create_task(stopping.wait()),

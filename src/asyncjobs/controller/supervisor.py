@@ -81,16 +81,16 @@ class Supervisor:
         self.deletions: set[asyncio.Task[None]] = set()
         # Pending jobs past what admission needs wait here, compactly (backlog.py); each
         # started task counts against its provider's lane until it ends.
-        self.backlog = Backlog(per_lane or self._default_per_lane)
+        budget = ctx.admission.budget
+        self.backlog = Backlog(
+            per_lane or (lambda: started_per_provider(STARTED_PER_PROVIDER, budget.max_in_flight))
+        )
         self._lane_of: dict[str, str] = {}
         # A parked job still fails at its deadline: a timer starts it then.
         self._deadline_timers: dict[str, asyncio.TimerHandle] = {}
         # Until the first listing is over, no call starts and new jobs are parked.
         self._listing = True
         ctx.admission.paused = True
-
-    def _default_per_lane(self) -> int:
-        return max(STARTED_PER_PROVIDER, 2 * self.ctx.admission.budget.max_in_flight)
 
     def waiting(self) -> int:
         """Jobs waiting for a call slot: started and queued, or parked."""
@@ -449,3 +449,10 @@ class Supervisor:
 def _lane(job: Job) -> str:
     """The provider a job's start counts against: its first target's."""
     return job.targets[0].provider if job.targets else ""
+
+
+def started_per_provider(configured: int, max_in_flight: int) -> int:
+    """How many jobs of one provider run as tasks at once: the configured number, but
+    at least twice the calls allowed in flight, so that no free slot waits for a parked
+    job to be started."""
+    return max(configured, 2 * max_in_flight)
