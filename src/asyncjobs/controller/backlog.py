@@ -27,6 +27,7 @@ from asyncjobs.controller.fair_queue import FairQueue, Order
 @dataclass(slots=True, eq=False)
 class _Parked:
     name: str
+    version: str  # the object's resourceVersion
     body: bytes
     live: bool = True
 
@@ -42,6 +43,7 @@ class Backlog:
         self._queue: FairQueue[_Parked] = FairQueue(_alive)
         self._parked: dict[str, _Parked] = {}
         self._lane_of: dict[str, str] = {}
+        self._parked_in: dict[str, int] = {}  # parked jobs per lane
         self._started: dict[str, int] = {}
 
     def __len__(self) -> int:
@@ -52,6 +54,19 @@ class Backlog:
 
     def names(self) -> Iterator[str]:
         return iter(list(self._parked))
+
+    def holds(self, name: str, version: str) -> bool:
+        """Whether this very version of the job is parked (a relist repeats it: it
+        keeps its place rather than leave a dead entry behind)."""
+        parked = self._parked.get(name)
+        return parked is not None and bool(version) and parked.version == version
+
+    def entries(self) -> int:
+        """Queue entries, those of unparked jobs included until they are dropped."""
+        return sum(1 for _ in self._queue.items())
+
+    def has_parked(self, lane: str) -> bool:
+        return lane in self._parked_in
 
     def room(self, lane: str) -> bool:
         """Whether another job of `lane` may start now."""
@@ -71,9 +86,11 @@ class Backlog:
         self, name: str, obj: dict[str, Any], lane: str, group: str, weight: int, order: Order
     ) -> None:
         self.unpark(name)
-        parked = _Parked(name, json.dumps(obj, separators=(",", ":")).encode())
+        version = str((obj.get("metadata") or {}).get("resourceVersion", ""))
+        parked = _Parked(name, version, json.dumps(obj, separators=(",", ":")).encode())
         self._parked[name] = parked
         self._lane_of[name] = lane
+        self._parked_in[lane] = self._parked_in.get(lane, 0) + 1
         self._queue.push(group, weight, lane, order, parked)
 
     def unpark(self, name: str) -> bool:
@@ -82,7 +99,12 @@ class Backlog:
         parked = self._parked.pop(name, None)
         if parked is None:
             return False
-        del self._lane_of[name]
+        lane = self._lane_of.pop(name)
+        left = self._parked_in[lane] - 1
+        if left:
+            self._parked_in[lane] = left
+        else:
+            del self._parked_in[lane]
         parked.live = False
         parked.body = b""
         return True
@@ -98,7 +120,7 @@ class Backlog:
 
     def lanes(self) -> set[str]:
         """Lanes with parked jobs."""
-        return set(self._lane_of.values())
+        return set(self._parked_in)
 
     def next(self, lane: str) -> dict[str, Any] | None:
         """The parked job of `lane` to start now (unparked), if the lane has room."""

@@ -447,6 +447,10 @@ async def run_member(
             watch = None
     finally:
         gate.close()
+        # The watch first: a listing it completed later would start parked jobs.
+        failed = watch is not None and watch.done()
+        if not failed:
+            await stop_watch(watch)
         lost = holding.done()  # hold() ends only when the Lease is lost (or on a bug)
         holding.cancel()
         for helper in helpers:
@@ -454,9 +458,6 @@ async def run_member(
         await supervisor.close()
         if not lost:
             await lease.leave()
-        failed = watch is not None and watch.done()
-        if not failed:
-            await stop_watch(watch)
     if lost:
         raise LeaseLost(lease.name) from holding.exception()
     if failed and watch is not None:

@@ -90,6 +90,8 @@ class Supervisor:
         self._deadline_timers: dict[str, asyncio.TimerHandle] = {}
         # Until the first listing is over, no call starts and new jobs are parked.
         self._listing = True
+        # Once closing, no parked job starts (its task would outlive close()).
+        self._closing = False
         ctx.admission.paused = True
 
     def waiting(self) -> int:
@@ -110,6 +112,8 @@ class Supervisor:
         in it either; they are left to finish as they would be after a reshard. The
         first listing opens admission, so the oldest of a backlog start first rather
         than the first ones listed (by name)."""
+        if self._closing:
+            return
         present = set(names)
         gone = [
             name
@@ -193,7 +197,10 @@ class Supervisor:
             ):
                 self._cancel_running(name, running)
             return
-        self._unpark(name)  # a newer object of a parked job: decided again below
+        if self.backlog.holds(name, obj["metadata"].get("resourceVersion", "")):
+            return  # parked as it is (a relist): it keeps its place
+        # A newer object of a parked job is decided again below.
+        was_parked = self._unpark(name)
         try:
             job = Job.from_object(obj, self.ctx.policy)
         except (KeyError, ValueError, TypeError) as error:
@@ -203,15 +210,21 @@ class Supervisor:
             return  # an event from before our own terminal write
         step = lifecycle.observed(job, self.wall())
         if not self._ours(obj, job, step):
+            if was_parked:
+                self.shard_of.pop(name, None)
             return
+        lane = _lane(job)
         if isinstance(step, ExpireAt | Delete):
             self._schedule_expiry(name, job, step, obj)
-        elif isinstance(step, Run) and (self._listing or not self.backlog.room(_lane(job))):
-            # While listing, every new job is parked: which start first is decided
-            # once all are known (listed()).
+        elif isinstance(step, Run) and (
+            self._listing or not self.backlog.room(lane) or self.backlog.has_parked(lane)
+        ):
+            # Behind the jobs parked before it, in fair-share order; while listing,
+            # every new job is parked: which start first is decided once all are known.
             self._park(name, obj, job)
+            self._feed(lane)
         else:
-            self._start(name, obj, step, _lane(job))
+            self._start(name, obj, step, lane)
 
     def _park(self, name: str, obj: AsyncJob, job: Job) -> None:
         spec = obj["spec"]
@@ -230,22 +243,27 @@ class Supervisor:
             max(0.0, left), self._deadline_of_parked, name
         )
 
-    def _unpark(self, name: str) -> None:
-        if self.backlog.unpark(name):
-            timer = self._deadline_timers.pop(name, None)
-            if timer is not None:
-                timer.cancel()
+    def _unpark(self, name: str) -> bool:
+        if not self.backlog.unpark(name):
+            return False
+        timer = self._deadline_timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+        return True
 
     def _deadline_of_parked(self, name: str) -> None:
         """A parked job's deadline came: it starts whatever its lane's count, and its
         task writes the failure at once."""
         self._deadline_timers.pop(name, None)
-        obj = self.backlog.take(name)
+        obj = None if self._closing else self.backlog.take(name)
         if obj is not None:
             self._start_parked(name, obj)
 
     def _feed(self, lane: str) -> None:
-        """Starts parked jobs of `lane` while it has room."""
+        """Starts parked jobs of `lane` while it has room (not before the first listing
+        is over: listed() starts the first ones, in order; not once closing)."""
+        if self._listing or self._closing:
+            return
         while (obj := self.backlog.next(lane)) is not None:
             self._start_parked(obj["metadata"]["name"], obj)
 
@@ -437,6 +455,7 @@ class Supervisor:
             self._feed(lane)
 
     async def close(self) -> None:
+        self._closing = True
         for timer in self._deadline_timers.values():
             timer.cancel()
         self._deadline_timers.clear()
