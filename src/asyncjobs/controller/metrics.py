@@ -8,7 +8,7 @@ process do not clash.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -296,3 +296,8 @@ class PhaseTally:
         previous = self._phases.pop(name, None)
         if previous is not None:
             self._gauge.labels(previous).dec()
+
+    def keep_only(self, names: Collection[str]) -> None:
+        """Forgets every job not in `names` (a complete listing)."""
+        for name in [name for name in self._phases if name not in names]:
+            self.forget(name)

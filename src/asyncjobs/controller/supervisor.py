@@ -122,8 +122,10 @@ class Supervisor:
         ]
         for name in gone:
             log.info("job %s: not in the fresh listing (deleted meanwhile); forgotten", name)
-            self.ctx.metrics.phases.forget(name)
             self._forget(name)
+        # The by-phase gauge counts exactly the jobs listed: not those deleted meanwhile,
+        # nor those of shards that moved away (their DELETED events no longer come here).
+        self.ctx.metrics.phases.keep_only(present)
         if self._listing:
             self._listing = False
             log.info("seen all %d listed jobs; starting calls", len(present))
@@ -328,6 +330,11 @@ class Supervisor:
         if self.tasks.get(name) is task:
             del self.tasks[name]
             self._task_ended(name)
+            shard = self.shard_of.get(name)
+            if shard is not None and not self.ownership.owns(shard):
+                # Its shard moved away while it ran: the watch no longer shows the job,
+                # so the liveness check must not wait for the echo of our last write.
+                self.health.forget(name)
             if name not in self.terminal:
                 self.shard_of.pop(name, None)
 

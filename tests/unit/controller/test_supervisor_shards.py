@@ -223,3 +223,27 @@ async def test_a_job_is_held_without_its_managed_fields() -> None:
     supervisor.ctx.admission.resume()
     await settle(supervisor)
     assert writer.status["phase"] == "Completed"
+
+
+async def test_a_listing_resets_the_phase_gauge_to_the_jobs_it_holds() -> None:
+    supervisor, *_ = await setup(asyncjob(name=MINE), TWO)
+    supervisor.observe(None, asyncjob({"phase": "Completed"}, name=MINE))
+    supervisor.observe(None, asyncjob({"phase": "Completed"}, name=THEIRS))
+    gauge = supervisor.ctx.metrics.registry.get_sample_value
+    assert gauge("asyncjobs_operator_jobs", {"phase": "Completed"}) == 2
+    # THEIRS's shard moved away: this replica's next listing no longer holds it, and no
+    # DELETED event for it will come here.
+    supervisor.listed([MINE])
+    assert gauge("asyncjobs_operator_jobs", {"phase": "Completed"}) == 1
+
+
+async def test_liveness_does_not_wait_for_a_write_to_a_job_whose_shard_moved_away() -> None:
+    obj = asyncjob(name=THEIRS)  # mine while alone, b's once b joins
+    supervisor, *_ = await setup(obj, ALONE)
+    supervisor.ctx.admission.paused = True  # the job waits for a slot
+    supervisor.observe("ADDED", obj)
+    supervisor.health.wrote(THEIRS, "99")  # a write whose echo would come from the watch
+    supervisor.reshard(TWO)
+    supervisor.ctx.admission.resume()
+    await settle(supervisor)
+    assert supervisor.health.stalled_for() == 0.0, "no echo is awaited from another shard"
