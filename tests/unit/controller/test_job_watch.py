@@ -5,16 +5,19 @@ reported by name, the shard selector is sent with every request, and watch event
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from typing import Any
 
-import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from asyncjobs.controller import job_watch
-from asyncjobs.core.kube import KubeClient, KubeConfig
-from tests.unit.test_reflector import PATH, FakeApiserver, job, wait_for
+from asyncjobs.core.kube import KubeClient
+from tests.unit.test_reflector import (  # noqa: F401 - apiserver is a fixture
+    FakeApiserver,
+    apiserver,
+    job,
+    wait_for,
+)
 
 SELECTOR = "asyncjobs.dev/shard in (1,2)"
 
@@ -34,20 +37,8 @@ class Recorder:
         self.observed_at_listing.append(len(self.events))
 
 
-@pytest.fixture
-async def apiserver() -> AsyncIterator[tuple[FakeApiserver, KubeClient]]:
-    fake = FakeApiserver()
-    app = web.Application()
-    app.router.add_get(PATH, fake.handle)
-    async with TestServer(app) as server:
-        config = KubeConfig(server=str(server.make_url("")).rstrip("/"))
-        async with KubeClient(config) as client:
-            yield fake, client
-            fake.hold.set()
-
-
 async def test_listed_jobs_are_observed_page_by_page_then_reported_then_watched(
-    apiserver: tuple[FakeApiserver, KubeClient],
+    apiserver: tuple[FakeApiserver, KubeClient],  # noqa: F811
 ) -> None:
     fake, client = apiserver
     fake.items = [job(f"j{i}", i + 1) for i in range(5)]
@@ -76,7 +67,7 @@ async def test_listed_jobs_are_observed_page_by_page_then_reported_then_watched(
 
 
 async def test_a_listing_whose_continue_token_expired_starts_again_and_reports_once(
-    apiserver: tuple[FakeApiserver, KubeClient],
+    apiserver: tuple[FakeApiserver, KubeClient],  # noqa: F811
 ) -> None:
     fake, client = apiserver
     fake.items = [job(f"j{i}", i + 1) for i in range(4)]
