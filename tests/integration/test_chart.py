@@ -127,12 +127,14 @@ def test_non_default_values_render_optional_objects() -> None:
     } in container["env"]
 
 
-def test_the_operator_breaker_and_lease_values_reach_its_arguments() -> None:
+def test_the_operator_breaker_lease_and_backlog_values_reach_its_arguments() -> None:
     docs = render(
         "operator.providerCooldown.failures=3",
         "operator.providerCooldown.maxSeconds=120",
         "operator.retryAfterMaxSeconds=60",
         "operator.leaseDurationSeconds=30",
+        "operator.maxStartedPerProvider=2000",
+        "operator.listPageSize=250",
     )
     operator = next(
         d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "aj-asyncjobs-operator"
@@ -143,6 +145,8 @@ def test_the_operator_breaker_and_lease_values_reach_its_arguments() -> None:
         "--cooldown-max-seconds=120",
         "--retry-after-max-seconds=60",
         "--lease-duration-seconds=30",
+        "--max-started-per-provider=2000",
+        "--list-page-size=250",
     } <= set(container["args"])
 
 
