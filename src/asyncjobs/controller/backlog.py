@@ -17,7 +17,7 @@ again from its new object.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ from asyncjobs.controller.fair_queue import FairQueue, Order
 class _Parked:
     name: str
     version: str  # the object's resourceVersion
+    lane: str
     body: bytes
     live: bool = True
 
@@ -42,7 +43,6 @@ class Backlog:
         self.per_lane = per_lane
         self._queue: FairQueue[_Parked] = FairQueue(_alive)
         self._parked: dict[str, _Parked] = {}
-        self._lane_of: dict[str, str] = {}
         self._parked_in: dict[str, int] = {}  # parked jobs per lane
         self._started: dict[str, int] = {}
 
@@ -51,9 +51,6 @@ class Backlog:
 
     def __contains__(self, name: object) -> bool:
         return name in self._parked
-
-    def names(self) -> Iterator[str]:
-        return iter(list(self._parked))
 
     def holds(self, name: str, version: str) -> bool:
         """Whether this very version of the job is parked (a relist repeats it: it
@@ -87,9 +84,8 @@ class Backlog:
     ) -> None:
         self.unpark(name)
         version = str((obj.get("metadata") or {}).get("resourceVersion", ""))
-        parked = _Parked(name, version, json.dumps(obj, separators=(",", ":")).encode())
+        parked = _Parked(name, version, lane, json.dumps(obj, separators=(",", ":")).encode())
         self._parked[name] = parked
-        self._lane_of[name] = lane
         self._parked_in[lane] = self._parked_in.get(lane, 0) + 1
         self._queue.push(group, weight, lane, order, parked)
 
@@ -99,12 +95,11 @@ class Backlog:
         parked = self._parked.pop(name, None)
         if parked is None:
             return False
-        lane = self._lane_of.pop(name)
-        left = self._parked_in[lane] - 1
+        left = self._parked_in[parked.lane] - 1
         if left:
-            self._parked_in[lane] = left
+            self._parked_in[parked.lane] = left
         else:
-            del self._parked_in[lane]
+            del self._parked_in[parked.lane]
         parked.live = False
         parked.body = b""
         return True
@@ -112,11 +107,7 @@ class Backlog:
     def take(self, name: str) -> dict[str, Any] | None:
         """A parked job's object, unparked whatever its lane's room (its deadline came)."""
         parked = self._parked.get(name)
-        if parked is None:
-            return None
-        obj: dict[str, Any] = json.loads(parked.body)
-        self.unpark(name)
-        return obj
+        return None if parked is None else self._release(parked)
 
     def lanes(self) -> set[str]:
         """Lanes with parked jobs."""
@@ -129,7 +120,9 @@ class Backlog:
         popped = self._queue.pop({lane})
         if popped is None:
             return None
-        parked = popped[1]
+        return self._release(popped[1])
+
+    def _release(self, parked: _Parked) -> dict[str, Any]:
         obj: dict[str, Any] = json.loads(parked.body)
         self.unpark(parked.name)
         return obj

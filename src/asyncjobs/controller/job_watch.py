@@ -17,7 +17,6 @@ kopf's listing does not start again after that: the operator stopped.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterable
 from typing import Any, Protocol
@@ -59,7 +58,8 @@ def job_watch(
     *,
     page_size: int = LIST_PAGE_SIZE,
 ) -> Reflector[str]:
-    """A reflector over the namespace's AsyncJobs matching `selector`; run it as a task."""
+    """A reflector over the namespace's AsyncJobs matching `selector`; its `run()` is
+    the watch, as a task of its own."""
 
     def hand_over(obj: KubeObject) -> str:
         # Observed as the page is read; the listing keeps only the name.
@@ -84,16 +84,3 @@ def job_watch(
         label_selector=selector,
         page_size=page_size,
     )
-
-
-def start(
-    client: KubeClient,
-    namespace: str,
-    selector: str,
-    observer: Observer,
-    listing: ListingObserver,
-    *,
-    page_size: int = LIST_PAGE_SIZE,
-) -> asyncio.Task[None]:
-    watch = job_watch(client, namespace, selector, observer, listing, page_size=page_size)
-    return asyncio.create_task(watch.run(), name="AsyncJob watch")

@@ -430,9 +430,10 @@ async def run_member(
                 shards.SHARDS,
             )
             if selector:
-                watch = job_watch.start(
+                reflector = job_watch.job_watch(
                     client, namespace, selector, gate, supervisor, page_size=page_size
                 )
+                watch = asyncio.create_task(reflector.run(), name="AsyncJob watch")
             waiters = {
                 asyncio.create_task(members.changed.wait()),
                 asyncio.create_task(stopping.wait()),

@@ -248,10 +248,13 @@ class Supervisor:
     def _unpark(self, name: str) -> bool:
         if not self.backlog.unpark(name):
             return False
+        self._cancel_deadline_timer(name)
+        return True
+
+    def _cancel_deadline_timer(self, name: str) -> None:
         timer = self._deadline_timers.pop(name, None)
         if timer is not None:
             timer.cancel()
-        return True
 
     def _deadline_of_parked(self, name: str) -> None:
         """A parked job's deadline came: it starts whatever its lane's count, and its
@@ -270,9 +273,7 @@ class Supervisor:
             self._start_parked(obj["metadata"]["name"], obj)
 
     def _start_parked(self, name: str, raw: dict[str, Any]) -> None:
-        timer = self._deadline_timers.pop(name, None)
-        if timer is not None:
-            timer.cancel()
+        self._cancel_deadline_timer(name)
         obj = as_asyncjob(raw)
         job = Job.from_object(obj, self.ctx.policy)  # it was read before it was parked
         step = lifecycle.observed(job, self.wall())
